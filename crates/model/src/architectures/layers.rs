@@ -1,0 +1,154 @@
+//! Building blocks shared by the post-LayerNorm encoders (BERT, DistilBERT, MPNet): they differ
+//! in embeddings, weight names and attention bias, not in the layer itself.
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, backend::Backend};
+
+use crate::config::{Activation, EncoderShape};
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// A PyTorch `nn.Linear` (`weight` is `[out, in]`), kept as burn's `[in, out]` by a transposed view.
+pub fn load_linear<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Result<Linear<B>> {
+    let weight = weights.tensor::<B, 2>(&format!("{name}.weight"), [d_out, d_in], device)?;
+    let bias_name = format!("{name}.bias");
+    let bias = if weights.contains(&bias_name) {
+        Some(Param::from_tensor(weights.tensor::<B, 1>(
+            &bias_name,
+            [d_out],
+            device,
+        )?))
+    } else {
+        None
+    };
+    Ok(Linear {
+        weight: Param::from_tensor(weight.transpose()),
+        bias,
+    })
+}
+
+pub fn load_layer_norm<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    dim: usize,
+    eps: f64,
+    device: &B::Device,
+) -> Result<LayerNorm<B>> {
+    let mut norm = LayerNormConfig::new(dim).with_epsilon(eps).init(device);
+    norm.gamma = Param::from_tensor(weights.tensor(&format!("{name}.weight"), [dim], device)?);
+    norm.beta = Some(Param::from_tensor(weights.tensor(
+        &format!("{name}.bias"),
+        [dim],
+        device,
+    )?));
+    Ok(norm)
+}
+
+pub fn activate<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    activation: Activation,
+) -> Tensor<B, D> {
+    match activation {
+        Activation::Gelu => gelu(x),
+        Activation::GeluTanh => gelu_approximate(x),
+        Activation::Relu => relu(x),
+        Activation::Silu => silu(x),
+    }
+}
+
+/// Where one layer's tensors live in a checkpoint; each architecture fills these in.
+pub struct LayerNames {
+    pub query: String,
+    pub key: String,
+    pub value: String,
+    pub attention_output: String,
+    pub attention_norm: String,
+    pub ffn_in: String,
+    pub ffn_out: String,
+    pub output_norm: String,
+}
+
+/// One post-LayerNorm transformer layer:
+/// `h = LN(x + Attn(x)); out = LN(h + W2·act(W1·h))`.
+#[derive(Debug)]
+pub struct EncoderLayer<B: Backend> {
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    attention_output: Linear<B>,
+    attention_norm: LayerNorm<B>,
+    ffn_in: Linear<B>,
+    ffn_out: Linear<B>,
+    output_norm: LayerNorm<B>,
+    num_heads: usize,
+    activation: Activation,
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    pub fn load(
+        weights: &Weights,
+        names: &LayerNames,
+        shape: &EncoderShape,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (d, ffn, eps) = (
+            shape.hidden_size,
+            shape.intermediate_size,
+            shape.layer_norm_eps,
+        );
+        Ok(EncoderLayer {
+            query: load_linear(weights, &names.query, d, d, device)?,
+            key: load_linear(weights, &names.key, d, d, device)?,
+            value: load_linear(weights, &names.value, d, d, device)?,
+            attention_output: load_linear(weights, &names.attention_output, d, d, device)?,
+            attention_norm: load_layer_norm(weights, &names.attention_norm, d, eps, device)?,
+            ffn_in: load_linear(weights, &names.ffn_in, d, ffn, device)?,
+            ffn_out: load_linear(weights, &names.ffn_out, ffn, d, device)?,
+            output_norm: load_layer_norm(weights, &names.output_norm, d, eps, device)?,
+            num_heads: shape.num_heads,
+            activation: shape.activation,
+        })
+    }
+
+    /// `padding`: `[batch, 1, seq, seq]`, true where a key position is padding.
+    /// `bias`: optional additive attention bias broadcastable to `[batch, heads, seq, seq]`.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        padding: Tensor<B, 4, Bool>,
+        bias: Option<Tensor<B, 4>>,
+    ) -> Tensor<B, 3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.num_heads;
+        let heads = |t: Tensor<B, 3>| {
+            t.reshape([batch, seq, self.num_heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let context = attention(
+            heads(self.query.forward(x.clone())),
+            heads(self.key.forward(x.clone())),
+            heads(self.value.forward(x.clone())),
+            Some(padding),
+            bias,
+            AttentionModuleOptions::default(),
+        );
+        let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
+        let h = self
+            .attention_norm
+            .forward(x + self.attention_output.forward(context));
+        let ffn = self
+            .ffn_out
+            .forward(activate(self.ffn_in.forward(h.clone()), self.activation));
+        self.output_norm.forward(h + ffn)
+    }
+}

@@ -1,0 +1,103 @@
+//! Encoder-only transformers, one file per architecture, all producing token embeddings
+//! (`last_hidden_state`) from a padded batch of token ids.
+
+mod bert;
+mod distilbert;
+mod layers;
+pub(crate) use layers::load_linear;
+mod mpnet;
+
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+
+pub use bert::Bert;
+pub use distilbert::DistilBert;
+pub use mpnet::MPNet;
+
+use crate::config::ArchitectureConfig;
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// A right-padded batch of tokenized texts, row-major `[batch, seq_len]`, built on the host.
+#[derive(Debug, Clone, Default)]
+pub struct TokenBatch {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    /// 1 for a real token, 0 for padding.
+    pub mask: Vec<u32>,
+    pub batch: usize,
+    pub seq_len: usize,
+}
+
+impl TokenBatch {
+    fn ids_tensor<B: Backend>(
+        values: &[u32],
+        shape: [usize; 2],
+        device: &B::Device,
+    ) -> Tensor<B, 2, Int> {
+        let values: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    pub fn input_ids<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, Int> {
+        Self::ids_tensor(&self.ids, [self.batch, self.seq_len], device)
+    }
+
+    pub fn token_type_ids<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, Int> {
+        Self::ids_tensor(&self.type_ids, [self.batch, self.seq_len], device)
+    }
+
+    /// `[batch, 1, seq, seq]`, true where the key position is padding (the attention op's mask).
+    pub fn padding_mask<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
+        let (b, s) = (self.batch, self.seq_len);
+        let padding: Vec<bool> = self.mask.iter().map(|&m| m == 0).collect();
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [b, s]), device)
+            .reshape([b, 1, 1, s])
+            .expand([b, 1, s, s])
+    }
+}
+
+/// Any supported encoder, chosen by `config.json`.
+#[derive(Debug)]
+pub enum Transformer<B: Backend> {
+    Bert(Bert<B>),
+    DistilBert(DistilBert<B>),
+    MPNet(MPNet<B>),
+}
+
+impl<B: Backend> Transformer<B> {
+    pub fn load(
+        config: &ArchitectureConfig,
+        weights: &Weights,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Ok(match config {
+            ArchitectureConfig::Bert {
+                shape,
+                type_vocab_size,
+            } => Transformer::Bert(Bert::load(shape, *type_vocab_size, weights, device)?),
+            ArchitectureConfig::DistilBert { shape } => {
+                Transformer::DistilBert(DistilBert::load(shape, weights, device)?)
+            }
+            ArchitectureConfig::MPNet {
+                shape,
+                relative_attention_num_buckets,
+                pad_token_id,
+            } => Transformer::MPNet(MPNet::load(
+                shape,
+                *relative_attention_num_buckets,
+                *pad_token_id,
+                weights,
+                device,
+            )?),
+        })
+    }
+
+    /// Token embeddings `[batch, seq_len, hidden]`.
+    pub fn forward(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
+        match self {
+            Transformer::Bert(m) => m.forward(batch, device),
+            Transformer::DistilBert(m) => m.forward(batch, device),
+            Transformer::MPNet(m) => m.forward(batch, device),
+        }
+    }
+}

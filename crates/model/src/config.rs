@@ -1,0 +1,218 @@
+//! `config.json` of a Hugging Face transformer, parsed into the architecture it describes.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{ModelError, Result, read_json};
+
+/// Activation of the feed-forward block, by its Hugging Face name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: the exact erf form.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    Relu,
+    Silu,
+}
+
+impl Activation {
+    fn parse(name: &str, path: &Path) -> Result<Self> {
+        Ok(match name {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            other => {
+                return Err(ModelError::config(
+                    path,
+                    format!("unsupported activation {other:?}"),
+                ));
+            }
+        })
+    }
+}
+
+/// The shape of an encoder-only transformer, common to every architecture we run.
+#[derive(Debug, Clone)]
+pub struct EncoderShape {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub layer_norm_eps: f64,
+    pub activation: Activation,
+}
+
+#[derive(Debug, Clone)]
+pub enum ArchitectureConfig {
+    Bert {
+        shape: EncoderShape,
+        type_vocab_size: usize,
+    },
+    DistilBert {
+        shape: EncoderShape,
+    },
+    MPNet {
+        shape: EncoderShape,
+        relative_attention_num_buckets: usize,
+        pad_token_id: usize,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    // BERT / MPNet names
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    intermediate_size: Option<usize>,
+    hidden_act: Option<String>,
+    layer_norm_eps: Option<f64>,
+    max_position_embeddings: Option<usize>,
+    type_vocab_size: Option<usize>,
+    position_embedding_type: Option<String>,
+    relative_attention_num_buckets: Option<usize>,
+    pad_token_id: Option<usize>,
+    // DistilBERT names
+    dim: Option<usize>,
+    n_layers: Option<usize>,
+    n_heads: Option<usize>,
+    hidden_dim: Option<usize>,
+    activation: Option<String>,
+}
+
+impl ArchitectureConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let raw: RawConfig = read_json(path)?;
+        let kind = raw
+            .model_type
+            .clone()
+            .or_else(|| raw.architectures.first().map(|a| a.to_lowercase()))
+            .unwrap_or_default();
+        let need = |value: Option<usize>, key: &str| {
+            value.ok_or_else(|| ModelError::config(path, format!("missing key {key:?}")))
+        };
+        let config = match kind.as_str() {
+            k if k == "bert" || k.starts_with("bertfor") || k == "bertmodel" => {
+                if let Some(kind) = raw.position_embedding_type.as_deref()
+                    && kind != "absolute"
+                {
+                    return Err(ModelError::config(
+                        path,
+                        format!(
+                            "position_embedding_type {kind:?} is not supported (only \"absolute\")"
+                        ),
+                    ));
+                }
+                ArchitectureConfig::Bert {
+                    shape: EncoderShape {
+                        vocab_size: need(raw.vocab_size, "vocab_size")?,
+                        hidden_size: need(raw.hidden_size, "hidden_size")?,
+                        num_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
+                        num_heads: need(raw.num_attention_heads, "num_attention_heads")?,
+                        intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+                        max_position_embeddings: raw.max_position_embeddings.unwrap_or(512),
+                        layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),
+                        activation: Activation::parse(
+                            raw.hidden_act.as_deref().unwrap_or("gelu"),
+                            path,
+                        )?,
+                    },
+                    type_vocab_size: raw.type_vocab_size.unwrap_or(2),
+                }
+            }
+            k if k == "distilbert" || k.starts_with("distilbert") => {
+                ArchitectureConfig::DistilBert {
+                    shape: EncoderShape {
+                        vocab_size: need(raw.vocab_size, "vocab_size")?,
+                        hidden_size: need(raw.dim, "dim")?,
+                        num_layers: need(raw.n_layers, "n_layers")?,
+                        num_heads: need(raw.n_heads, "n_heads")?,
+                        intermediate_size: need(raw.hidden_dim, "hidden_dim")?,
+                        max_position_embeddings: raw.max_position_embeddings.unwrap_or(512),
+                        // DistilBERT's LayerNorms are built with a fixed eps of 1e-12.
+                        layer_norm_eps: 1e-12,
+                        activation: Activation::parse(
+                            raw.activation.as_deref().unwrap_or("gelu"),
+                            path,
+                        )?,
+                    },
+                }
+            }
+            k if k == "mpnet" || k.starts_with("mpnet") => ArchitectureConfig::MPNet {
+                shape: EncoderShape {
+                    vocab_size: need(raw.vocab_size, "vocab_size")?,
+                    hidden_size: need(raw.hidden_size, "hidden_size")?,
+                    num_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
+                    num_heads: need(raw.num_attention_heads, "num_attention_heads")?,
+                    intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+                    max_position_embeddings: raw.max_position_embeddings.unwrap_or(514),
+                    layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-5),
+                    activation: Activation::parse(
+                        raw.hidden_act.as_deref().unwrap_or("gelu"),
+                        path,
+                    )?,
+                },
+                relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
+                pad_token_id: raw.pad_token_id.unwrap_or(1),
+            },
+            other => {
+                return Err(ModelError::UnknownArchitecture {
+                    path: path.to_path_buf(),
+                    name: other.to_string(),
+                });
+            }
+        };
+        let shape = config.shape();
+        if shape.num_heads == 0 || shape.hidden_size % shape.num_heads != 0 {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "hidden size {} is not divisible by {} attention heads",
+                    shape.hidden_size, shape.num_heads
+                ),
+            ));
+        }
+        Ok(config)
+    }
+
+    pub fn shape(&self) -> &EncoderShape {
+        match self {
+            ArchitectureConfig::Bert { shape, .. }
+            | ArchitectureConfig::DistilBert { shape }
+            | ArchitectureConfig::MPNet { shape, .. } => shape,
+        }
+    }
+
+    /// The prefix this architecture's weights carry in `*ForMaskedLM` / pretraining checkpoints.
+    pub fn weight_prefix(&self) -> &'static str {
+        match self {
+            ArchitectureConfig::Bert { .. } => "bert",
+            ArchitectureConfig::DistilBert { .. } => "distilbert",
+            ArchitectureConfig::MPNet { .. } => "mpnet",
+        }
+    }
+
+    /// The longest input (in tokens, specials included) the position table can encode.
+    pub fn max_input_tokens(&self) -> usize {
+        match self {
+            // MPNet (like RoBERTa) numbers positions from pad_token_id + 1.
+            ArchitectureConfig::MPNet {
+                shape,
+                pad_token_id,
+                ..
+            } => shape
+                .max_position_embeddings
+                .saturating_sub(pad_token_id + 1),
+            other => other.shape().max_position_embeddings,
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The sentence-transformers modules that follow the transformer: Pooling, Dense, Normalize.
+
+mod dense;
+mod pooling;
+
+use burn::tensor::{Tensor, backend::Backend};
+
+pub use dense::{Dense, DenseActivation, DenseConfig};
+pub use pooling::{PoolingConfig, PoolingMode};
+
+/// ST's `Normalize` (`F.normalize(x, p=2, dim=-1)`): divide by the L2 norm, floored at 1e-12.
+pub fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}

