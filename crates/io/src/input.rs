@@ -1,0 +1,277 @@
+//! Streaming text input: records are read one line at a time, so memory does not grow with the
+//! file. Every error names the file, the line, and for JSON the field.
+//!
+//! - `.jsonl`: one JSON object a line; the text in `text_field` (default `text`), an optional id
+//!   in `id_field`. Blank lines are skipped.
+//! - `.txt`: one text a line (an empty line is an empty text); `\r\n` endings are accepted.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{IoError, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// From `id_field`, else the record's 0-based index in the input.
+    pub id: String,
+    pub text: String,
+    /// 1-based line number in the input file.
+    pub line: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Jsonl,
+    Txt,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputOptions {
+    pub text_field: String,
+    pub id_field: Option<String>,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        InputOptions {
+            text_field: "text".into(),
+            id_field: None,
+        }
+    }
+}
+
+pub struct InputReader {
+    path: PathBuf,
+    kind: Kind,
+    reader: BufReader<File>,
+    options: InputOptions,
+    line: u64,
+    index: u64,
+    buffer: Vec<u8>,
+}
+
+impl InputReader {
+    pub fn open(path: &Path, options: InputOptions) -> Result<Self> {
+        let kind = match path.extension().and_then(|e| e.to_str()) {
+            Some("jsonl") | Some("ndjson") => Kind::Jsonl,
+            Some("txt") => Kind::Txt,
+            _ => {
+                return Err(IoError::format(
+                    path,
+                    "unsupported input extension (expected .jsonl or .txt)",
+                ));
+            }
+        };
+        let file = File::open(path).map_err(IoError::io(path))?;
+        Ok(InputReader {
+            path: path.to_path_buf(),
+            kind,
+            reader: BufReader::with_capacity(1 << 20, file),
+            options,
+            line: 0,
+            index: 0,
+            buffer: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads up to `n` records.
+    pub fn read_chunk(&mut self, n: usize) -> Result<Vec<Record>> {
+        let mut records = Vec::with_capacity(n.min(1 << 16));
+        while records.len() < n {
+            match self.next() {
+                Some(record) => records.push(record?),
+                None => break,
+            }
+        }
+        Ok(records)
+    }
+
+    fn error(&self, message: impl Into<String>) -> IoError {
+        IoError::Record {
+            path: self.path.clone(),
+            line: self.line,
+            message: message.into(),
+        }
+    }
+
+    fn parse_json(&self, line: &str) -> Result<(Option<String>, String)> {
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| self.error(format!("invalid JSON: {e}")))?;
+        let Value::Object(mut object) = value else {
+            return Err(self.error("expected a JSON object"));
+        };
+        let field = &self.options.text_field;
+        let text = match object.remove(field) {
+            Some(Value::String(text)) => text,
+            Some(other) => {
+                return Err(self.error(format!(
+                    "field {field:?} must be a string, found {}",
+                    json_kind(&other)
+                )));
+            }
+            None => return Err(self.error(format!("missing field {field:?}"))),
+        };
+        let id = match &self.options.id_field {
+            None => None,
+            Some(id_field) => Some(match object.remove(id_field) {
+                Some(Value::String(id)) => id,
+                Some(Value::Number(n)) => n.to_string(),
+                Some(other) => {
+                    return Err(self.error(format!(
+                        "field {id_field:?} must be a string or a number, found {}",
+                        json_kind(&other)
+                    )));
+                }
+                None => return Err(self.error(format!("missing field {id_field:?}"))),
+            }),
+        };
+        Ok((id, text))
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Iterator for InputReader {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.buffer.clear();
+            match self.reader.read_until(b'\n', &mut self.buffer) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e) => return Some(Err(IoError::io(&self.path)(e))),
+            }
+            self.line += 1;
+            let mut bytes = self.buffer.as_slice();
+            if let Some(rest) = bytes.strip_suffix(b"\n") {
+                bytes = rest.strip_suffix(b"\r").unwrap_or(rest);
+            }
+            if bytes.contains(&0) {
+                return Some(Err(self.error("NUL byte in input (is this a binary file?)")));
+            }
+            let line = match std::str::from_utf8(bytes) {
+                Ok(line) => line,
+                Err(e) => {
+                    return Some(Err(self.error(format!(
+                        "invalid UTF-8 at byte {} of the line",
+                        e.valid_up_to()
+                    ))));
+                }
+            };
+            let parsed = match self.kind {
+                Kind::Txt => Ok((None, line.to_string())),
+                Kind::Jsonl if line.trim().is_empty() => continue,
+                Kind::Jsonl => self.parse_json(line),
+            };
+            let index = self.index;
+            self.index += 1;
+            return Some(parsed.map(|(id, text)| Record {
+                id: id.unwrap_or_else(|| index.to_string()),
+                text,
+                line: self.line,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(name: &str, content: &[u8], options: InputOptions) -> Vec<Result<Record>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        InputReader::open(&path, options).unwrap().collect()
+    }
+
+    #[test]
+    fn txt_lines_are_texts() {
+        let records = read("a.txt", b"one\r\n\ntwo \xc3\xa9\n", InputOptions::default());
+        let texts: Vec<String> = records.into_iter().map(|r| r.unwrap().text).collect();
+        assert_eq!(texts, vec!["one", "", "two é"]);
+    }
+
+    #[test]
+    fn jsonl_fields_ids_and_errors_name_file_line_and_field() {
+        let options = InputOptions {
+            text_field: "body".into(),
+            id_field: Some("key".into()),
+        };
+        let content = b"{\"body\": \"a\", \"key\": 7}\n\n{\"body\": 3, \"key\": \"x\"}\n{\"key\": \"y\"}\nnot json\n[1]\n";
+        let records = read("in.jsonl", content, options);
+        assert_eq!(
+            records[0].as_ref().unwrap(),
+            &Record {
+                id: "7".into(),
+                text: "a".into(),
+                line: 1
+            }
+        );
+        let errors: Vec<String> = records[1..]
+            .iter()
+            .map(|r| r.as_ref().unwrap_err().to_string())
+            .collect();
+        assert!(
+            errors[0].ends_with("in.jsonl:3: field \"body\" must be a string, found a number"),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[1].ends_with("in.jsonl:4: missing field \"body\""),
+            "{}",
+            errors[1]
+        );
+        assert!(
+            errors[2].contains("in.jsonl:5: invalid JSON"),
+            "{}",
+            errors[2]
+        );
+        assert!(
+            errors[3].ends_with("in.jsonl:6: expected a JSON object"),
+            "{}",
+            errors[3]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_and_nul_bytes_are_errors_with_line_numbers() {
+        let records = read(
+            "b.txt",
+            b"ok\nbad \xff\nnul\0here\n",
+            InputOptions::default(),
+        );
+        assert!(records[0].is_ok());
+        assert!(
+            records[1]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("b.txt:2: invalid UTF-8")
+        );
+        assert!(
+            records[2]
+                .as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("b.txt:3: NUL byte")
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Every output of the dense encoder against sentence-transformers' own outputs for the same
+//! texts (tests/data/texts.jsonl: prose of every length, texts past max_seq_length, empty and
+//! whitespace-only texts, non-Latin scripts, emoji, control characters).
+
+use pool_encode_encoder::{Device, Embeddings, EncodeOptions, SentenceEncoder, SimilarityFn};
+use pool_encode_tests::*;
+
+fn options() -> EncodeOptions {
+    EncodeOptions {
+        batch_size: 16,
+        ..Default::default()
+    }
+}
+
+/// All checks for one model folder whose references live under `reference_dir(name)`.
+fn check_model(name: &str, dir: &std::path::Path) {
+    let texts = texts();
+    let meta = reference_meta(name);
+    let mut encoder = SentenceEncoder::load(dir, Device::default()).unwrap();
+
+    assert_eq!(
+        encoder.max_seq_length() as u64,
+        meta["max_seq_length"].as_u64().unwrap(),
+        "{name}: max_seq_length"
+    );
+    assert_eq!(
+        encoder.embedding_dimension() as u64,
+        meta["embedding_dimension"].as_u64().unwrap(),
+        "{name}: embedding_dimension"
+    );
+    let similarity = SimilarityFn::parse(meta["similarity_fn_name"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        encoder.similarity_fn(),
+        similarity,
+        "{name}: similarity_fn_name"
+    );
+
+    // Token ids, text by text.
+    for (i, (text, ids)) in texts.iter().zip(reference_input_ids(name)).enumerate() {
+        let ours = encoder.tokenizer().encode(text).unwrap();
+        assert_eq!(
+            ours.get_ids(),
+            &ids[..],
+            "{name}: token ids of text {i} ({text:?})"
+        );
+    }
+
+    let embeddings = encoder.encode(&texts, &options()).unwrap();
+    assert_close(
+        &format!("{name}: embeddings"),
+        &embeddings,
+        &reference(name, "embeddings.npy"),
+    );
+
+    // Batching must not change the result: one text at a time and all in one batch.
+    let single = encoder
+        .encode(
+            &texts[..8],
+            &EncodeOptions {
+                batch_size: 1,
+                ..options()
+            },
+        )
+        .unwrap();
+    let expected_first = Embeddings::new(
+        reference(name, "embeddings.npy").as_slice()[..8 * single.dim()].to_vec(),
+        8,
+        single.dim(),
+    );
+    assert_close(&format!("{name}: batch_size 1"), &single, &expected_first);
+
+    let (a, b) = (rows(&embeddings, 0..6), rows(&embeddings, 6..12));
+    assert_close(
+        &format!("{name}: similarity"),
+        &encoder.similarity(&a, &b),
+        &reference(name, "similarity.npy"),
+    );
+    let pairwise = encoder.similarity_pairwise(&a, &b);
+    assert_close(
+        &format!("{name}: similarity_pairwise"),
+        &Embeddings::new(pairwise, 1, 6),
+        &reshape(reference(name, "similarity_pairwise.npy"), 1, 6),
+    );
+
+    let truncated = encoder
+        .encode(
+            &texts,
+            &EncodeOptions {
+                truncate_dim: Some(8),
+                normalize_embeddings: true,
+                ..options()
+            },
+        )
+        .unwrap();
+    assert_close(
+        &format!("{name}: truncate_dim 8 + normalize"),
+        &truncated,
+        &reference(name, "truncate_dim_8_normalized.npy"),
+    );
+
+    // Token embeddings of the first 24 and the last 31 texts, concatenated in the reference.
+    let picked: Vec<&String> = meta["token_embeddings_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &texts[i.as_u64().unwrap() as usize])
+        .collect();
+    let tokens = encoder.encode_tokens(&picked, &options()).unwrap();
+    let lengths: Vec<usize> = tokens.iter().map(Embeddings::rows).collect();
+    let expected_lengths: Vec<usize> = meta["token_embeddings_lengths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(lengths, expected_lengths, "{name}: token counts");
+    let hidden = tokens[0].dim();
+    let all: Vec<f32> = tokens
+        .iter()
+        .flat_map(|t| t.as_slice().iter().copied())
+        .collect();
+    let total = all.len() / hidden;
+    assert_close(
+        &format!("{name}: token embeddings"),
+        &Embeddings::new(all, total, hidden),
+        &reference(name, "token_embeddings.npy"),
+    );
+
+    if meta["prompts"]
+        .as_object()
+        .is_some_and(|p| p.values().any(|v| v.as_str() != Some("")))
+    {
+        assert_close(
+            &format!("{name}: encode_query"),
+            &encoder.encode_query(&texts, &options()).unwrap(),
+            &reference(name, "encode_query.npy"),
+        );
+        assert_close(
+            &format!("{name}: encode_document"),
+            &encoder.encode_document(&texts, &options()).unwrap(),
+            &reference(name, "encode_document.npy"),
+        );
+    }
+
+    encoder.set_max_seq_length(40).unwrap();
+    assert_eq!(encoder.max_seq_length(), 40);
+    assert_close(
+        &format!("{name}: max_seq_length 40"),
+        &encoder.encode(&texts, &options()).unwrap(),
+        &reference(name, "embeddings_max_seq_length_40.npy"),
+    );
+    assert!(
+        encoder.set_max_seq_length(100_000).is_err(),
+        "{name}: max_seq_length past the position table"
+    );
+}
+
+fn rows(m: &Embeddings, range: std::ops::Range<usize>) -> Embeddings {
+    let d = m.dim();
+    Embeddings::new(
+        m.as_slice()[range.start * d..range.end * d].to_vec(),
+        range.len(),
+        d,
+    )
+}
+
+fn reshape(m: Embeddings, rows: usize, dim: usize) -> Embeddings {
+    Embeddings::new(m.into_vec(), rows, dim)
+}
+
+macro_rules! tiny_model_tests {
+    ($($test:ident => $name:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            check_model($name, &tiny_model_dir($name));
+        }
+    )*};
+}
+
+tiny_model_tests! {
+    bert_mean_normalize_old => "bert-mean-normalize-old",
+    bert_cls_dense_new => "bert-cls-dense-new",
+    bert_allmodes_old => "bert-allmodes-old",
+    bert_prompts_new => "bert-prompts-new",
+    distilbert_max_dense_normalize_new => "distilbert-max-dense-normalize-new",
+    distilbert_weightedmean_old => "distilbert-weightedmean-old",
+    mpnet_mean_normalize_new => "mpnet-mean-normalize-new",
+    mpnet_multi_old => "mpnet-multi-old",
+}
+
+#[test]
+fn all_minilm_l6_v2() {
+    check_model("all-MiniLM-L6-v2", &minilm_dir());
+}
+
+#[test]
+fn every_tiny_model_is_covered() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(data_dir().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = TINY_MODELS.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed);
+}
