@@ -1,1 +1,294 @@
-fn main() {}
+//! A broken model folder gives an error that names the file at fault, never a panic.
+
+use std::path::{Path, PathBuf};
+
+use pool_encode_encoder::{Device, SentenceEncoder};
+use pool_encode_tests::tiny_model_dir;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+/// A private copy of a tiny model (with a Dense head) to break.
+fn copy_model() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("model");
+    copy_dir(&tiny_model_dir("bert-cls-dense-new"), &dst);
+    (tmp, dst)
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+/// Loads `dir`, expecting an error whose message names `file` and contains `words`.
+fn expect_error(dir: &Path, file: &str, words: &str) {
+    let err = match SentenceEncoder::load(dir, Device::default()) {
+        Ok(_) => panic!("loading a model with a broken {file} succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(file), "error does not name {file}: {err}");
+    assert!(err.contains(words), "error does not say {words:?}: {err}");
+}
+
+/// Rewrites model.safetensors through `edit`, which gets (name, dtype, shape, bytes) tuples.
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            (
+                name,
+                view.dtype(),
+                view.shape().to_vec(),
+                view.data().to_vec(),
+            )
+        })
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+#[test]
+fn missing_folder() {
+    expect_error(
+        Path::new("/nonexistent/model-folder"),
+        "/nonexistent/model-folder",
+        "missing",
+    );
+}
+
+#[test]
+fn missing_config_json() {
+    let (_tmp, dir) = copy_model();
+    std::fs::remove_file(dir.join("config.json")).unwrap();
+    expect_error(&dir, "config.json", "missing required file");
+}
+
+#[test]
+fn missing_weights() {
+    let (_tmp, dir) = copy_model();
+    std::fs::remove_file(dir.join("model.safetensors")).unwrap();
+    expect_error(&dir, "model.safetensors", "missing required file");
+}
+
+#[test]
+fn missing_tokenizer() {
+    let (_tmp, dir) = copy_model();
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    expect_error(&dir, "tokenizer.json", "missing required file");
+}
+
+#[test]
+fn missing_dense_weights() {
+    let (_tmp, dir) = copy_model();
+    std::fs::remove_file(dir.join("2_Dense/model.safetensors")).unwrap();
+    expect_error(&dir, "2_Dense/model.safetensors", "missing required file");
+}
+
+#[test]
+fn truncated_safetensors() {
+    let (_tmp, dir) = copy_model();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    expect_error(&dir, "model.safetensors", "invalid safetensors file");
+}
+
+#[test]
+fn safetensors_header_longer_than_the_file() {
+    let (_tmp, dir) = copy_model();
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    expect_error(&dir, "model.safetensors", "invalid safetensors file");
+}
+
+#[test]
+fn safetensors_header_lying_about_offsets() {
+    let (_tmp, dir) = copy_model();
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    // Point one tensor's data far past the end of the file.
+    let (_, entry) = header
+        .iter_mut()
+        .find(|(k, _)| k.as_str() != "__metadata__")
+        .unwrap();
+    entry["data_offsets"] = serde_json::json!([9_999_999_990u64, 9_999_999_999u64]);
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, out).unwrap();
+    expect_error(&dir, "model.safetensors", "invalid safetensors file");
+}
+
+#[test]
+fn safetensors_header_not_json() {
+    let (_tmp, dir) = copy_model();
+    let mut bytes = 16u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"this is not json");
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    expect_error(&dir, "model.safetensors", "invalid safetensors file");
+}
+
+#[test]
+fn wrong_tensor_shape() {
+    let (_tmp, dir) = copy_model();
+    rewrite_weights(&dir, |tensors| {
+        let t = tensors
+            .iter_mut()
+            .find(|t| t.0.ends_with("layer.1.intermediate.dense.weight"))
+            .unwrap();
+        // [64, 32] -> [32, 64]: same bytes, wrong shape.
+        t.2 = vec![t.2[1], t.2[0]];
+    });
+    expect_error(
+        &dir,
+        "model.safetensors",
+        "layer.1.intermediate.dense.weight\" has shape [32, 64], expected [64, 32]",
+    );
+}
+
+#[test]
+fn missing_tensor() {
+    let (_tmp, dir) = copy_model();
+    rewrite_weights(&dir, |tensors| {
+        tensors.retain(|t| !t.0.contains("layer.0.attention.self.key.weight"))
+    });
+    expect_error(
+        &dir,
+        "model.safetensors",
+        "encoder.layer.0.attention.self.key.weight\" not found",
+    );
+}
+
+#[test]
+fn unsupported_tensor_dtype() {
+    let (_tmp, dir) = copy_model();
+    rewrite_weights(&dir, |tensors| {
+        let t = tensors
+            .iter_mut()
+            .find(|t| t.0.contains("embeddings.word_embeddings"))
+            .unwrap();
+        t.1 = Dtype::I32;
+    });
+    expect_error(&dir, "model.safetensors", "unsupported dtype I32");
+}
+
+#[test]
+fn unknown_architecture() {
+    let (_tmp, dir) = copy_model();
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        config.replace("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\""),
+    )
+    .unwrap();
+    expect_error(&dir, "config.json", "unsupported architecture \"gpt2\"");
+}
+
+#[test]
+fn config_missing_a_key() {
+    let (_tmp, dir) = copy_model();
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    let mut config = config.as_object().unwrap().clone();
+    config.remove("num_attention_heads");
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    expect_error(&dir, "config.json", "missing key \"num_attention_heads\"");
+}
+
+#[test]
+fn invalid_json_in_modules_json() {
+    let (_tmp, dir) = copy_model();
+    std::fs::write(dir.join("modules.json"), "[{\"idx\": 0,").unwrap();
+    expect_error(&dir, "modules.json", "invalid JSON");
+}
+
+#[test]
+fn unsupported_module_type() {
+    let (_tmp, dir) = copy_model();
+    let modules = std::fs::read_to_string(dir.join("modules.json")).unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        modules.replace("modules.pooling.Pooling", "modules.lstm.LSTM"),
+    )
+    .unwrap();
+    expect_error(&dir, "modules.json", "unsupported module type");
+}
+
+#[test]
+fn unknown_pooling_mode() {
+    let (_tmp, dir) = copy_model();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode": "median"}"#,
+    )
+    .unwrap();
+    expect_error(
+        &dir,
+        "1_Pooling/config.json",
+        "unknown pooling mode \"median\"",
+    );
+}
+
+#[test]
+fn dense_input_size_mismatch() {
+    let (_tmp, dir) = copy_model();
+    let config = std::fs::read_to_string(dir.join("2_Dense/config.json")).unwrap();
+    std::fs::write(
+        dir.join("2_Dense/config.json"),
+        config.replace("\"in_features\": 32", "\"in_features\": 48"),
+    )
+    .unwrap();
+    expect_error(
+        &dir,
+        "2_Dense/config.json",
+        "in_features is 48 but the previous module outputs 32",
+    );
+}
+
+#[test]
+fn unsupported_dense_activation() {
+    let (_tmp, dir) = copy_model();
+    let config = std::fs::read_to_string(dir.join("2_Dense/config.json")).unwrap();
+    std::fs::write(
+        dir.join("2_Dense/config.json"),
+        config.replace("activation.Tanh", "activation.Softsign"),
+    )
+    .unwrap();
+    expect_error(
+        &dir,
+        "2_Dense/config.json",
+        "unsupported Dense activation_function",
+    );
+}
+
+#[test]
+fn corrupt_tokenizer() {
+    let (_tmp, dir) = copy_model();
+    std::fs::write(dir.join("tokenizer.json"), "{\"version\": \"1.0\"}").unwrap();
+    expect_error(&dir, "tokenizer.json", "cannot load tokenizer");
+}

@@ -1,1 +1,39 @@
-fn main() {}
+//! `pool-encode`: the command-line front of the encoder. See `pool-encode encode --help`.
+
+mod encode;
+mod settings;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pool-encode",
+    version,
+    about = "Encode large text collections into sentence embeddings"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode a file of texts into an embeddings file.
+    Encode(settings::EncodeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Encode(args) => {
+            settings::EncodeSettings::resolve(args).and_then(|s| encode::run(&s))
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

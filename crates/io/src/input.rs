@@ -81,18 +81,6 @@ impl InputReader {
         &self.path
     }
 
-    /// Reads up to `n` records.
-    pub fn read_chunk(&mut self, n: usize) -> Result<Vec<Record>> {
-        let mut records = Vec::with_capacity(n.min(1 << 16));
-        while records.len() < n {
-            match self.next() {
-                Some(record) => records.push(record?),
-                None => break,
-            }
-        }
-        Ok(records)
-    }
-
     fn error(&self, message: impl Into<String>) -> IoError {
         IoError::Record {
             path: self.path.clone(),

@@ -1,0 +1,156 @@
+//! The settings of `pool-encode encode`: command-line flags over a TOML config file over
+//! defaults. Every config key is a flag of the same name (`batch-size = 64` ⇔ `--batch-size 64`).
+//! Relative paths are taken from the current directory, whether they come from a flag or a file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use pool_encode_encoder::Device;
+use serde::Deserialize;
+
+/// Flags of `encode`; each is optional here so a config file can supply it.
+#[derive(Args, Debug, Default)]
+pub struct EncodeArgs {
+    /// TOML file with any of the settings below (keys named like the flags, e.g. `batch-size`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model folder (HF / sentence-transformers layout), or a hub id such as
+    /// sentence-transformers/all-MiniLM-L6-v2 when built with the `hub` feature.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Texts to encode: .jsonl (one object a line) or .txt (one text a line).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Where to write the embeddings: .npy (float32 [N, dim], rows in input order).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Device to run on: cpu (all cores) or cpu:N (N threads).
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Texts per forward pass.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Texts read, encoded and written per step (bounds memory).
+    #[arg(long)]
+    pub chunk_size: Option<usize>,
+    /// Truncate texts to this many tokens (default: the model's).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// JSON field holding the text (.jsonl input).
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// JSON field holding the record id (.jsonl input).
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// L2-normalize every embedding.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub normalize: Option<bool>,
+    /// Keep only the first N dimensions (Matryoshka models).
+    #[arg(long)]
+    pub truncate_dim: Option<usize>,
+    /// Name of one of the model's prompts (e.g. query, document) to prepend to every text.
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+    /// A literal prompt to prepend to every text.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Replace an existing output file.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub overwrite: Option<bool>,
+}
+
+/// The config file: same names as the flags; an unknown key is an error.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    model: Option<String>,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    devices: Option<String>,
+    batch_size: Option<usize>,
+    chunk_size: Option<usize>,
+    max_seq_length: Option<usize>,
+    text_field: Option<String>,
+    id_field: Option<String>,
+    normalize: Option<bool>,
+    truncate_dim: Option<usize>,
+    prompt_name: Option<String>,
+    prompt: Option<String>,
+    overwrite: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EncodeSettings {
+    pub model: String,
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub device: Device,
+    pub batch_size: usize,
+    pub chunk_size: usize,
+    pub max_seq_length: Option<usize>,
+    pub text_field: String,
+    pub id_field: Option<String>,
+    pub normalize: bool,
+    pub truncate_dim: Option<usize>,
+    pub prompt_name: Option<String>,
+    pub prompt: Option<String>,
+    pub overwrite: bool,
+}
+
+impl EncodeSettings {
+    pub fn resolve(args: EncodeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_config(path)?,
+            None => ConfigFile::default(),
+        };
+        let required = |value: Option<String>, flag: &str| {
+            value.with_context(|| format!("--{flag} is required (as a flag or a config key)"))
+        };
+        let devices = args
+            .devices
+            .or(file.devices)
+            .unwrap_or_else(|| "cpu".into());
+        if devices.contains(',') {
+            bail!(
+                "--devices {devices:?}: one device per run (several devices need the worker pool)"
+            );
+        }
+        let device: Device = devices.parse()?;
+        let positive =
+            |value: Option<usize>, default: usize, flag: &str| match value.unwrap_or(default) {
+                0 => bail!("--{flag} must be at least 1"),
+                n => Ok(n),
+            };
+        Ok(EncodeSettings {
+            model: required(args.model.or(file.model), "model")?,
+            input: required(args.input.or(file.input).map(path_string), "input")?.into(),
+            output: required(args.output.or(file.output).map(path_string), "output")?.into(),
+            device,
+            batch_size: positive(args.batch_size.or(file.batch_size), 32, "batch-size")?,
+            chunk_size: positive(args.chunk_size.or(file.chunk_size), 4096, "chunk-size")?,
+            max_seq_length: args.max_seq_length.or(file.max_seq_length),
+            text_field: args
+                .text_field
+                .or(file.text_field)
+                .unwrap_or_else(|| "text".into()),
+            id_field: args.id_field.or(file.id_field),
+            normalize: args.normalize.or(file.normalize).unwrap_or(false),
+            truncate_dim: args.truncate_dim.or(file.truncate_dim),
+            prompt_name: args.prompt_name.or(file.prompt_name),
+            prompt: args.prompt.or(file.prompt),
+            overwrite: args.overwrite.or(file.overwrite).unwrap_or(false),
+        })
+    }
+}
+
+fn path_string(path: PathBuf) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn read_config(path: &Path) -> Result<ConfigFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read config", path.display()))?;
+    // toml's message already names the line, column and key.
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

@@ -1,0 +1,419 @@
+//! The `pool-encode encode` command end to end: outputs against sentence-transformers'
+//! references, config files and flags, and every error a user can cause.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pool_encode_encoder::Embeddings;
+use pool_encode_tests::*;
+
+fn pool_encode(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+        .args(args)
+        .output()
+        .expect("run pool-encode")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = pool_encode(args);
+    assert!(
+        out.status.success(),
+        "pool-encode {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail, returning its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = pool_encode(args);
+    assert!(!out.status.success(), "pool-encode {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn read(path: &Path) -> Embeddings {
+    let (values, rows, dim) = pool_encode_io::read_npy(path).unwrap();
+    Embeddings::new(values, rows, dim)
+}
+
+fn texts_jsonl() -> String {
+    data_dir().join("texts.jsonl").display().to_string()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn every_reference_model_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut models: Vec<(String, PathBuf)> = TINY_MODELS
+        .iter()
+        .map(|m| (m.to_string(), tiny_model_dir(m)))
+        .collect();
+    models.push(("all-MiniLM-L6-v2".into(), minilm_dir()));
+    for (name, dir) in models {
+        let out = tmp.path().join(format!("{name}.npy"));
+        // A small chunk size, so the run streams several chunks that do not divide the input.
+        let printed = ok(&[
+            "encode",
+            "--model",
+            s(&dir),
+            "--input",
+            &texts_jsonl(),
+            "--output",
+            s(&out),
+            "--batch-size",
+            "7",
+            "--chunk-size",
+            "50",
+        ]);
+        assert_eq!(
+            printed.trim(),
+            s(&out),
+            "the command prints where the output went"
+        );
+        assert_close(
+            &format!("{name} via pool-encode"),
+            &read(&out),
+            &reference(&name, "embeddings.npy"),
+        );
+    }
+}
+
+#[test]
+fn max_seq_length_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("e.npy");
+    let model = tiny_model_dir("mpnet-mean-normalize-new");
+    ok(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--max-seq-length",
+        "40",
+    ]);
+    assert_close(
+        "max_seq_length 40",
+        &read(&out),
+        &reference(
+            "mpnet-mean-normalize-new",
+            "embeddings_max_seq_length_40.npy",
+        ),
+    );
+}
+
+#[test]
+fn normalize_flag_and_txt_input_and_text_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = texts();
+    // Texts a .txt can hold: one line each, no NUL byte (rejected as binary input).
+    let picked: Vec<usize> = (0..texts.len())
+        .filter(|&i| !texts[i].contains(['\n', '\r', '\0']))
+        .collect();
+    let txt = tmp.path().join("in.txt");
+    std::fs::write(
+        &txt,
+        picked
+            .iter()
+            .map(|&i| format!("{}\n", texts[i]))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let jsonl = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &jsonl,
+        picked
+            .iter()
+            .map(|&i| format!("{}\n", serde_json::json!({"body": texts[i], "n": i})))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let name = "bert-cls-dense-new"; // no Normalize module: --normalize changes the output
+    let mut expected = reference(name, "embeddings.npy");
+    expected = Embeddings::new(
+        picked
+            .iter()
+            .flat_map(|&i| expected.row(i).to_vec())
+            .collect(),
+        picked.len(),
+        expected.dim(),
+    );
+    expected.normalize();
+    let model = tiny_model_dir(name);
+    for (input, extra) in [
+        (&txt, vec![]),
+        (&jsonl, vec!["--text-field", "body", "--id-field", "n"]),
+    ] {
+        let out = tmp.path().join("out.npy");
+        let mut args = vec![
+            "encode",
+            "--model",
+            s(&model),
+            "--input",
+            s(input),
+            "--output",
+            s(&out),
+            "--normalize",
+            "--overwrite",
+        ];
+        args.extend(extra);
+        ok(&args);
+        assert_close(
+            &format!("--normalize from {}", input.display()),
+            &read(&out),
+            &expected,
+        );
+    }
+}
+
+#[test]
+fn config_file_with_flags_overriding_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("from-config.npy");
+    let config = tmp.path().join("run.toml");
+    let model = tiny_model_dir("distilbert-weightedmean-old");
+    std::fs::write(
+        &config,
+        format!(
+            "model = {:?}\ninput = {:?}\noutput = {:?}\nbatch-size = 8\nmax-seq-length = 40\ndevices = \"cpu:1\"\n",
+            s(&model),
+            texts_jsonl(),
+            s(&out)
+        ),
+    )
+    .unwrap();
+    ok(&["encode", "--config", s(&config)]);
+    assert_close(
+        "config file",
+        &read(&out),
+        &reference(
+            "distilbert-weightedmean-old",
+            "embeddings_max_seq_length_40.npy",
+        ),
+    );
+    // A flag wins over the config key.
+    let out2 = tmp.path().join("flag.npy");
+    ok(&[
+        "encode",
+        "--config",
+        s(&config),
+        "--output",
+        s(&out2),
+        "--max-seq-length",
+        "100",
+    ]);
+    assert_close(
+        "flag over config",
+        &read(&out2),
+        &reference("distilbert-weightedmean-old", "embeddings.npy"),
+    );
+}
+
+#[test]
+fn prompt_name_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("q.npy");
+    ok(&[
+        "encode",
+        "--model",
+        s(&tiny_model_dir("bert-prompts-new")),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--prompt-name",
+        "query",
+    ]);
+    assert_close(
+        "--prompt-name query",
+        &read(&out),
+        &reference("bert-prompts-new", "encode_query.npy"),
+    );
+}
+
+#[test]
+fn bad_records_stop_the_run_with_file_line_and_field_and_keep_earlier_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    // (file, content, expected message, good records before the bad one)
+    let cases: [(&str, &[u8], &str, usize); 5] = [
+        (
+            "missing.jsonl",
+            b"{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"title\": \"c\"}\n",
+            "missing.jsonl:3: missing field \"text\"",
+            2,
+        ),
+        (
+            "number.jsonl",
+            b"{\"text\": \"a\"}\n{\"text\": 5}\n",
+            "number.jsonl:2: field \"text\" must be a string, found a number",
+            1,
+        ),
+        (
+            "broken.jsonl",
+            b"{\"text\": \"a\"}\n{\"text\": \"b\"\n",
+            "broken.jsonl:2: invalid JSON",
+            1,
+        ),
+        (
+            "utf8.txt",
+            b"fine\nnot \xff utf-8\n",
+            "utf8.txt:2: invalid UTF-8",
+            1,
+        ),
+        (
+            "nul.txt",
+            b"fine\nalso fine\nnul\0byte\n",
+            "nul.txt:3: NUL byte",
+            2,
+        ),
+    ];
+    for (name, content, message, good) in cases {
+        let input = tmp.path().join(name);
+        std::fs::write(&input, content).unwrap();
+        let out = tmp.path().join(format!("{name}.npy"));
+        let err = fails(&[
+            "encode",
+            "--model",
+            s(&model),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ]);
+        assert!(err.contains(message), "{name}: {err}");
+        assert!(
+            !out.exists(),
+            "{name}: a failed run must not leave a complete-looking output"
+        );
+        // The rows before the bad record are kept in the .partial file.
+        let partial = pool_encode_io::partial_path(&out);
+        assert!(
+            err.contains(&format!(
+                "embeddings computed before this error are in {}",
+                partial.display()
+            )),
+            "{err}"
+        );
+        // 128-byte header, then `good` rows of 32 f32.
+        assert_eq!(
+            std::fs::read(&partial).unwrap().len(),
+            128 + good * 32 * 4,
+            "{name}: rows before the bad line"
+        );
+    }
+}
+
+#[test]
+fn usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let out = tmp.path().join("o.npy");
+    assert!(
+        fails(&["encode", "--input", &texts_jsonl(), "--output", s(&out)])
+            .contains("--model is required")
+    );
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        "/nonexistent/in.jsonl",
+        "--output",
+        s(&out),
+    ]);
+    assert!(err.contains("/nonexistent/in.jsonl"), "{err}");
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&tmp.path().join("o.csv")),
+    ]);
+    assert!(err.contains("o.csv: unsupported output format"), "{err}");
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--devices",
+        "tpu:0",
+    ]);
+    assert!(err.contains("unknown device \"tpu:0\""), "{err}");
+    let err = fails(&[
+        "encode",
+        "--model",
+        "/nonexistent/model",
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+    ]);
+    assert!(err.contains("/nonexistent/model"), "{err}");
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--batch-size",
+        "0",
+    ]);
+    assert!(err.contains("--batch-size must be at least 1"), "{err}");
+
+    std::fs::write(&out, b"precious").unwrap();
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+    ]);
+    assert!(err.contains("output exists (pass --overwrite"), "{err}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"precious",
+        "an existing output is never overwritten without --overwrite"
+    );
+
+    let config = tmp.path().join("bad.toml");
+    std::fs::write(&config, "model = \"m\"\nbatch_sise = 3\n").unwrap();
+    let err = fails(&["encode", "--config", s(&config)]);
+    assert!(
+        err.contains("bad.toml") && err.contains("batch_sise"),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_input_gives_an_empty_matrix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("empty.jsonl");
+    std::fs::write(&input, b"").unwrap();
+    let out = tmp.path().join("e.npy");
+    ok(&[
+        "encode",
+        "--model",
+        s(&tiny_model_dir("bert-mean-normalize-old")),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+    ]);
+    let e = read(&out);
+    assert_eq!((e.rows(), e.dim()), (0, 32));
+}
