@@ -94,16 +94,11 @@ pub fn assert_close(what: &str, ours: &Embeddings, expected: &Embeddings) {
     );
     let mut worst: Option<(usize, f64, f32)> = None;
     for (i, (a, b)) in ours.iter().zip(expected.iter()).enumerate() {
-        let cos = cosine(a, b);
-        let diff = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max);
-        if cos < MIN_COSINE || diff > MAX_ABS_DIFF || !diff.is_finite() && a != b {
-            if worst.is_none_or(|(_, _, d)| diff > d) {
-                worst = Some((i, cos, diff));
-            }
+        let (cos, diff) = (cosine(a, b), max_abs_diff(a, b));
+        // `max_abs_diff` is never NaN; the cosine of a row holding NaN is.
+        let bad = cos.is_nan() || cos < MIN_COSINE || diff > MAX_ABS_DIFF;
+        if bad && worst.is_none_or(|(_, _, d)| diff > d) {
+            worst = Some((i, cos, diff));
         }
     }
     if let Some((row, cos, diff)) = worst {
@@ -111,6 +106,18 @@ pub fn assert_close(what: &str, ours: &Embeddings, expected: &Embeddings) {
             "{what}: row {row} differs from sentence-transformers: cosine {cos:.7}, max |diff| {diff:e}"
         );
     }
+}
+
+/// Largest |a - b|; equal values (infinities included) differ by 0, a NaN on one side by ∞.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| match (x == y, (x - y).abs()) {
+            (true, _) => 0.0,
+            (false, d) if d.is_nan() => f32::INFINITY,
+            (false, d) => d,
+        })
+        .fold(0.0, f32::max)
 }
 
 /// Cosine of two rows; rows that are equal (including both zero or both -inf) count as 1.
@@ -121,4 +128,43 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b)).max(1e-30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(values: &[f32]) -> Embeddings {
+        Embeddings::new(values.to_vec(), 1, values.len())
+    }
+
+    #[test]
+    fn comparison_accepts_equal_rows_including_infinities() {
+        assert_close("same", &row(&[1.0, -2.0]), &row(&[1.0, -2.0]));
+        assert_close(
+            "max pooling of an all-masked row",
+            &row(&[f32::NEG_INFINITY; 2]),
+            &row(&[f32::NEG_INFINITY; 2]),
+        );
+        assert_close(
+            "within 1e-4",
+            &row(&[1.0, 2.0, 3.0]),
+            &row(&[1.00005, 2.0, 3.0]),
+        );
+    }
+
+    #[test]
+    fn comparison_rejects_nan_inf_and_large_differences() {
+        for (ours, expected) in [
+            (vec![f32::NAN, 1.0], vec![0.5, 1.0]),
+            (vec![f32::INFINITY, 1.0], vec![0.5, 1.0]),
+            (vec![1.0, 2.0], vec![1.0, 2.001]),
+            (vec![1.0, 0.0], vec![0.0, 1.0]),
+        ] {
+            let failed =
+                std::panic::catch_unwind(|| assert_close("bad", &row(&ours), &row(&expected)))
+                    .is_err();
+            assert!(failed, "{ours:?} vs {expected:?} must fail");
+        }
+    }
 }

@@ -172,6 +172,11 @@ impl<B: Backend> SentenceEncoder<B> {
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
+        if options.truncate_dim == Some(0) {
+            return Err(EncodeError::InvalidOption(
+                "truncate_dim must be at least 1".into(),
+            ));
+        }
         let prompt = self.resolve_prompt(options)?;
         let prompt_length = match prompt.as_deref() {
             Some(p) if !p.is_empty() => Some(self.tokenizer.prompt_length(p)?),

@@ -19,7 +19,11 @@ pub fn looks_like_model_id(s: &str) -> bool {
 
 /// Downloads what loading needs and returns the local snapshot folder.
 pub fn download(model_id: &str) -> Result<PathBuf> {
-    let hub = |e: ApiError| ModelError::Hub(format!("{model_id}: {e}"));
+    let hub = |e: ApiError| {
+        ModelError::Hub(format!(
+            "{model_id}: no such local folder, and fetching it from the Hugging Face hub failed: {e}"
+        ))
+    };
     let api = ApiBuilder::from_env().build().map_err(hub)?;
     let repo = api.model(model_id.to_string());
     let config = repo.get("config.json").map_err(hub)?;

@@ -32,7 +32,7 @@ pub type Cpu = burn::backend::Flex;
 /// A step after pooling.
 #[derive(Debug)]
 enum Head<B: Backend> {
-    Dense(Dense<B>),
+    Dense(Box<Dense<B>>),
     Normalize,
 }
 
@@ -67,7 +67,7 @@ impl<B: Backend> SentenceModel<B> {
                         ));
                     }
                     dimension = config.out_features;
-                    Head::Dense(Dense::load(config, device)?)
+                    Head::Dense(Box::new(Dense::load(config, device)?))
                 }
                 HeadConfig::Normalize => Head::Normalize,
             });

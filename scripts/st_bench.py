@@ -1,0 +1,43 @@
+"""The sentence-transformers side of the benchmark (bin/pool-encode-bench runs it).
+
+Encodes the texts of a .jsonl file with ST on CPU and prints one JSON line with the timing;
+writes the embeddings to --output so the benchmark can check both sides agree.
+"""
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-seq-length", type=int)
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(args.threads)
+    texts = [json.loads(line)["text"] for line in open(args.input, encoding="utf-8")]
+    model = SentenceTransformer(args.model, device="cpu")
+    if args.max_seq_length:
+        model.max_seq_length = args.max_seq_length
+    model.encode(texts[:64], batch_size=args.batch_size)  # warm-up
+    start = time.perf_counter()
+    embeddings = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+    seconds = time.perf_counter() - start
+    np.save(args.output, embeddings.astype(np.float32))
+    print(json.dumps({"seconds": seconds, "texts": len(texts), "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()
