@@ -29,7 +29,7 @@ pub use similarity::SimilarityFn;
 pub use tokenizer::TextTokenizer;
 
 /// Options of one `encode` call, named as in ST's `encode`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EncodeOptions {
     pub batch_size: usize,
     pub normalize_embeddings: bool,

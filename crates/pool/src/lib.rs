@@ -1,0 +1,450 @@
+//! A pool of worker processes, each pinned to a device, that encodes texts in input order:
+//! sentence-transformers' `start_multi_process_pool` / `encode(pool=…)` /
+//! `stop_multi_process_pool`, without its hangs.
+//!
+//! ```no_run
+//! use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
+//! let pool = Pool::start(PoolConfig::new("models/all-MiniLM-L6-v2", vec!["cpu:1".parse()?, "cpu:1".parse()?]))?;
+//! let first = pool.encode(&["a text", "another"], &PoolEncodeOptions::default())?;
+//! let again = pool.encode(&["the pool is reused"], &PoolEncodeOptions::default())?;
+//! pool.stop();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Workers are separate processes started by exec (`pool-encode-worker`, found next to the
+//! running program or through `$POOL_ENCODE_WORKER`), bootstrapped over ipc-channel. Each call's
+//! texts are cut into chunks; idle workers pull the next chunk, and results are put back in
+//! input order. See [`dispatcher`] for what happens when a worker dies or hangs.
+
+mod dispatcher;
+mod protocol;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use pool_encode_encoder::{Device, Embeddings, EncodeOptions};
+
+use dispatcher::{Control, Dispatcher, Task, TaskOutcome};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot start a worker: {0}")]
+    Spawn(String),
+    #[error("no worker could start: {0}")]
+    Startup(String),
+    #[error("the pool was stopped")]
+    Stopped,
+    #[error("encoding failed in a worker: {0}")]
+    Encode(String),
+    #[error("text {index} kills every worker that encodes it (text starts with {preview:?})")]
+    PoisonText { index: usize, preview: String },
+    #[error("pool protocol error: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    InvalidOption(String),
+}
+
+/// How the pool is made; [`PoolConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub model: PathBuf,
+    /// One worker process per entry (repeats allowed).
+    pub devices: Vec<Device>,
+    /// The worker executable; default: `$POOL_ENCODE_WORKER`, else `pool-encode-worker` next to
+    /// the running program.
+    pub worker_program: Option<PathBuf>,
+    /// Extra environment variables for the worker processes.
+    pub worker_env: Vec<(String, String)>,
+    /// Chunks queued at a worker at once, so it never waits for its next chunk.
+    pub in_flight_per_worker: usize,
+    /// A chunk held longer than this means its worker hangs: it is killed and replaced.
+    pub task_timeout: Duration,
+    /// A worker that has not loaded its model by then is killed and replaced.
+    pub startup_timeout: Duration,
+    /// How long `stop` waits for workers to exit before killing them.
+    pub stop_timeout: Duration,
+    /// Worker deaths a chunk may cause before it is split to find the text at fault.
+    pub max_task_deaths: u32,
+}
+
+impl PoolConfig {
+    pub fn new(model: impl Into<PathBuf>, devices: Vec<Device>) -> Self {
+        PoolConfig {
+            model: model.into(),
+            devices,
+            worker_program: None,
+            worker_env: Vec::new(),
+            in_flight_per_worker: 2,
+            task_timeout: Duration::from_secs(600),
+            startup_timeout: Duration::from_secs(120),
+            stop_timeout: Duration::from_secs(5),
+            max_task_deaths: 2,
+        }
+    }
+}
+
+/// The devices used when none are given: one single-threaded CPU worker per core this process
+/// may run on (a build with GPU backends would prefer every GPU).
+pub fn default_devices() -> Vec<Device> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    vec![Device::Cpu { threads: Some(1) }; cores]
+}
+
+/// What to do with a text that kills every worker that encodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPoison {
+    /// The call fails with [`PoolError::PoisonText`].
+    #[default]
+    Fail,
+    /// Its row is filled with NaN, its index reported in [`Encoded::skipped`], the rest completes.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolEncodeOptions {
+    pub encode: EncodeOptions,
+    /// Texts per chunk; default as ST: `ceil(texts / workers / 10)` clamped to 1..=5000
+    /// (1000 for a stream of unknown length).
+    pub chunk_size: Option<usize>,
+    pub on_poison: OnPoison,
+    /// Chunks a stream dispatches ahead of the consumer (bounds memory).
+    pub chunks_ahead: Option<usize>,
+}
+
+impl Default for PoolEncodeOptions {
+    fn default() -> Self {
+        PoolEncodeOptions {
+            encode: EncodeOptions::default(),
+            chunk_size: None,
+            on_poison: OnPoison::Fail,
+            chunks_ahead: None,
+        }
+    }
+}
+
+/// Rows of one call, in input order, starting at row `offset`.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub offset: usize,
+    pub embeddings: Embeddings,
+    /// Rows (indices within the call) that were skipped as poison (`OnPoison::Skip`).
+    pub skipped: Vec<usize>,
+}
+
+pub struct Pool {
+    control: Sender<Control>,
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    pids: Arc<Mutex<Vec<Option<u32>>>>,
+    workers: usize,
+    dimension: usize,
+}
+
+impl Pool {
+    /// Starts the workers and returns once one of them has loaded the model.
+    pub fn start(config: PoolConfig) -> Result<Pool, PoolError> {
+        if config.devices.is_empty() {
+            return Err(PoolError::InvalidOption(
+                "a pool needs at least one device".into(),
+            ));
+        }
+        let program = worker_program(config.worker_program.as_deref())?;
+        let (control, commands) = crossbeam_channel::unbounded();
+        let (ready_tx, ready) = crossbeam_channel::bounded(config.devices.len() + 1);
+        let pids = Arc::new(Mutex::new(vec![None; config.devices.len()]));
+        let workers = config.devices.len();
+        let dispatcher = Dispatcher::start(config, program, commands, pids.clone(), ready_tx);
+        // The dispatcher thread spawns every worker and lives as long as the pool.
+        let handle = std::thread::Builder::new()
+            .name("pool-encode-dispatcher".into())
+            .spawn(move || dispatcher.run())
+            .map_err(|e| PoolError::Spawn(e.to_string()))?;
+        let mut pool = Pool {
+            control,
+            dispatcher: Mutex::new(Some(handle)),
+            pids,
+            workers,
+            dimension: 0,
+        };
+        // On error, dropping `pool` stops the dispatcher and whatever workers did start.
+        pool.dimension = match ready.recv() {
+            Ok(Ok(dimension)) => dimension,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(PoolError::Stopped),
+        };
+        Ok(pool)
+    }
+
+    pub fn embedding_dimension(&self) -> usize {
+        self.dimension
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Process ids of the workers running now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pids
+            .lock()
+            .expect("pids lock")
+            .iter()
+            .flatten()
+            .copied()
+            .collect()
+    }
+
+    /// Encodes `texts`, returning every row in input order.
+    pub fn encode<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &PoolEncodeOptions,
+    ) -> Result<Encoded, PoolError> {
+        let chunk_size = options
+            .chunk_size
+            .unwrap_or_else(|| st_chunk_size(texts.len(), self.workers));
+        let options = PoolEncodeOptions {
+            chunk_size: Some(chunk_size),
+            // Everything may be in flight: the caller holds all texts anyway.
+            chunks_ahead: Some(options.chunks_ahead.unwrap_or(usize::MAX / 2)),
+            ..options.clone()
+        };
+        let dim = options
+            .encode
+            .truncate_dim
+            .map_or(self.dimension, |d| d.min(self.dimension));
+        let mut values = Vec::with_capacity(texts.len() * dim);
+        let mut skipped = Vec::new();
+        for piece in self.encode_stream(texts.iter().map(|t| t.as_ref().to_string()), &options) {
+            let piece = piece?;
+            values.extend_from_slice(piece.embeddings.as_slice());
+            skipped.extend(piece.skipped);
+        }
+        Ok(Encoded {
+            offset: 0,
+            embeddings: Embeddings::new(values, texts.len(), dim),
+            skipped,
+        })
+    }
+
+    /// Encodes a stream of texts, yielding rows chunk by chunk in input order while later
+    /// chunks are still being encoded. At most `chunks_ahead` chunks (default: 3 per worker)
+    /// are in the pool ahead of the consumer.
+    pub fn encode_stream<I: IntoIterator<Item = String>>(
+        &self,
+        texts: I,
+        options: &PoolEncodeOptions,
+    ) -> EncodeStream<'_, I::IntoIter> {
+        let texts = texts.into_iter();
+        let chunk_size = options
+            .chunk_size
+            .unwrap_or_else(|| match texts.size_hint() {
+                (low, Some(high)) if low == high => st_chunk_size(low, self.workers),
+                _ => 1000,
+            });
+        let (reply, results) = crossbeam_channel::unbounded();
+        EncodeStream {
+            pool: self,
+            texts,
+            options: Arc::new(options.encode.clone()),
+            on_poison: options.on_poison,
+            chunk_size: chunk_size.max(1),
+            window: options
+                .chunks_ahead
+                .unwrap_or(3 * self.workers)
+                .max(1)
+                .saturating_mul(chunk_size.max(1)),
+            reply,
+            results,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            submitted: 0,
+            emitted: 0,
+            exhausted: false,
+            arrived: BTreeMap::new(),
+            failed: false,
+        }
+    }
+
+    /// Stops every worker; calls still running get [`PoolError::Stopped`]. Also done on drop.
+    pub fn stop(&self) {
+        let _ = self.control.send(Control::Stop);
+        if let Some(handle) = self.dispatcher.lock().expect("dispatcher lock").take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// ST's default: about 10 chunks per worker, at most 5000 texts each.
+fn st_chunk_size(texts: usize, workers: usize) -> usize {
+    texts.div_ceil(workers.max(1) * 10).clamp(1, 5000)
+}
+
+/// Starts a temporary pool on `devices`, encodes, and stops it (ST's `encode(device=[…])`).
+pub fn encode<S: AsRef<str>>(
+    model: impl Into<PathBuf>,
+    devices: Vec<Device>,
+    texts: &[S],
+    options: &PoolEncodeOptions,
+) -> Result<Encoded, PoolError> {
+    let pool = Pool::start(PoolConfig::new(model, devices))?;
+    pool.encode(texts, options)
+}
+
+fn worker_program(configured: Option<&Path>) -> Result<PathBuf, PoolError> {
+    if let Some(path) = configured {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os("POOL_ENCODE_WORKER") {
+        return Ok(PathBuf::from(path));
+    }
+    let name = format!("pool-encode-worker{}", std::env::consts::EXE_SUFFIX);
+    let exe = std::env::current_exe().map_err(|e| PoolError::Spawn(e.to_string()))?;
+    // Next to the program, or one folder up (cargo puts test binaries in target/*/deps).
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join(&name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            PoolError::Spawn(format!(
+                "cannot find {name} next to {}; set POOL_ENCODE_WORKER to its path",
+                exe.display()
+            ))
+        })
+}
+
+/// The ordered stream of one call's results; see [`Pool::encode_stream`].
+pub struct EncodeStream<'p, I: Iterator<Item = String>> {
+    pool: &'p Pool,
+    texts: I,
+    options: Arc<EncodeOptions>,
+    on_poison: OnPoison,
+    chunk_size: usize,
+    /// Rows allowed in the pool ahead of the consumer.
+    window: usize,
+    reply: Sender<TaskOutcome>,
+    results: Receiver<TaskOutcome>,
+    cancelled: Arc<AtomicBool>,
+    submitted: usize,
+    emitted: usize,
+    exhausted: bool,
+    /// Results that arrived ahead of their turn, by first row.
+    arrived: BTreeMap<usize, Encoded>,
+    failed: bool,
+}
+
+impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
+    fn submit_ahead(&mut self) -> Result<(), PoolError> {
+        while !self.exhausted && self.submitted - self.emitted < self.window {
+            let texts: Vec<String> = self.texts.by_ref().take(self.chunk_size).collect();
+            if texts.len() < self.chunk_size {
+                self.exhausted = true;
+            }
+            if texts.is_empty() {
+                break;
+            }
+            let rows = texts.len();
+            let task = Task {
+                offset: self.submitted,
+                texts,
+                options: self.options.clone(),
+                reply: self.reply.clone(),
+                cancelled: self.cancelled.clone(),
+                deaths: 0,
+            };
+            self.pool
+                .control
+                .send(Control::Submit(task))
+                .map_err(|_| PoolError::Stopped)?;
+            self.submitted += rows;
+        }
+        Ok(())
+    }
+
+    fn receive(&mut self) -> Result<(), PoolError> {
+        // Every task is answered by the dispatcher, or dropped when it stops: never a hang.
+        let outcome = self.results.recv().map_err(|_| PoolError::Stopped)?;
+        let piece = match outcome {
+            TaskOutcome::Done { offset, embeddings } => Encoded {
+                offset,
+                embeddings,
+                skipped: Vec::new(),
+            },
+            TaskOutcome::Poison { index, text } => match self.on_poison {
+                OnPoison::Fail => {
+                    return Err(PoolError::PoisonText {
+                        index,
+                        preview: text.chars().take(80).collect(),
+                    });
+                }
+                OnPoison::Skip => {
+                    eprintln!(
+                        "pool-encode: skipping text {index}: it kills every worker that encodes it"
+                    );
+                    let dim = self
+                        .options
+                        .truncate_dim
+                        .map_or(self.pool.dimension, |d| d.min(self.pool.dimension));
+                    Encoded {
+                        offset: index,
+                        embeddings: Embeddings::new(vec![f32::NAN; dim], 1, dim),
+                        skipped: vec![index],
+                    }
+                }
+            },
+            TaskOutcome::Failed(error) => return Err(error),
+        };
+        self.arrived.insert(piece.offset, piece);
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<Encoded>, PoolError> {
+        loop {
+            self.submit_ahead()?;
+            if let Some(piece) = self.arrived.remove(&self.emitted) {
+                self.emitted += piece.embeddings.rows();
+                return Ok(Some(piece));
+            }
+            if self.exhausted && self.emitted == self.submitted {
+                return Ok(None);
+            }
+            self.receive()?;
+        }
+    }
+}
+
+impl<I: Iterator<Item = String>> Iterator for EncodeStream<'_, I> {
+    type Item = Result<Encoded, PoolError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(piece) => piece.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                self.cancelled.store(true, Ordering::Relaxed);
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl<I: Iterator<Item = String>> Drop for EncodeStream<'_, I> {
+    fn drop(&mut self) {
+        // Chunks of an abandoned call are not dispatched any more.
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,164 @@
+//! The worker process: loads the model on its device, then encodes the chunks it is sent until
+//! told to stop or until the coordinator disappears.
+//!
+//! Started by exec as `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID`; `CORES` is a
+//! comma-separated CPU list to pin to, or `-`.
+
+use std::process::ExitCode;
+
+use ipc_channel::ipc::{self, IpcSender, IpcSharedMemory};
+use nix::sys::signal::{SigHandler, Signal, signal};
+use pool_encode_encoder::{Device, SentenceEncoder};
+
+use crate::protocol::{Request, WorkerMessage};
+
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [server, model, device, cores, parent] = &args[..] else {
+        eprintln!(
+            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID (started by the pool, not by hand)"
+        );
+        return ExitCode::from(2);
+    };
+    // Die with the coordinator. The signal is tied to the coordinator's spawning thread, which
+    // lives as long as the pool; the ppid check closes the race where it died before this line.
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    if parent.parse::<i32>().ok() != Some(nix::unistd::getppid().as_raw()) {
+        return ExitCode::from(3);
+    }
+    // Ctrl-C in a terminal reaches the whole process group; the coordinator decides what stops.
+    // SAFETY: installing SIG_IGN runs no handler code.
+    unsafe {
+        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+    }
+    let Ok(to_coordinator) = IpcSender::<WorkerMessage>::connect(server.clone()) else {
+        eprintln!("pool-encode-worker: cannot connect to the coordinator");
+        return ExitCode::from(4);
+    };
+    if let Err(error) = pin_to_cores(cores) {
+        let _ = to_coordinator.send(WorkerMessage::StartupFailed { error });
+        return ExitCode::FAILURE;
+    }
+    let encoder = device
+        .parse::<Device>()
+        .map_err(|e| e.to_string())
+        .and_then(|device| SentenceEncoder::load(model, device).map_err(|e| e.to_string()));
+    let encoder = match encoder {
+        Ok(encoder) => encoder,
+        Err(error) => {
+            let _ = to_coordinator.send(WorkerMessage::StartupFailed { error });
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ok((requests, incoming)) = ipc::channel::<Request>() else {
+        return ExitCode::FAILURE;
+    };
+    let ready = WorkerMessage::Ready {
+        requests,
+        pid: std::process::id(),
+        dimension: encoder.embedding_dimension(),
+    };
+    if to_coordinator.send(ready).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let mut slots: Vec<Option<IpcSharedMemory>> = Vec::new();
+    // A closed channel means the coordinator is gone: exit quietly.
+    while let Ok(request) = incoming.recv() {
+        match request {
+            Request::Shutdown => break,
+            Request::Encode {
+                task,
+                slot,
+                texts,
+                options,
+            } => {
+                #[cfg(feature = "fault-injection")]
+                fault_injection::maybe_fail(&texts);
+                let message = match encoder.encode(&texts, &options) {
+                    Ok(embeddings) => {
+                        let (rows, dim) = (embeddings.rows(), embeddings.dim());
+                        let region = write_slot(&mut slots, slot, embeddings.as_slice());
+                        WorkerMessage::Done {
+                            task,
+                            slot,
+                            rows,
+                            dim,
+                            region,
+                        }
+                    }
+                    Err(e) => WorkerMessage::Failed {
+                        task,
+                        error: e.to_string(),
+                    },
+                };
+                if to_coordinator.send(message).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes `values` into slot `slot`, growing it when needed; returns the new region to send.
+fn write_slot(
+    slots: &mut Vec<Option<IpcSharedMemory>>,
+    slot: usize,
+    values: &[f32],
+) -> Option<IpcSharedMemory> {
+    let bytes = values.len() * 4;
+    if slots.len() <= slot {
+        slots.resize(slot + 1, None);
+    }
+    let mut fresh = None;
+    if slots[slot].as_ref().is_none_or(|r| r.len() < bytes) {
+        // Power-of-two sizes: a growing chunk size reallocates rarely.
+        let region = IpcSharedMemory::from_byte(0, bytes.max(64).next_power_of_two());
+        slots[slot] = Some(region.clone());
+        fresh = Some(region);
+    }
+    let region = slots[slot].as_mut().expect("slot just ensured");
+    // SAFETY: the coordinator reads this slot only after our `Done` for it and sends no other
+    // task for it until it has copied the result out, so nobody reads while we write.
+    let target = unsafe { region.deref_mut() };
+    for (dst, v) in target.chunks_exact_mut(4).zip(values) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+    fresh
+}
+
+fn pin_to_cores(cores: &str) -> Result<(), String> {
+    if cores == "-" {
+        return Ok(());
+    }
+    let mut set = nix::sched::CpuSet::new();
+    for core in cores.split(',') {
+        let core: usize = core
+            .parse()
+            .map_err(|_| format!("bad core list {cores:?}"))?;
+        set.set(core).map_err(|e| format!("core {core}: {e}"))?;
+    }
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .map_err(|e| format!("cannot pin to cores {cores}: {e}"))
+}
+
+#[cfg(feature = "fault-injection")]
+mod fault_injection {
+    /// Aborts on a text containing `$POOL_ENCODE_FAULT_CRASH`, hangs on one containing
+    /// `$POOL_ENCODE_FAULT_HANG`: how the tests make a worker crash or hang on one text.
+    pub fn maybe_fail(texts: &[String]) {
+        let marker = |name| std::env::var(name).ok().filter(|m| !m.is_empty());
+        if let Some(m) = marker("POOL_ENCODE_FAULT_CRASH")
+            && texts.iter().any(|t| t.contains(&m))
+        {
+            std::process::abort();
+        }
+        if let Some(m) = marker("POOL_ENCODE_FAULT_HANG")
+            && texts.iter().any(|t| t.contains(&m))
+        {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The pool against sentence-transformers' reference outputs, and under failure: dead, crashing
+//! and hanging workers, a stop in the middle of a call, a killed coordinator.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pool_encode_encoder::{Device, Embeddings};
+use pool_encode_pool::{OnPoison, Pool, PoolConfig, PoolEncodeOptions, PoolError};
+use pool_encode_tests::*;
+
+const MODEL: &str = "bert-mean-normalize-old";
+const CRASH: &str = "\u{2620}crash-marker";
+const HANG: &str = "\u{231b}hang-marker";
+
+fn config(workers: usize) -> PoolConfig {
+    let mut config = PoolConfig::new(
+        tiny_model_dir(MODEL),
+        vec![Device::Cpu { threads: Some(1) }; workers],
+    );
+    config.worker_program = Some(env!("CARGO_BIN_EXE_pool-encode-worker").into());
+    config.worker_env = vec![
+        ("POOL_ENCODE_FAULT_CRASH".into(), CRASH.into()),
+        ("POOL_ENCODE_FAULT_HANG".into(), HANG.into()),
+    ];
+    config
+}
+
+fn chunked(chunk_size: usize) -> PoolEncodeOptions {
+    PoolEncodeOptions {
+        chunk_size: Some(chunk_size),
+        ..Default::default()
+    }
+}
+
+/// The reference rows for texts given as indices into the reference texts.
+fn expected_rows(indices: &[usize]) -> Embeddings {
+    let all = reference(MODEL, "embeddings.npy");
+    Embeddings::new(
+        indices.iter().flat_map(|&i| all.row(i).to_vec()).collect(),
+        indices.len(),
+        all.dim(),
+    )
+}
+
+#[test]
+fn outputs_match_sentence_transformers_for_worker_counts_and_chunk_sizes() {
+    let texts = texts();
+    let expected = reference(MODEL, "embeddings.npy");
+    for workers in [1, 2, 3] {
+        let pool = Pool::start(config(workers)).unwrap();
+        for chunk_size in [None, Some(1), Some(7), Some(64), Some(5000)] {
+            let options = PoolEncodeOptions {
+                chunk_size,
+                ..Default::default()
+            };
+            let out = pool.encode(&texts, &options).unwrap();
+            assert!(out.skipped.is_empty());
+            assert_close(
+                &format!("{workers} workers, chunk size {chunk_size:?}"),
+                &out.embeddings,
+                &expected,
+            );
+        }
+    }
+}
+
+#[test]
+fn empty_input_and_reuse_over_many_calls() {
+    let texts = texts();
+    let pool = Pool::start(config(2)).unwrap();
+    let empty = pool.encode(&Vec::<String>::new(), &chunked(3)).unwrap();
+    assert_eq!((empty.embeddings.rows(), empty.embeddings.dim()), (0, 32));
+    for call in 0..25 {
+        let start = (call * 13) % texts.len();
+        let end = (start + 1 + call * 3).min(texts.len());
+        let indices: Vec<usize> = (start..end).collect();
+        let out = pool
+            .encode(&texts[start..end], &chunked(1 + call % 4))
+            .unwrap();
+        assert_close(
+            &format!("call {call}"),
+            &out.embeddings,
+            &expected_rows(&indices),
+        );
+    }
+}
+
+#[test]
+fn two_threads_on_one_pool_get_their_own_rows() {
+    let texts = texts();
+    let pool = Pool::start(config(2)).unwrap();
+    let evens: Vec<usize> = (0..texts.len()).step_by(2).collect();
+    let odds: Vec<usize> = (1..texts.len()).step_by(2).collect();
+    std::thread::scope(|scope| {
+        for indices in [&evens, &odds] {
+            let (pool, texts) = (&pool, &texts);
+            scope.spawn(move || {
+                let mine: Vec<&String> = indices.iter().map(|&i| &texts[i]).collect();
+                for round in 0..3 {
+                    let out = pool.encode(&mine, &chunked(5)).unwrap();
+                    assert_close(
+                        &format!("thread round {round}"),
+                        &out.embeddings,
+                        &expected_rows(indices),
+                    );
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn streaming_yields_rows_in_order_before_the_input_is_done() {
+    let texts = texts();
+    let pool = Pool::start(config(2)).unwrap();
+    let options = PoolEncodeOptions {
+        chunk_size: Some(10),
+        chunks_ahead: Some(2),
+        ..Default::default()
+    };
+    let mut next_row = 0;
+    let mut all = Vec::new();
+    // The input is an iterator the pool pulls from lazily.
+    for piece in pool.encode_stream(texts.iter().cloned(), &options) {
+        let piece = piece.unwrap();
+        assert_eq!(piece.offset, next_row, "rows arrive in input order");
+        next_row += piece.embeddings.rows();
+        all.extend_from_slice(piece.embeddings.as_slice());
+    }
+    assert_close(
+        "stream",
+        &Embeddings::new(all, texts.len(), 32),
+        &reference(MODEL, "embeddings.npy"),
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_call_is_replaced_and_every_row_still_arrives() {
+    let texts: Vec<String> = texts().into_iter().cycle().take(211 * 4).collect();
+    let indices: Vec<usize> = (0..texts.len()).map(|i| i % 211).collect();
+    let pool = Pool::start(config(2)).unwrap();
+    let before = pool.worker_pids();
+    let options = PoolEncodeOptions {
+        chunk_size: Some(20),
+        ..Default::default()
+    };
+    let mut stream = pool.encode_stream(texts.iter().cloned(), &options);
+    let mut all = stream.next().unwrap().unwrap().embeddings.into_vec();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for piece in stream {
+        all.extend_from_slice(piece.unwrap().embeddings.as_slice());
+    }
+    assert_close(
+        "after SIGKILL",
+        &Embeddings::new(all, texts.len(), 32),
+        &expected_rows(&indices),
+    );
+    let after = pool.worker_pids();
+    assert_eq!(after.len(), 2, "the killed worker was respawned");
+    assert!(!after.contains(&before[0]));
+}
+
+#[test]
+fn a_text_that_crashes_workers_is_found_and_reported_or_skipped() {
+    let mut texts = texts();
+    texts[37] = format!("{} {CRASH}", texts[37]);
+    let pool = Pool::start(config(2)).unwrap();
+    let err = pool.encode(&texts, &chunked(16)).unwrap_err();
+    assert!(
+        matches!(err, PoolError::PoisonText { index: 37, .. }),
+        "{err}"
+    );
+
+    let options = PoolEncodeOptions {
+        chunk_size: Some(16),
+        on_poison: OnPoison::Skip,
+        ..Default::default()
+    };
+    let out = pool.encode(&texts, &options).unwrap();
+    assert_eq!(out.skipped, vec![37]);
+    assert!(out.embeddings.row(37).iter().all(|v| v.is_nan()));
+    let rest: Vec<usize> = (0..texts.len()).filter(|&i| i != 37).collect();
+    let ours = Embeddings::new(
+        rest.iter()
+            .flat_map(|&i| out.embeddings.row(i).to_vec())
+            .collect(),
+        rest.len(),
+        32,
+    );
+    assert_close("rows other than the poison", &ours, &expected_rows(&rest));
+    // The pool is still usable afterwards.
+    assert_eq!(
+        pool.encode(&texts[..5], &chunked(2))
+            .unwrap()
+            .embeddings
+            .rows(),
+        5
+    );
+}
+
+#[test]
+fn a_hanging_worker_is_killed_after_the_deadline() {
+    let mut texts: Vec<String> = texts()[..40].to_vec();
+    texts[9] = format!("{HANG} {}", texts[9]);
+    let mut config = config(2);
+    config.task_timeout = Duration::from_secs(2);
+    let pool = Pool::start(config).unwrap();
+    let options = PoolEncodeOptions {
+        chunk_size: Some(4),
+        on_poison: OnPoison::Skip,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let out = pool.encode(&texts, &options).unwrap();
+    assert_eq!(out.skipped, vec![9]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn stop_during_a_call_returns_an_error_to_that_call() {
+    let texts: Vec<String> = texts().into_iter().cycle().take(211 * 10).collect();
+    let pool = Pool::start(config(1)).unwrap();
+    std::thread::scope(|scope| {
+        let call = scope.spawn(|| pool.encode(&texts, &chunked(20)));
+        std::thread::sleep(Duration::from_millis(300));
+        pool.stop();
+        let result = call.join().unwrap();
+        assert!(
+            matches!(result, Err(PoolError::Stopped)),
+            "{:?}",
+            result.map(|e| e.embeddings.rows())
+        );
+    });
+    assert!(pool.worker_pids().is_empty());
+    assert!(matches!(
+        pool.encode(&texts[..3], &chunked(1)),
+        Err(PoolError::Stopped)
+    ));
+}
+
+#[test]
+fn a_broken_model_fails_start_with_its_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = config(2);
+    config.model = tmp.path().to_path_buf();
+    let err = Pool::start(config).err().expect("start must fail");
+    assert!(err.to_string().contains("config.json"), "{err}");
+}
+
+/// Run by `killing_the_coordinator_leaves_no_worker_behind` in a child process: a coordinator
+/// that starts a pool, prints its worker pids and waits to be killed.
+#[test]
+#[ignore = "helper process for killing_the_coordinator_leaves_no_worker_behind"]
+fn coordinator_child() {
+    let pool = Pool::start(config(2)).unwrap();
+    println!("pids {:?}", pool.worker_pids());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn killing_the_coordinator_leaves_no_worker_behind() {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "coordinator_child", "--ignored", "--nocapture"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let line = stdout
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("pids "))
+        .unwrap();
+    let pids: Vec<i32> = line["pids ".len()..]
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !pids.iter().any(|&p| alive(p)),
+        "workers {pids:?} outlived their coordinator"
+    );
+}
