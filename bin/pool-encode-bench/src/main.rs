@@ -1,6 +1,7 @@
-//! Benchmark: encode a corpus with pool-encode and with sentence-transformers on this machine,
-//! in the same run, and print texts/s, tokens/s and their ratio, plus how closely the two
-//! outputs agree.
+//! Benchmark: encode a corpus with pool-encode (in process and through its worker pool) and
+//! with sentence-transformers (single process and its own multi-process pool) on this machine,
+//! in the same run; print texts/s, tokens/s, the ratios, the pool's start-up time to its first
+//! result, and how closely the outputs agree.
 //!
 //!     scripts/reference-env.sh                 # once: ST + torch in .venv-reference
 //!     cargo run --release -p pool-encode-bench -- --limit 3000
@@ -13,7 +14,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use pool_encode_encoder::{Device, EncodeOptions, SentenceEncoder};
+use pool_encode_encoder::{Device, Embeddings, EncodeOptions, SentenceEncoder};
+use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -28,7 +30,7 @@ struct Args {
     limit: Option<usize>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Threads for both sides (torch.set_num_threads and cpu:N).
+    /// Threads in all (torch.set_num_threads, cpu:N, workers × threads).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     #[arg(long)]
@@ -41,13 +43,29 @@ struct Args {
     skip_st: bool,
 }
 
+struct Measured {
+    name: String,
+    seconds: f64,
+    embeddings: Option<Embeddings>,
+}
+
 fn main() -> Result<()> {
+    // The benchmark is its own pool worker, like the pool-encode binary.
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some("worker") {
+        std::process::exit(match pool_encode_pool::worker::main(&raw[2..]) {
+            code if code == std::process::ExitCode::SUCCESS => 0,
+            _ => 1,
+        });
+    }
     let args = Args::parse();
     let texts = load_corpus(&args.corpus, args.limit)?;
-    let device = Device::Cpu {
-        threads: Some(args.threads),
-    };
-    let mut encoder = SentenceEncoder::load(&args.model, device)?;
+    let mut encoder = SentenceEncoder::load(
+        &args.model,
+        Device::Cpu {
+            threads: Some(args.threads),
+        },
+    )?;
     if let Some(n) = args.max_seq_length {
         encoder.set_max_seq_length(n)?;
     }
@@ -56,7 +74,7 @@ fn main() -> Result<()> {
         .map(|t| encoder.tokenizer().encode(t).map(|e| e.len()))
         .sum::<Result<usize, _>>()?;
     println!(
-        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {} threads, batch {}",
+        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {} threads in all, batch {}",
         args.corpus,
         texts.len(),
         tokens as f64 / texts.len() as f64,
@@ -65,37 +83,106 @@ fn main() -> Result<()> {
         args.threads,
         args.batch_size
     );
-
     let options = EncodeOptions {
         batch_size: args.batch_size,
         ..Default::default()
     };
+    let mut results = Vec::new();
+
     encoder.encode(&texts[..texts.len().min(64)], &options)?; // warm-up, as on the ST side
     let start = Instant::now();
     let ours = encoder.encode(&texts, &options)?;
-    let our_seconds = start.elapsed().as_secs_f64();
-    let line = |name: &str, seconds: f64| {
-        println!(
-            "{name:<50} {:>9.1} texts/s {:>10.0} tokens/s {:>8.1} s",
-            texts.len() as f64 / seconds,
-            tokens as f64 / seconds,
-            seconds
-        )
+    results.push(Measured {
+        name: format!("pool-encode in process (cpu:{})", args.threads),
+        seconds: start.elapsed().as_secs_f64(),
+        embeddings: Some(ours),
+    });
+    drop(encoder);
+
+    let one = Device::Cpu { threads: Some(1) };
+    let all = Device::Cpu {
+        threads: Some(args.threads),
     };
-    line(&format!("pool-encode (cpu:{})", args.threads), our_seconds);
-    if args.skip_st {
-        return Ok(());
+    for devices in [vec![one; args.threads], vec![all]] {
+        let names: Vec<String> = devices.iter().map(ToString::to_string).collect();
+        let mut config = PoolConfig::new(&args.model, devices);
+        config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
+        config.max_seq_length = args.max_seq_length;
+        let pool_options = PoolEncodeOptions {
+            encode: options.clone(),
+            ..Default::default()
+        };
+        // Start-up to first result: start the pool, encode one short text.
+        let start = Instant::now();
+        let pool = Pool::start(config)?;
+        pool.encode(&texts[..1], &pool_options)?;
+        let first = start.elapsed().as_secs_f64();
+        pool.encode(&texts[..texts.len().min(64)], &pool_options)?; // warm-up
+        let start = Instant::now();
+        let out = pool.encode(&texts, &pool_options)?;
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "pool [{}]: start-up to first result {first:.2} s",
+            names.join(",")
+        );
+        results.push(Measured {
+            name: format!("pool-encode pool [{}]", names.join(",")),
+            seconds,
+            embeddings: Some(out.embeddings),
+        });
     }
 
-    let dir = std::env::temp_dir().join(format!("pool-encode-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let input = dir.join("texts.jsonl");
-    let lines: String = texts
-        .iter()
-        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
-        .collect();
-    std::fs::write(&input, lines)?;
-    let st_output = dir.join("st.npy");
+    let st_single = if args.skip_st {
+        None
+    } else {
+        let jsonl: String = texts
+            .iter()
+            .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+            .collect();
+        let dir = std::env::temp_dir().join(format!("pool-encode-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("texts.jsonl"), jsonl)?;
+        let single = run_st(&args, &dir, 0)?;
+        let pool = run_st(&args, &dir, args.threads)?;
+        std::fs::remove_dir_all(&dir).ok();
+        let seconds = single.seconds;
+        results.push(single);
+        results.push(pool);
+        Some(seconds)
+    };
+
+    println!();
+    for r in &results {
+        let ratio = st_single.map_or(String::new(), |st| {
+            format!("{:>6.2}x ST single", st / r.seconds)
+        });
+        println!(
+            "{:<52} {:>8.1} texts/s {:>9.0} tokens/s {:>8.1} s {ratio}",
+            r.name,
+            texts.len() as f64 / r.seconds,
+            tokens as f64 / r.seconds,
+            r.seconds
+        );
+    }
+    let reference = results.iter().rev().find_map(|r| {
+        r.embeddings
+            .as_ref()
+            .filter(|_| r.name.starts_with("sentence"))
+    });
+    if let Some(reference) = reference {
+        for r in results.iter().filter(|r| r.name.starts_with("pool-encode")) {
+            let (cosine, diff) = agreement(r.embeddings.as_ref().expect("ours"), reference);
+            println!(
+                "agreement of {} with ST: min cosine {cosine:.7}, max |diff| {diff:.2e}",
+                r.name
+            );
+        }
+    }
+    Ok(())
+}
+
+fn run_st(args: &Args, dir: &Path, pool: usize) -> Result<Measured> {
+    let output = dir.join(format!("st-{pool}.npy"));
     let python = args
         .python
         .clone()
@@ -104,10 +191,11 @@ fn main() -> Result<()> {
     command
         .arg("scripts/st_bench.py")
         .args(["--model", &args.model.to_string_lossy()])
-        .args(["--input", &input.to_string_lossy()])
-        .args(["--output", &st_output.to_string_lossy()])
+        .args(["--input", &dir.join("texts.jsonl").to_string_lossy()])
+        .args(["--output", &output.to_string_lossy()])
         .args(["--batch-size", &args.batch_size.to_string()])
-        .args(["--threads", &args.threads.to_string()]);
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--pool", &pool.to_string()]);
     if let Some(n) = args.max_seq_length {
         command.args(["--max-seq-length", &n.to_string()]);
     }
@@ -123,32 +211,34 @@ fn main() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let report: serde_json::Value = serde_json::from_slice(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .rfind(|l| !l.is_empty())
-            .unwrap_or_default(),
-    )?;
-    let st_seconds = report["seconds"]
-        .as_f64()
-        .context("no seconds in ST report")?;
-    line(
-        &format!(
+    let last = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_slice(last)?;
+    let (values, rows, dim) = pool_encode_io::read_npy(&output)?;
+    let name = match pool {
+        0 => format!(
             "sentence-transformers (torch {}, {} threads)",
             report["torch"].as_str().unwrap_or("?"),
             report["threads"]
         ),
-        st_seconds,
-    );
-    println!(
-        "ratio pool-encode / sentence-transformers: {:.2}x",
-        st_seconds / our_seconds
-    );
+        n => format!("sentence-transformers pool ({n} CPU workers)"),
+    };
+    Ok(Measured {
+        name,
+        seconds: report["seconds"]
+            .as_f64()
+            .context("no seconds in ST report")?,
+        embeddings: Some(Embeddings::new(values, rows, dim)),
+    })
+}
 
-    let (st, rows, dim) = pool_encode_io::read_npy(&st_output)?;
+fn agreement(ours: &Embeddings, reference: &Embeddings) -> (f64, f32) {
     let mut worst_cosine = 1f64;
     let mut worst_diff = 0f32;
-    for (a, b) in ours.iter().zip(st.chunks_exact(dim)) {
+    for (a, b) in ours.iter().zip(reference.iter()) {
         let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
         let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
         worst_cosine = worst_cosine.min(dot / (norm(a) * norm(b)).max(1e-30));
@@ -158,11 +248,7 @@ fn main() -> Result<()> {
             .map(|(x, y)| (x - y).abs())
             .fold(worst_diff, f32::max);
     }
-    println!(
-        "agreement over {rows} rows: min cosine {worst_cosine:.7}, max |diff| {worst_diff:.2e}"
-    );
-    std::fs::remove_dir_all(&dir).ok();
-    Ok(())
+    (worst_cosine, worst_diff)
 }
 
 /// Debian's fortunes (texts separated by lines holding `%`), or a .jsonl / .txt file.
@@ -179,7 +265,7 @@ fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
         for file in files {
             let raw = String::from_utf8_lossy(&std::fs::read(&file)?).into_owned();
             let mut current = String::new();
-            for line in raw.lines() {
+            for line in raw.lines().chain(std::iter::once("%")) {
                 if line == "%" {
                     if !current.trim().is_empty() {
                         texts.push(current.trim_end_matches('\n').to_string());
@@ -189,9 +275,6 @@ fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
                     current.push_str(line);
                     current.push('\n');
                 }
-            }
-            if !current.trim().is_empty() {
-                texts.push(current.trim_end_matches('\n').to_string());
             }
         }
     } else {

@@ -1,12 +1,18 @@
-//! `pool-encode encode`: stream records from the input, encode them chunk by chunk, append the
-//! rows to the output. The output is written under `<output>.partial` and renamed only when
-//! every record is in, so a failed or interrupted run never leaves a file that looks complete.
+//! `pool-encode encode`: stream records from the input through the worker pool and append the
+//! rows, in input order, to the output. The output is written under `<output>.partial` and
+//! renamed only when every record is in, so a failed or interrupted run never leaves a file that
+//! looks complete.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pool_encode_encoder::{EncodeOptions, SentenceEncoder};
-use pool_encode_io::{InputOptions, InputReader, NpyWriter, partial_path};
+use pool_encode_encoder::EncodeOptions;
+use pool_encode_io::{InputOptions, InputReader, IoError, NpyWriter, partial_path};
+use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::settings::EncodeSettings;
 
@@ -38,62 +44,99 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     )?;
 
     let started = Instant::now();
-    let mut encoder = SentenceEncoder::load(&settings.model, settings.device)?;
-    if let Some(n) = settings.max_seq_length {
-        encoder.set_max_seq_length(n)?;
-    }
-    let options = EncodeOptions {
-        batch_size: settings.batch_size,
-        normalize_embeddings: settings.normalize,
-        truncate_dim: settings.truncate_dim,
-        prompt_name: settings.prompt_name.clone(),
-        prompt: settings.prompt.clone(),
-    };
+    // A hub id is downloaded once here; the workers load the local folder.
+    let model = pool_encode_encoder::resolve_model(settings.model.as_ref())?;
+    let mut config = PoolConfig::new(model, settings.devices.clone());
+    // This binary is its own worker (`pool-encode worker …`): one file to deploy.
+    config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
+    config.max_seq_length = settings.max_seq_length;
+    let pool = Pool::start(config)?;
     let dim = settings
         .truncate_dim
-        .map_or(encoder.embedding_dimension(), |d| {
-            d.min(encoder.embedding_dimension())
+        .map_or(pool.embedding_dimension(), |d| {
+            d.min(pool.embedding_dimension())
         });
+    let devices: Vec<String> = settings.devices.iter().map(ToString::to_string).collect();
     eprintln!(
-        "pool-encode: {} ({} dims, max_seq_length {}) on {}",
+        "pool-encode: {} ({dim} dims) on {} worker(s): {}",
         settings.model,
-        dim,
-        encoder.max_seq_length(),
-        settings.device
+        devices.len(),
+        devices.join(",")
     );
-    let loaded = Instant::now();
+    let ready = Instant::now();
 
+    let options = PoolEncodeOptions {
+        encode: EncodeOptions {
+            batch_size: settings.batch_size,
+            normalize_embeddings: settings.normalize,
+            truncate_dim: settings.truncate_dim,
+            prompt_name: settings.prompt_name.clone(),
+            prompt: settings.prompt.clone(),
+        },
+        chunk_size: Some(settings.chunk_size),
+        ..Default::default()
+    };
+    // A bad record ends the input there; the rows before it are still encoded and written.
+    let bad_record: RefCell<Option<IoError>> = RefCell::new(None);
+    let texts = std::iter::from_fn(|| match reader.next()? {
+        Ok(record) => Some(record.text),
+        Err(e) => {
+            *bad_record.borrow_mut() = Some(e);
+            None
+        }
+    });
     let mut writer = NpyWriter::create(output, dim)?;
-    let mut chunk: Vec<String> = Vec::with_capacity(settings.chunk_size);
-    loop {
-        // A bad record stops the run, but only after the records before it are written.
-        let next = reader.next().transpose();
-        if let Ok(Some(record)) = &next {
-            chunk.push(record.text.clone());
+    let kept = |writer: &NpyWriter| {
+        format!(
+            "{} embeddings computed before this error are in {} (the output was not completed)",
+            writer.rows(),
+            partial_path(output).display()
+        )
+    };
+    // Ctrl-C / SIGTERM: stop the workers cleanly (they ignore SIGINT themselves) and keep what
+    // was computed; the stream then ends with `PoolError::Stopped`.
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let signals_handle = signals.handle();
+    let interrupted = AtomicI32::new(0);
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            if let Some(signal) = signals.forever().next() {
+                interrupted.store(signal, Ordering::SeqCst);
+                pool.stop();
+            }
+        });
+        let result = (|| -> Result<()> {
+            for piece in pool.encode_stream(texts, &options) {
+                match piece {
+                    Ok(piece) => writer.write_rows(piece.embeddings.as_slice())?,
+                    Err(e) => match interrupted.load(Ordering::SeqCst) {
+                        0 => bail!("{e}\n{}", kept(&writer)),
+                        signal => bail!("interrupted by signal {signal}\n{}", kept(&writer)),
+                    },
+                }
+            }
+            Ok(())
+        })();
+        signals_handle.close();
+        result
+    });
+    if let Err(e) = outcome {
+        if interrupted.load(Ordering::SeqCst) != 0 {
+            eprintln!("error: {e:#}");
+            std::process::exit(130);
         }
-        let end_of_chunk = !matches!(next, Ok(Some(_))) || chunk.len() == settings.chunk_size;
-        if end_of_chunk && !chunk.is_empty() {
-            let embeddings = encoder.encode(&chunk, &options)?;
-            writer.write_rows(embeddings.as_slice())?;
-            chunk.clear();
-        }
-        match next {
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(e) => bail!(
-                "{e}\n{} embeddings computed before this error are in {} (the output was not completed)",
-                writer.rows(),
-                partial_path(output).display()
-            ),
-        }
+        return Err(e);
+    }
+    if let Some(e) = bad_record.into_inner() {
+        bail!("{e}\n{}", kept(&writer));
     }
     let rows = writer.rows();
     let path = writer.finish()?;
-    let seconds = loaded.elapsed().as_secs_f64();
+    let seconds = ready.elapsed().as_secs_f64();
     eprintln!(
-        "pool-encode: {rows} texts in {seconds:.1}s ({:.1} texts/s; model loaded in {:.2}s)",
+        "pool-encode: {rows} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s)",
         rows as f64 / seconds.max(1e-9),
-        (loaded - started).as_secs_f64()
+        (ready - started).as_secs_f64()
     );
     println!("{}", path.display());
     Ok(())

@@ -19,15 +19,22 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Encode a file of texts into an embeddings file.
-    Encode(settings::EncodeArgs),
+    Encode(Box<settings::EncodeArgs>),
+    /// A worker process of the pool (started by `encode`, not by hand).
+    #[command(hide = true)]
+    Worker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Encode(args) => {
-            settings::EncodeSettings::resolve(args).and_then(|s| encode::run(&s))
+            settings::EncodeSettings::resolve(*args).and_then(|s| encode::run(&s))
         }
+        Command::Worker { args } => return pool_encode_pool::worker::main(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,13 +25,14 @@ pub struct EncodeArgs {
     /// Where to write the embeddings: .npy (float32 [N, dim], rows in input order).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Device to run on: cpu (all cores) or cpu:N (N threads).
+    /// Worker devices, comma-separated, one worker process each: cpu (all cores), cpu:N
+    /// (N threads). Default: one single-threaded CPU worker per core.
     #[arg(long)]
     pub devices: Option<String>,
     /// Texts per forward pass.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Texts read, encoded and written per step (bounds memory).
+    /// Texts per chunk handed to a worker (default 1000).
     #[arg(long)]
     pub chunk_size: Option<usize>,
     /// Truncate texts to this many tokens (default: the model's).
@@ -85,7 +86,7 @@ pub struct EncodeSettings {
     pub model: String,
     pub input: PathBuf,
     pub output: PathBuf,
-    pub device: Device,
+    pub devices: Vec<Device>,
     pub batch_size: usize,
     pub chunk_size: usize,
     pub max_seq_length: Option<usize>,
@@ -107,16 +108,13 @@ impl EncodeSettings {
         let required = |value: Option<String>, flag: &str| {
             value.with_context(|| format!("--{flag} is required (as a flag or a config key)"))
         };
-        let devices = args
-            .devices
-            .or(file.devices)
-            .unwrap_or_else(|| "cpu".into());
-        if devices.contains(',') {
-            bail!(
-                "--devices {devices:?}: one device per run (several devices need the worker pool)"
-            );
-        }
-        let device: Device = devices.parse()?;
+        let devices = match args.devices.or(file.devices) {
+            Some(list) => list
+                .split(',')
+                .map(|d| d.parse::<Device>())
+                .collect::<Result<Vec<_>, _>>()?,
+            None => pool_encode_pool::default_devices(),
+        };
         let positive =
             |value: Option<usize>, default: usize, flag: &str| match value.unwrap_or(default) {
                 0 => bail!("--{flag} must be at least 1"),
@@ -126,9 +124,9 @@ impl EncodeSettings {
             model: required(args.model.or(file.model), "model")?,
             input: required(args.input.or(file.input).map(path_string), "input")?.into(),
             output: required(args.output.or(file.output).map(path_string), "output")?.into(),
-            device,
+            devices,
             batch_size: positive(args.batch_size.or(file.batch_size), 32, "batch-size")?,
-            chunk_size: positive(args.chunk_size.or(file.chunk_size), 4096, "chunk-size")?,
+            chunk_size: positive(args.chunk_size.or(file.chunk_size), 1000, "chunk-size")?,
             max_seq_length: args.max_seq_length.or(file.max_seq_length),
             text_field: args
                 .text_field

@@ -82,7 +82,7 @@ fn every_reference_model_through_the_binary() {
 }
 
 #[test]
-fn max_seq_length_flag() {
+fn max_seq_length_flag_with_three_workers() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("e.npy");
     let model = tiny_model_dir("mpnet-mean-normalize-new");
@@ -96,6 +96,10 @@ fn max_seq_length_flag() {
         s(&out),
         "--max-seq-length",
         "40",
+        "--devices",
+        "cpu:1,cpu:1,cpu:1",
+        "--chunk-size",
+        "7",
     ]);
     assert_close(
         "max_seq_length 40",
@@ -416,4 +420,80 @@ fn empty_input_gives_an_empty_matrix() {
     ]);
     let e = read(&out);
     assert_eq!((e.rows(), e.dim()), (0, 32));
+}
+
+/// Pids of the processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // Fields after the command (which may hold spaces) start after the last ')'.
+                let rest = &stat[stat.rfind(')').unwrap() + 2..];
+                rest.split(' ').nth(1) == Some(&parent.to_string())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_the_workers_and_keeps_the_rows_computed_so_far() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("many.jsonl");
+    let lines: String = texts()
+        .iter()
+        .cycle()
+        .take(211 * 6)
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let out = tmp.path().join("e.npy");
+    let child = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+        .args([
+            "encode",
+            "--model",
+            s(&minilm_dir()),
+            "--input",
+            s(&input),
+            "--output",
+            s(&out),
+        ])
+        .args(["--devices", "cpu:1,cpu:1", "--chunk-size", "10"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = pool_encode_io::partial_path(&out);
+    // Wait until some rows are written, so there is something to keep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 128 + 10 * 384 * 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rows written within 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let workers = children_of(child.id());
+    assert_eq!(workers.len(), 2, "two worker processes");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted by signal 2"), "{stderr}");
+    assert!(
+        !out.exists(),
+        "an interrupted run must not leave a complete-looking output"
+    );
+    let rows = (std::fs::metadata(&partial).unwrap().len() - 128) / (384 * 4);
+    assert!((10..211 * 6).contains(&rows), "{rows} rows kept");
+    for pid in workers {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "worker {pid} still running"
+        );
+    }
 }

@@ -87,7 +87,9 @@ impl SentenceEncoder<Cpu> {
     }
 }
 
-fn resolve_model(model: &Path) -> Result<std::path::PathBuf> {
+/// A local model folder for `model`: the path itself if it exists, else (with the `hub` feature)
+/// the hub id downloaded into the Hugging Face cache.
+pub fn resolve_model(model: &Path) -> Result<std::path::PathBuf> {
     if model.exists() {
         return Ok(model.to_path_buf());
     }

@@ -26,6 +26,9 @@ use pool_encode_encoder::{Device, Embeddings, EncodeOptions};
 use crate::protocol::{Request, WorkerMessage};
 use crate::{PoolConfig, PoolError};
 
+/// A worker that dies this many times in a row while loading its model is given up on.
+const MAX_STARTUP_FAILURES: u32 = 3;
+
 /// A contiguous run of one call's texts, starting at row `offset` of that call.
 pub(crate) struct Task {
     pub offset: usize,
@@ -85,6 +88,8 @@ struct Worker {
     state: State,
     child: Option<Child>,
     pid: Option<u32>,
+    /// Deaths in a row before reaching Ready: past `MAX_STARTUP_FAILURES` it is not respawned.
+    startup_failures: u32,
     /// Tasks sent and not yet answered, by slot, with their send time.
     in_flight: HashMap<usize, (u64, Instant)>,
     regions: Vec<Option<IpcSharedMemory>>,
@@ -92,7 +97,8 @@ struct Worker {
 
 pub(crate) struct Dispatcher {
     config: PoolConfig,
-    worker_program: PathBuf,
+    /// Program and leading arguments of a worker process.
+    worker_command: (PathBuf, Vec<String>),
     workers: Vec<Worker>,
     pending: VecDeque<u64>,
     tasks: HashMap<u64, Task>,
@@ -108,7 +114,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub fn start(
         config: PoolConfig,
-        worker_program: PathBuf,
+        worker_command: (PathBuf, Vec<String>),
         commands: Receiver<Control>,
         pids: Arc<std::sync::Mutex<Vec<Option<u32>>>>,
         ready: Sender<Result<usize, PoolError>>,
@@ -123,13 +129,14 @@ impl Dispatcher {
                 state: State::Failed,
                 child: None,
                 pid: None,
+                startup_failures: 0,
                 in_flight: HashMap::new(),
                 regions: Vec::new(),
             })
             .collect();
         Dispatcher {
             config,
-            worker_program,
+            worker_command,
             workers,
             pending: VecDeque::new(),
             tasks: HashMap::new(),
@@ -190,13 +197,19 @@ impl Dispatcher {
             .as_ref()
             .map(|c| c.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|| "-".into());
-        let mut command = Command::new(&self.worker_program);
+        let mut command = Command::new(&self.worker_command.0);
         command
+            .args(&self.worker_command.1)
             .arg(&name)
             .arg(&self.config.model)
             .arg(worker.device.to_string())
             .arg(cores)
             .arg(std::process::id().to_string())
+            .arg(
+                self.config
+                    .max_seq_length
+                    .map_or("-".into(), |n| n.to_string()),
+            )
             .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -218,7 +231,7 @@ impl Dispatcher {
                 worker.state = State::Failed;
                 let _ = self.ready.send(Err(PoolError::Spawn(format!(
                     "{}: {e}",
-                    self.worker_program.display()
+                    self.worker_command.0.display()
                 ))));
                 return;
             }
@@ -270,6 +283,7 @@ impl Dispatcher {
                 let worker = &mut self.workers[w];
                 worker.state = State::Ready { requests };
                 worker.pid = Some(pid);
+                worker.startup_failures = 0;
                 if !self.announced {
                     self.announced = true;
                     let _ = self.ready.send(Ok(dimension));
@@ -348,17 +362,45 @@ impl Dispatcher {
             let _ = child.wait();
         }
         self.pids.lock().expect("pids lock")[w] = None;
+        // A worker handles its requests in order: the oldest one sent is the one it was
+        // working on, and only that one is charged with the death; the others merely waited.
+        let culprit = worker
+            .in_flight
+            .values()
+            .min_by_key(|(_, sent)| *sent)
+            .map(|(task, _)| *task);
         let lost: Vec<u64> = worker
             .in_flight
             .drain()
             .map(|(_, (task, _))| task)
             .collect();
-        let was_failed = matches!(worker.state, State::Failed);
+        if matches!(worker.state, State::Starting { .. }) {
+            worker.startup_failures += 1;
+            if worker.startup_failures >= MAX_STARTUP_FAILURES {
+                worker.state = State::Failed;
+                let error = format!(
+                    "worker {w} ({}) died {MAX_STARTUP_FAILURES} times while loading the model",
+                    worker.device
+                );
+                eprintln!("pool-encode: {error}");
+                if self
+                    .workers
+                    .iter()
+                    .all(|w| matches!(w.state, State::Failed))
+                {
+                    let _ = self.ready.send(Err(PoolError::Startup(error.clone())));
+                    self.fail_all(PoolError::Startup(error));
+                }
+            }
+        }
+        let was_failed = matches!(self.workers[w].state, State::Failed);
         for id in lost {
             let Some(mut task) = self.tasks.remove(&id) else {
                 continue;
             };
-            task.deaths += 1;
+            if Some(id) == culprit {
+                task.deaths += 1;
+            }
             if task.deaths < self.config.max_task_deaths {
                 self.requeue_front(task);
             } else if task.texts.len() == 1 {
@@ -505,8 +547,17 @@ impl Dispatcher {
     fn shutdown(mut self) {
         self.fail_all(PoolError::Stopped);
         for worker in &mut self.workers {
-            if let State::Ready { requests } = &worker.state {
-                let _ = requests.send(Request::Shutdown);
+            match &worker.state {
+                State::Ready { requests } => {
+                    let _ = requests.send(Request::Shutdown);
+                }
+                // Its reader thread waits in `accept`: release it.
+                State::Starting { server, .. } => {
+                    if let Ok(unblock) = IpcSender::<WorkerMessage>::connect(server.clone()) {
+                        let _ = unblock.send(WorkerMessage::Abandoned);
+                    }
+                }
+                State::Failed => {}
             }
         }
         let deadline = Instant::now() + self.config.stop_timeout;

@@ -21,7 +21,7 @@ mod protocol;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -56,9 +56,12 @@ pub struct PoolConfig {
     pub model: PathBuf,
     /// One worker process per entry (repeats allowed).
     pub devices: Vec<Device>,
-    /// The worker executable; default: `$POOL_ENCODE_WORKER`, else `pool-encode-worker` next to
-    /// the running program.
-    pub worker_program: Option<PathBuf>,
+    /// The worker executable and the arguments that come before the worker's own (a program
+    /// that embeds the worker, like `pool-encode worker`, names its subcommand here).
+    /// Default: `$POOL_ENCODE_WORKER`, else `pool-encode-worker` next to the running program.
+    pub worker_command: Option<(PathBuf, Vec<String>)>,
+    /// Truncation length for every worker (ST's `model.max_seq_length = …`); default: the model's.
+    pub max_seq_length: Option<usize>,
     /// Extra environment variables for the worker processes.
     pub worker_env: Vec<(String, String)>,
     /// Chunks queued at a worker at once, so it never waits for its next chunk.
@@ -78,7 +81,8 @@ impl PoolConfig {
         PoolConfig {
             model: model.into(),
             devices,
-            worker_program: None,
+            worker_command: None,
+            max_seq_length: None,
             worker_env: Vec::new(),
             in_flight_per_worker: 2,
             task_timeout: Duration::from_secs(600),
@@ -153,7 +157,10 @@ impl Pool {
                 "a pool needs at least one device".into(),
             ));
         }
-        let program = worker_program(config.worker_program.as_deref())?;
+        let program = match &config.worker_command {
+            Some(command) => command.clone(),
+            None => (default_worker_program()?, Vec::new()),
+        };
         let (control, commands) = crossbeam_channel::unbounded();
         let (ready_tx, ready) = crossbeam_channel::bounded(config.devices.len() + 1);
         let pids = Arc::new(Mutex::new(vec![None; config.devices.len()]));
@@ -200,6 +207,10 @@ impl Pool {
     }
 
     /// Encodes `texts`, returning every row in input order.
+    ///
+    /// The whole input is known here, so it is sorted by length before it is cut into chunks:
+    /// each chunk's batches then hold texts of similar length and pad little (ST sorts only
+    /// within a chunk). Rows are put back in input order.
     pub fn encode<S: AsRef<str>>(
         &self,
         texts: &[S],
@@ -218,13 +229,26 @@ impl Pool {
             .encode
             .truncate_dim
             .map_or(self.dimension, |d| d.min(self.dimension));
-        let mut values = Vec::with_capacity(texts.len() * dim);
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
+        let mut values = vec![0f32; texts.len() * dim];
         let mut skipped = Vec::new();
-        for piece in self.encode_stream(texts.iter().map(|t| t.as_ref().to_string()), &options) {
-            let piece = piece?;
-            values.extend_from_slice(piece.embeddings.as_slice());
-            skipped.extend(piece.skipped);
+        let sorted = order.iter().map(|&i| texts[i].as_ref().to_string());
+        for piece in self.encode_stream(sorted, &options) {
+            let piece = piece.map_err(|e| match e {
+                PoolError::PoisonText { index, preview } => PoolError::PoisonText {
+                    index: order[index],
+                    preview,
+                },
+                other => other,
+            })?;
+            for (k, row) in piece.embeddings.iter().enumerate() {
+                let i = order[piece.offset + k];
+                values[i * dim..(i + 1) * dim].copy_from_slice(row);
+            }
+            skipped.extend(piece.skipped.iter().map(|&s| order[s]));
         }
+        skipped.sort_unstable();
         Ok(Encoded {
             offset: 0,
             embeddings: Embeddings::new(values, texts.len(), dim),
@@ -301,10 +325,7 @@ pub fn encode<S: AsRef<str>>(
     pool.encode(texts, options)
 }
 
-fn worker_program(configured: Option<&Path>) -> Result<PathBuf, PoolError> {
-    if let Some(path) = configured {
-        return Ok(path.to_path_buf());
-    }
+fn default_worker_program() -> Result<PathBuf, PoolError> {
     if let Some(path) = std::env::var_os("POOL_ENCODE_WORKER") {
         return Ok(PathBuf::from(path));
     }

@@ -1,8 +1,9 @@
 //! The worker process: loads the model on its device, then encodes the chunks it is sent until
 //! told to stop or until the coordinator disappears.
 //!
-//! Started by exec as `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID`; `CORES` is a
-//! comma-separated CPU list to pin to, or `-`.
+//! Started by exec as `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH`
+//! (or by any program that passes those arguments to [`main`]); `CORES` is a comma-separated CPU
+//! list to pin to, or `-`; `MAX_SEQ_LENGTH` a number, or `-` for the model's own.
 
 use std::process::ExitCode;
 
@@ -12,11 +13,11 @@ use pool_encode_encoder::{Device, SentenceEncoder};
 
 use crate::protocol::{Request, WorkerMessage};
 
-pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [server, model, device, cores, parent] = &args[..] else {
+/// Runs a worker; `args` are the six arguments above.
+pub fn main(args: &[String]) -> ExitCode {
+    let [server, model, device, cores, parent, max_seq_length] = args else {
         eprintln!(
-            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID (started by the pool, not by hand)"
+            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH (started by the pool, not by hand)"
         );
         return ExitCode::from(2);
     };
@@ -35,6 +36,8 @@ pub fn main() -> ExitCode {
         eprintln!("pool-encode-worker: cannot connect to the coordinator");
         return ExitCode::from(4);
     };
+    #[cfg(feature = "fault-injection")]
+    fault_injection::maybe_crash_at_start();
     if let Err(error) = pin_to_cores(cores) {
         let _ = to_coordinator.send(WorkerMessage::StartupFailed { error });
         return ExitCode::FAILURE;
@@ -42,7 +45,16 @@ pub fn main() -> ExitCode {
     let encoder = device
         .parse::<Device>()
         .map_err(|e| e.to_string())
-        .and_then(|device| SentenceEncoder::load(model, device).map_err(|e| e.to_string()));
+        .and_then(|device| SentenceEncoder::load(model, device).map_err(|e| e.to_string()))
+        .and_then(|mut encoder| {
+            if max_seq_length != "-" {
+                let n = max_seq_length
+                    .parse()
+                    .map_err(|_| format!("bad max_seq_length {max_seq_length:?}"))?;
+                encoder.set_max_seq_length(n).map_err(|e| e.to_string())?;
+            }
+            Ok(encoder)
+        });
     let encoder = match encoder {
         Ok(encoder) => encoder,
         Err(error) => {
@@ -144,6 +156,13 @@ fn pin_to_cores(cores: &str) -> Result<(), String> {
 
 #[cfg(feature = "fault-injection")]
 mod fault_injection {
+    /// Aborts while "loading" when `$POOL_ENCODE_FAULT_CRASH_AT_START` is set.
+    pub fn maybe_crash_at_start() {
+        if std::env::var_os("POOL_ENCODE_FAULT_CRASH_AT_START").is_some() {
+            std::process::abort();
+        }
+    }
+
     /// Aborts on a text containing `$POOL_ENCODE_FAULT_CRASH`, hangs on one containing
     /// `$POOL_ENCODE_FAULT_HANG`: how the tests make a worker crash or hang on one text.
     pub fn maybe_fail(texts: &[String]) {

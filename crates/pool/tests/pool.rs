@@ -18,7 +18,7 @@ fn config(workers: usize) -> PoolConfig {
         tiny_model_dir(MODEL),
         vec![Device::Cpu { threads: Some(1) }; workers],
     );
-    config.worker_program = Some(env!("CARGO_BIN_EXE_pool-encode-worker").into());
+    config.worker_command = Some((env!("CARGO_BIN_EXE_pool-encode-worker").into(), Vec::new()));
     config.worker_env = vec![
         ("POOL_ENCODE_FAULT_CRASH".into(), CRASH.into()),
         ("POOL_ENCODE_FAULT_HANG".into(), HANG.into()),
@@ -250,6 +250,22 @@ fn a_broken_model_fails_start_with_its_error() {
     config.model = tmp.path().to_path_buf();
     let err = Pool::start(config).err().expect("start must fail");
     assert!(err.to_string().contains("config.json"), "{err}");
+}
+
+#[test]
+fn workers_that_crash_while_loading_fail_start_instead_of_respawning_forever() {
+    let mut config = config(2);
+    config
+        .worker_env
+        .push(("POOL_ENCODE_FAULT_CRASH_AT_START".into(), "1".into()));
+    let started = Instant::now();
+    let err = Pool::start(config).err().expect("start must fail");
+    assert!(matches!(err, PoolError::Startup(_)), "{err}");
+    assert!(
+        err.to_string().contains("died 3 times while loading"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 /// Run by `killing_the_coordinator_leaves_no_worker_behind` in a child process: a coordinator
