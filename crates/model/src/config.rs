@@ -89,6 +89,26 @@ struct RawConfig {
     activation: Option<String>,
 }
 
+impl RawConfig {
+    /// The shape from BERT's key names, which MPNet shares.
+    fn bert_style_shape(&self, path: &Path, positions: usize, eps: f64) -> Result<EncoderShape> {
+        Ok(EncoderShape {
+            vocab_size: need(self.vocab_size, "vocab_size", path)?,
+            hidden_size: need(self.hidden_size, "hidden_size", path)?,
+            num_layers: need(self.num_hidden_layers, "num_hidden_layers", path)?,
+            num_heads: need(self.num_attention_heads, "num_attention_heads", path)?,
+            intermediate_size: need(self.intermediate_size, "intermediate_size", path)?,
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(positions),
+            layer_norm_eps: self.layer_norm_eps.unwrap_or(eps),
+            activation: Activation::parse(self.hidden_act.as_deref().unwrap_or("gelu"), path)?,
+        })
+    }
+}
+
+fn need(value: Option<usize>, key: &str, path: &Path) -> Result<usize> {
+    value.ok_or_else(|| ModelError::config(path, format!("missing key {key:?}")))
+}
+
 impl ArchitectureConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let raw: RawConfig = read_json(path)?;
@@ -97,9 +117,6 @@ impl ArchitectureConfig {
             .clone()
             .or_else(|| raw.architectures.first().map(|a| a.to_lowercase()))
             .unwrap_or_default();
-        let need = |value: Option<usize>, key: &str| {
-            value.ok_or_else(|| ModelError::config(path, format!("missing key {key:?}")))
-        };
         let config = match kind.as_str() {
             k if k == "bert" || k.starts_with("bertfor") || k == "bertmodel" => {
                 if let Some(kind) = raw.position_embedding_type.as_deref()
@@ -113,30 +130,18 @@ impl ArchitectureConfig {
                     ));
                 }
                 ArchitectureConfig::Bert {
-                    shape: EncoderShape {
-                        vocab_size: need(raw.vocab_size, "vocab_size")?,
-                        hidden_size: need(raw.hidden_size, "hidden_size")?,
-                        num_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
-                        num_heads: need(raw.num_attention_heads, "num_attention_heads")?,
-                        intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
-                        max_position_embeddings: raw.max_position_embeddings.unwrap_or(512),
-                        layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-12),
-                        activation: Activation::parse(
-                            raw.hidden_act.as_deref().unwrap_or("gelu"),
-                            path,
-                        )?,
-                    },
+                    shape: raw.bert_style_shape(path, 512, 1e-12)?,
                     type_vocab_size: raw.type_vocab_size.unwrap_or(2),
                 }
             }
             k if k == "distilbert" || k.starts_with("distilbert") => {
                 ArchitectureConfig::DistilBert {
                     shape: EncoderShape {
-                        vocab_size: need(raw.vocab_size, "vocab_size")?,
-                        hidden_size: need(raw.dim, "dim")?,
-                        num_layers: need(raw.n_layers, "n_layers")?,
-                        num_heads: need(raw.n_heads, "n_heads")?,
-                        intermediate_size: need(raw.hidden_dim, "hidden_dim")?,
+                        vocab_size: need(raw.vocab_size, "vocab_size", path)?,
+                        hidden_size: need(raw.dim, "dim", path)?,
+                        num_layers: need(raw.n_layers, "n_layers", path)?,
+                        num_heads: need(raw.n_heads, "n_heads", path)?,
+                        intermediate_size: need(raw.hidden_dim, "hidden_dim", path)?,
                         max_position_embeddings: raw.max_position_embeddings.unwrap_or(512),
                         // DistilBERT's LayerNorms are built with a fixed eps of 1e-12.
                         layer_norm_eps: 1e-12,
@@ -148,19 +153,7 @@ impl ArchitectureConfig {
                 }
             }
             k if k == "mpnet" || k.starts_with("mpnet") => ArchitectureConfig::MPNet {
-                shape: EncoderShape {
-                    vocab_size: need(raw.vocab_size, "vocab_size")?,
-                    hidden_size: need(raw.hidden_size, "hidden_size")?,
-                    num_layers: need(raw.num_hidden_layers, "num_hidden_layers")?,
-                    num_heads: need(raw.num_attention_heads, "num_attention_heads")?,
-                    intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
-                    max_position_embeddings: raw.max_position_embeddings.unwrap_or(514),
-                    layer_norm_eps: raw.layer_norm_eps.unwrap_or(1e-5),
-                    activation: Activation::parse(
-                        raw.hidden_act.as_deref().unwrap_or("gelu"),
-                        path,
-                    )?,
-                },
+                shape: raw.bert_style_shape(path, 514, 1e-5)?,
                 relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
                 pad_token_id: raw.pad_token_id.unwrap_or(1),
             },

@@ -1,11 +1,13 @@
 //! DistilBERT (Sanh et al. 2019): BERT without token types, six layers, different weight names.
 
-use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm};
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 use super::TokenBatch;
-use super::layers::{EncoderLayer, LayerNames, load_layer_norm};
+use super::layers::{
+    EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
+    sequential_positions,
+};
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -21,32 +23,33 @@ pub struct DistilBert<B: Backend> {
 impl<B: Backend> DistilBert<B> {
     pub fn load(shape: &EncoderShape, weights: &Weights, device: &B::Device) -> Result<Self> {
         let d = shape.hidden_size;
-        let embedding = |name: &str, rows: usize| -> Result<Embedding<B>> {
-            Ok(Embedding {
-                weight: Param::from_tensor(weights.tensor(name, [rows, d], device)?),
-            })
-        };
-        let layers = (0..shape.num_layers)
-            .map(|i| {
-                let p = format!("transformer.layer.{i}");
-                let names = LayerNames {
-                    query: format!("{p}.attention.q_lin"),
-                    key: format!("{p}.attention.k_lin"),
-                    value: format!("{p}.attention.v_lin"),
-                    attention_output: format!("{p}.attention.out_lin"),
-                    attention_norm: format!("{p}.sa_layer_norm"),
-                    ffn_in: format!("{p}.ffn.lin1"),
-                    ffn_out: format!("{p}.ffn.lin2"),
-                    output_norm: format!("{p}.output_layer_norm"),
-                };
-                EncoderLayer::load(weights, &names, shape, device)
-            })
-            .collect::<Result<_>>()?;
+        let layers = load_layers(weights, shape, device, |i| {
+            let p = format!("transformer.layer.{i}");
+            LayerNames {
+                query: format!("{p}.attention.q_lin"),
+                key: format!("{p}.attention.k_lin"),
+                value: format!("{p}.attention.v_lin"),
+                attention_output: format!("{p}.attention.out_lin"),
+                attention_norm: format!("{p}.sa_layer_norm"),
+                ffn_in: format!("{p}.ffn.lin1"),
+                ffn_out: format!("{p}.ffn.lin2"),
+                output_norm: format!("{p}.output_layer_norm"),
+            }
+        })?;
         Ok(DistilBert {
-            word_embeddings: embedding("embeddings.word_embeddings.weight", shape.vocab_size)?,
-            position_embeddings: embedding(
+            word_embeddings: load_embedding(
+                weights,
+                "embeddings.word_embeddings.weight",
+                shape.vocab_size,
+                d,
+                device,
+            )?,
+            position_embeddings: load_embedding(
+                weights,
                 "embeddings.position_embeddings.weight",
                 shape.max_position_embeddings,
+                d,
+                device,
             )?,
             embeddings_norm: load_layer_norm(
                 weights,
@@ -60,16 +63,11 @@ impl<B: Backend> DistilBert<B> {
     }
 
     pub fn forward(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
-        let positions = Tensor::<B, 1, Int>::arange(0..batch.seq_len as i64, device)
-            .reshape([1, batch.seq_len])
-            .expand([batch.batch, batch.seq_len]);
         let embeddings = self.word_embeddings.forward(batch.input_ids(device))
-            + self.position_embeddings.forward(positions);
-        let mut x = self.embeddings_norm.forward(embeddings);
-        let padding = batch.padding_mask(device);
-        for layer in &self.layers {
-            x = layer.forward(x, padding.clone(), None);
-        }
-        x
+            + self
+                .position_embeddings
+                .forward(sequential_positions(batch, device));
+        let x = self.embeddings_norm.forward(embeddings);
+        run_layers(&self.layers, x, batch, None, device)
     }
 }

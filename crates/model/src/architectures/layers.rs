@@ -2,12 +2,13 @@
 //! in embeddings, weight names and attention bias, not in the layer itself.
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
+use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
 use crate::weights::Weights;
@@ -151,4 +152,54 @@ impl<B: Backend> EncoderLayer<B> {
             .forward(activate(self.ffn_in.forward(h.clone()), self.activation));
         self.output_norm.forward(h + ffn)
     }
+}
+
+/// An embedding table `[rows, dim]`.
+pub fn load_embedding<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    rows: usize,
+    dim: usize,
+    device: &B::Device,
+) -> Result<Embedding<B>> {
+    Ok(Embedding {
+        weight: Param::from_tensor(weights.tensor(name, [rows, dim], device)?),
+    })
+}
+
+/// The `num_layers` layers, named by `names(i)`.
+pub fn load_layers<B: Backend>(
+    weights: &Weights,
+    shape: &EncoderShape,
+    device: &B::Device,
+    names: impl Fn(usize) -> LayerNames,
+) -> Result<Vec<EncoderLayer<B>>> {
+    (0..shape.num_layers)
+        .map(|i| EncoderLayer::load(weights, &names(i), shape, device))
+        .collect()
+}
+
+/// Runs `layers` in turn over the embedded batch.
+pub fn run_layers<B: Backend>(
+    layers: &[EncoderLayer<B>],
+    mut x: Tensor<B, 3>,
+    batch: &TokenBatch,
+    bias: Option<Tensor<B, 4>>,
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let padding = batch.padding_mask(device);
+    for layer in layers {
+        x = layer.forward(x, padding.clone(), bias.clone());
+    }
+    x
+}
+
+/// Positions `0..seq_len` for every row: BERT's and DistilBERT's absolute positions.
+pub fn sequential_positions<B: Backend>(
+    batch: &TokenBatch,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    Tensor::<B, 1, Int>::arange(0..batch.seq_len as i64, device)
+        .reshape([1, batch.seq_len])
+        .expand([batch.batch, batch.seq_len])
 }

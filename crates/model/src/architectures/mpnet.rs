@@ -1,12 +1,13 @@
 //! MPNet (Song et al. 2020): BERT-shaped layers plus a T5-style relative position bias shared
 //! by all layers, and RoBERTa-style absolute positions counted from `pad_token_id + 1`.
 
-use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::TokenBatch;
-use super::layers::{EncoderLayer, LayerNames, load_layer_norm};
+use super::layers::{
+    EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
+};
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -36,32 +37,33 @@ impl<B: Backend> MPNet<B> {
         device: &B::Device,
     ) -> Result<Self> {
         let d = shape.hidden_size;
-        let embedding = |name: &str, rows: usize| -> Result<Embedding<B>> {
-            Ok(Embedding {
-                weight: Param::from_tensor(weights.tensor(name, [rows, d], device)?),
-            })
-        };
-        let layers = (0..shape.num_layers)
-            .map(|i| {
-                let p = format!("encoder.layer.{i}");
-                let names = LayerNames {
-                    query: format!("{p}.attention.attn.q"),
-                    key: format!("{p}.attention.attn.k"),
-                    value: format!("{p}.attention.attn.v"),
-                    attention_output: format!("{p}.attention.attn.o"),
-                    attention_norm: format!("{p}.attention.LayerNorm"),
-                    ffn_in: format!("{p}.intermediate.dense"),
-                    ffn_out: format!("{p}.output.dense"),
-                    output_norm: format!("{p}.output.LayerNorm"),
-                };
-                EncoderLayer::load(weights, &names, shape, device)
-            })
-            .collect::<Result<_>>()?;
+        let layers = load_layers(weights, shape, device, |i| {
+            let p = format!("encoder.layer.{i}");
+            LayerNames {
+                query: format!("{p}.attention.attn.q"),
+                key: format!("{p}.attention.attn.k"),
+                value: format!("{p}.attention.attn.v"),
+                attention_output: format!("{p}.attention.attn.o"),
+                attention_norm: format!("{p}.attention.LayerNorm"),
+                ffn_in: format!("{p}.intermediate.dense"),
+                ffn_out: format!("{p}.output.dense"),
+                output_norm: format!("{p}.output.LayerNorm"),
+            }
+        })?;
         Ok(MPNet {
-            word_embeddings: embedding("embeddings.word_embeddings.weight", shape.vocab_size)?,
-            position_embeddings: embedding(
+            word_embeddings: load_embedding(
+                weights,
+                "embeddings.word_embeddings.weight",
+                shape.vocab_size,
+                d,
+                device,
+            )?,
+            position_embeddings: load_embedding(
+                weights,
                 "embeddings.position_embeddings.weight",
                 shape.max_position_embeddings,
+                d,
+                device,
             )?,
             embeddings_norm: load_layer_norm(
                 weights,
@@ -86,13 +88,9 @@ impl<B: Backend> MPNet<B> {
             + self
                 .position_embeddings
                 .forward(self.position_ids(batch, device));
-        let mut x = self.embeddings_norm.forward(embeddings);
-        let padding = batch.padding_mask(device);
+        let x = self.embeddings_norm.forward(embeddings);
         let bias = self.position_bias(batch.seq_len, device);
-        for layer in &self.layers {
-            x = layer.forward(x, padding.clone(), Some(bias.clone()));
-        }
-        x
+        run_layers(&self.layers, x, batch, Some(bias), device)
     }
 
     /// Hugging Face's `create_position_ids_from_input_ids`: tokens that are not the pad id are
