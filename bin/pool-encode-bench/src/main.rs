@@ -103,13 +103,22 @@ fn main() -> Result<()> {
     let all = Device::Cpu {
         threads: Some(args.threads),
     };
-    for devices in [vec![one; args.threads], vec![all]] {
+    // (devices, chunk size): ST's default chunking, and for one worker also a single chunk, whose
+    // batches are exactly the in-process encoder's: that row isolates the cost of the processes
+    // and IPC from the cost of chunking.
+    let runs = [
+        (vec![one; args.threads], None),
+        (vec![all], None),
+        (vec![all], Some(texts.len())),
+    ];
+    for (devices, chunk_size) in runs {
         let names: Vec<String> = devices.iter().map(ToString::to_string).collect();
         let mut config = PoolConfig::new(&args.model, devices);
         config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
         config.max_seq_length = args.max_seq_length;
         let pool_options = PoolEncodeOptions {
             encode: options.clone(),
+            chunk_size,
             ..Default::default()
         };
         // Start-up to first result: start the pool, encode one short text.
@@ -121,12 +130,16 @@ fn main() -> Result<()> {
         let start = Instant::now();
         let out = pool.encode(&texts, &pool_options)?;
         let seconds = start.elapsed().as_secs_f64();
+        let chunking = match chunk_size {
+            None => "ST chunking".to_string(),
+            Some(_) => "one chunk = in-process batches".to_string(),
+        };
         println!(
-            "pool [{}]: start-up to first result {first:.2} s",
+            "pool [{}] ({chunking}): start-up to first result {first:.2} s",
             names.join(",")
         );
         results.push(Measured {
-            name: format!("pool-encode pool [{}]", names.join(",")),
+            name: format!("pool-encode pool [{}], {chunking}", names.join(",")),
             seconds,
             embeddings: Some(out.embeddings),
         });
@@ -157,7 +170,7 @@ fn main() -> Result<()> {
             format!("{:>6.2}x ST single", st / r.seconds)
         });
         println!(
-            "{:<52} {:>8.1} texts/s {:>9.0} tokens/s {:>8.1} s {ratio}",
+            "{:<62} {:>8.1} texts/s {:>9.0} tokens/s {:>8.1} s {ratio}",
             r.name,
             texts.len() as f64 / r.seconds,
             tokens as f64 / r.seconds,

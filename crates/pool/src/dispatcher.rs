@@ -92,6 +92,9 @@ struct Worker {
     startup_failures: u32,
     /// Tasks sent and not yet answered, by slot, with their send time.
     in_flight: HashMap<usize, (u64, Instant)>,
+    /// When the worker started the task it is on now (it works through its tasks in order):
+    /// the hang deadline counts from here, not from when queued tasks were sent.
+    busy_since: Option<Instant>,
     regions: Vec<Option<IpcSharedMemory>>,
 }
 
@@ -131,6 +134,7 @@ impl Dispatcher {
                 pid: None,
                 startup_failures: 0,
                 in_flight: HashMap::new(),
+                busy_since: None,
                 regions: Vec::new(),
             })
             .collect();
@@ -182,6 +186,7 @@ impl Dispatcher {
         let worker = &mut self.workers[w];
         worker.generation += 1;
         worker.in_flight.clear();
+        worker.busy_since = None;
         worker.regions.clear();
         let generation = worker.generation;
         let (server, name) = match IpcOneShotServer::<WorkerMessage>::new() {
@@ -312,6 +317,7 @@ impl Dispatcher {
             } => {
                 let worker = &mut self.workers[w];
                 worker.in_flight.remove(&slot);
+                worker.busy_since = (!worker.in_flight.is_empty()).then(Instant::now);
                 if let Some(region) = region {
                     if worker.regions.len() <= slot {
                         worker.regions.resize(slot + 1, None);
@@ -343,7 +349,9 @@ impl Dispatcher {
                 }
             }
             WorkerMessage::Failed { task, error } => {
-                self.workers[w].in_flight.retain(|_, (t, _)| *t != task);
+                let worker = &mut self.workers[w];
+                worker.in_flight.retain(|_, (t, _)| *t != task);
+                worker.busy_since = (!worker.in_flight.is_empty()).then(Instant::now);
                 if let Some(task) = self.tasks.remove(&task) {
                     let _ = task
                         .reply
@@ -466,9 +474,8 @@ impl Dispatcher {
                     }
                 }
                 State::Ready { .. } => worker
-                    .in_flight
-                    .values()
-                    .any(|(_, sent)| now - *sent > self.config.task_timeout),
+                    .busy_since
+                    .is_some_and(|since| now - since > self.config.task_timeout),
                 State::Failed => false,
             };
             if stuck && let Some(child) = worker.child.as_mut() {
@@ -529,6 +536,9 @@ impl Dispatcher {
             let State::Ready { requests } = &worker.state else {
                 unreachable!()
             };
+            if worker.in_flight.is_empty() {
+                worker.busy_since = Some(Instant::now());
+            }
             worker.in_flight.insert(slot, (id, Instant::now()));
             if requests.send(request).is_err() {
                 // Its connection is closing; the Closed event will requeue this task.
