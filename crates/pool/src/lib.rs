@@ -14,7 +14,7 @@
 //! Workers are separate processes started by exec (`pool-encode-worker`, found next to the
 //! running program or through `$POOL_ENCODE_WORKER`), bootstrapped over ipc-channel. Each call's
 //! texts are cut into chunks; idle workers pull the next chunk, and results are put back in
-//! input order. See [`dispatcher`] for what happens when a worker dies or hangs.
+//! input order. `dispatcher.rs` describes what happens when a worker dies or hangs.
 
 mod dispatcher;
 mod protocol;
