@@ -51,20 +51,6 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
     config.max_seq_length = settings.max_seq_length;
     let pool = Pool::start(config)?;
-    let dim = settings
-        .truncate_dim
-        .map_or(pool.embedding_dimension(), |d| {
-            d.min(pool.embedding_dimension())
-        });
-    let devices: Vec<String> = settings.devices.iter().map(ToString::to_string).collect();
-    eprintln!(
-        "pool-encode: {} ({dim} dims) on {} worker(s): {}",
-        settings.model,
-        devices.len(),
-        devices.join(",")
-    );
-    let ready = Instant::now();
-
     let options = PoolEncodeOptions {
         encode: EncodeOptions {
             batch_size: settings.batch_size,
@@ -76,6 +62,16 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         chunk_size: Some(settings.chunk_size),
         ..Default::default()
     };
+    let dim = options.encode.output_dimension(pool.embedding_dimension());
+    let devices: Vec<String> = settings.devices.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "pool-encode: {} ({dim} dims) on {} worker(s): {}",
+        settings.model,
+        devices.len(),
+        devices.join(",")
+    );
+    let ready = Instant::now();
+
     // A bad record ends the input there; the rows before it are still encoded and written.
     let bad_record: RefCell<Option<IoError>> = RefCell::new(None);
     let texts = std::iter::from_fn(|| match reader.next()? {

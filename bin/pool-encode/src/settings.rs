@@ -105,9 +105,6 @@ impl EncodeSettings {
             Some(path) => read_config(path)?,
             None => ConfigFile::default(),
         };
-        let required = |value: Option<String>, flag: &str| {
-            value.with_context(|| format!("--{flag} is required (as a flag or a config key)"))
-        };
         let devices = match args.devices.or(file.devices) {
             Some(list) => list
                 .split(',')
@@ -122,8 +119,8 @@ impl EncodeSettings {
             };
         Ok(EncodeSettings {
             model: required(args.model.or(file.model), "model")?,
-            input: required(args.input.or(file.input).map(path_string), "input")?.into(),
-            output: required(args.output.or(file.output).map(path_string), "output")?.into(),
+            input: required(args.input.or(file.input), "input")?,
+            output: required(args.output.or(file.output), "output")?,
             devices,
             batch_size: positive(args.batch_size.or(file.batch_size), 32, "batch-size")?,
             chunk_size: positive(args.chunk_size.or(file.chunk_size), 1000, "chunk-size")?,
@@ -142,8 +139,9 @@ impl EncodeSettings {
     }
 }
 
-fn path_string(path: PathBuf) -> String {
-    path.to_string_lossy().into_owned()
+/// A setting that must come from a flag or the config file.
+fn required<T>(value: Option<T>, flag: &str) -> Result<T> {
+    value.with_context(|| format!("--{flag} is required (as a flag or a config key)"))
 }
 
 fn read_config(path: &Path) -> Result<ConfigFile> {

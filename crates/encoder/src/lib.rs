@@ -40,6 +40,14 @@ pub struct EncodeOptions {
     pub prompt: Option<String>,
 }
 
+impl EncodeOptions {
+    /// Width of the rows `encode` returns for a model of `model_dimension` (`truncate_dim` applied).
+    pub fn output_dimension(&self, model_dimension: usize) -> usize {
+        self.truncate_dim
+            .map_or(model_dimension, |d| d.min(model_dimension))
+    }
+}
+
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {

@@ -57,14 +57,10 @@ impl Weights {
         // `deserialize` validates the header JSON and that every tensor's offsets lie inside
         // the file and match its dtype and shape.
         let parsed = SafeTensors::deserialize(&data).map_err(|e| invalid(e.to_string()))?;
-        let (header_len, _) =
-            SafeTensors::read_metadata(&data).map_err(|e| invalid(e.to_string()))?;
-        let base = header_len + 8;
         let mut entries = HashMap::new();
         let strip = format!("{prefix}.");
         for (name, view) in parsed.tensors() {
             let start = view.data().as_ptr() as usize - data.as_ptr() as usize;
-            debug_assert!(start >= base);
             let canonical = canonical_name(name.strip_prefix(&strip).unwrap_or(&name));
             entries.insert(
                 canonical,
@@ -91,11 +87,6 @@ impl Weights {
 
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
-    }
-
-    /// The shape of a tensor, if present.
-    pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
     /// Loads tensor `name` as f32, checking that its shape is `shape`.

@@ -162,7 +162,8 @@ impl Pool {
             None => (default_worker_program()?, Vec::new()),
         };
         let (control, commands) = crossbeam_channel::unbounded();
-        let (ready_tx, ready) = crossbeam_channel::bounded(config.devices.len() + 1);
+        // Unbounded: the dispatcher must never block on a report nobody reads any more.
+        let (ready_tx, ready) = crossbeam_channel::unbounded();
         let pids = Arc::new(Mutex::new(vec![None; config.devices.len()]));
         let workers = config.devices.len();
         let dispatcher = Dispatcher::start(config, program, commands, pids.clone(), ready_tx);
@@ -225,10 +226,7 @@ impl Pool {
             chunks_ahead: Some(options.chunks_ahead.unwrap_or(usize::MAX / 2)),
             ..options.clone()
         };
-        let dim = options
-            .encode
-            .truncate_dim
-            .map_or(self.dimension, |d| d.min(self.dimension));
+        let dim = options.encode.output_dimension(self.dimension);
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
         let mut values = vec![0f32; texts.len() * dim];
@@ -413,10 +411,7 @@ impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
                     eprintln!(
                         "pool-encode: skipping text {index}: it kills every worker that encodes it"
                     );
-                    let dim = self
-                        .options
-                        .truncate_dim
-                        .map_or(self.pool.dimension, |d| d.min(self.pool.dimension));
+                    let dim = self.options.output_dimension(self.pool.dimension);
                     Encoded {
                         offset: index,
                         embeddings: Embeddings::new(vec![f32::NAN; dim], 1, dim),
