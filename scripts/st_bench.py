@@ -1,7 +1,8 @@
 """The sentence-transformers side of the benchmark (bin/pool-encode-bench runs it).
 
-Encodes the texts of a .jsonl file with ST on CPU and prints one JSON line with the timing;
-writes the embeddings to --output so the benchmark can check both sides agree.
+Encodes the texts of a .jsonl file with ST (CPU, or a GPU with --device cuda) and prints one
+JSON line with the timing (and on a GPU the mean utilisation while encoding, sampled with
+NVML); writes the embeddings to --output so the benchmark can check both sides agree.
 """
 import argparse
 import json
@@ -21,6 +22,8 @@ def main():
     parser.add_argument("--max-seq-length", type=int)
     parser.add_argument("--pool", type=int, default=0,
                         help="use ST's multi-process pool with this many CPU workers")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     args = parser.parse_args()
 
     import numpy as np
@@ -29,9 +32,12 @@ def main():
 
     torch.set_num_threads(args.threads)
     texts = [json.loads(line)["text"] for line in open(args.input, encoding="utf-8")]
-    model = SentenceTransformer(args.model, device="cpu")
+    model = SentenceTransformer(args.model, device=args.device)
+    if args.dtype != "float32":
+        model = model.to(getattr(torch, args.dtype))
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
+    monitor = GpuMonitor() if args.device.startswith("cuda") else None
     if args.pool:
         # ST's own pool, started outside the timing as its docs show (start_multi_process_pool).
         pool = model.start_multi_process_pool(["cpu"] * args.pool)
@@ -42,12 +48,55 @@ def main():
         model.stop_multi_process_pool(pool)
     else:
         model.encode(texts[:64], batch_size=args.batch_size)  # warm-up
+        if monitor:
+            monitor.start()
         start = time.perf_counter()
         embeddings = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
         seconds = time.perf_counter() - start
     np.save(args.output, embeddings.astype(np.float32))
-    print(json.dumps({"seconds": seconds, "texts": len(texts), "torch": torch.__version__,
-                      "threads": torch.get_num_threads()}))
+    report = {"seconds": seconds, "texts": len(texts), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
+    if monitor:
+        report.update(monitor.stop())
+    print(json.dumps(report))
+
+
+class GpuMonitor:
+    """Samples GPU 0's utilisation and memory every 100 ms through NVML (nvidia-ml-py)."""
+
+    def __init__(self):
+        self.samples = []
+        self.running = False
+
+    def start(self):
+        import threading
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+        except Exception:  # no NVML: report nothing
+            return
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        self.running = True
+
+        def sample():
+            while self.running:
+                util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+                mem = pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
+                self.samples.append((util, mem))
+                time.sleep(0.1)
+
+        self.thread = threading.Thread(target=sample, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        if not self.running:
+            return {}
+        self.running = False
+        self.thread.join()
+        if not self.samples:
+            return {}
+        return {"gpu_util": sum(s[0] for s in self.samples) / len(self.samples),
+                "gpu_mem": max(s[1] for s in self.samples)}
 
 
 if __name__ == "__main__":  # the guard ST's multi-process pool needs

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pool_encode_encoder::Embeddings;
+use pool_encode_encoder::{Device, Embeddings};
 
 pub const MIN_COSINE: f64 = 0.99999;
 pub const MAX_ABS_DIFF: f32 = 1e-4;
@@ -32,6 +32,16 @@ pub const TINY_MODELS: [&str; 9] = [
     "mpnet-multi-old",
     "distilbert-lowercase-old",
 ];
+
+/// The device the reference tests run on: `$POOL_ENCODE_TEST_DEVICE` (e.g. `cuda:0` in a build
+/// with `--features cuda`, to check a GPU against the same references), else the CPU.
+pub fn test_device() -> Device {
+    std::env::var("POOL_ENCODE_TEST_DEVICE")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().expect("POOL_ENCODE_TEST_DEVICE"))
+        .unwrap_or_default()
+}
 
 pub fn tiny_model_dir(name: &str) -> PathBuf {
     data_dir().join("models").join(name)
@@ -88,16 +98,30 @@ pub fn reference_input_ids(model: &str) -> Vec<Vec<u32>> {
 /// Asserts that every row of `ours` matches the reference within the tolerances, reporting the
 /// worst row when one does not.
 pub fn assert_close(what: &str, ours: &Embeddings, expected: &Embeddings) {
+    assert_close_within(what, ours, expected, MIN_COSINE, MAX_ABS_DIFF);
+}
+
+/// [`assert_close`] with explicit bounds; returns the worst cosine and the largest |diff| seen.
+pub fn assert_close_within(
+    what: &str,
+    ours: &Embeddings,
+    expected: &Embeddings,
+    min_cosine: f64,
+    max_abs: f32,
+) -> (f64, f32) {
     assert_eq!(
         (ours.rows(), ours.dim()),
         (expected.rows(), expected.dim()),
         "{what}: shape differs from the reference"
     );
     let mut worst: Option<(usize, f64, f32)> = None;
+    let (mut worst_cos, mut worst_diff) = (1f64, 0f32);
     for (i, (a, b)) in ours.iter().zip(expected.iter()).enumerate() {
         let (cos, diff) = (cosine(a, b), max_abs_diff(a, b));
+        worst_cos = worst_cos.min(cos);
+        worst_diff = worst_diff.max(diff);
         // `max_abs_diff` is never NaN; the cosine of a row holding NaN is.
-        let bad = cos.is_nan() || cos < MIN_COSINE || diff > MAX_ABS_DIFF;
+        let bad = cos.is_nan() || cos < min_cosine || diff > max_abs;
         if bad && worst.is_none_or(|(_, _, d)| diff > d) {
             worst = Some((i, cos, diff));
         }
@@ -107,6 +131,7 @@ pub fn assert_close(what: &str, ours: &Embeddings, expected: &Embeddings) {
             "{what}: row {row} differs from sentence-transformers: cosine {cos:.7}, max |diff| {diff:e}"
         );
     }
+    (worst_cos, worst_diff)
 }
 
 /// Largest |a - b|; equal values (infinities included) differ by 0, a NaN on one side by ∞.
@@ -122,7 +147,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Cosine of two rows; rows that are equal (including both zero or both -inf) count as 1.
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     if a == b {
         return 1.0;
     }

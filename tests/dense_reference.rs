@@ -2,7 +2,7 @@
 //! texts (tests/data/texts.jsonl: prose of every length, texts past max_seq_length, empty and
 //! whitespace-only texts, non-Latin scripts, emoji, control characters).
 
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions, SentenceEncoder, SimilarityFn};
+use pool_encode_encoder::{Embeddings, EncodeOptions, SentenceEncoder, SimilarityFn};
 use pool_encode_tests::*;
 
 fn options() -> EncodeOptions {
@@ -16,7 +16,7 @@ fn options() -> EncodeOptions {
 fn check_model(name: &str, dir: &std::path::Path) {
     let texts = texts();
     let meta = reference_meta(name);
-    let mut encoder = SentenceEncoder::load(dir, Device::default()).unwrap();
+    let mut encoder = SentenceEncoder::load(dir, test_device()).unwrap();
 
     assert_eq!(
         encoder.max_seq_length() as u64,

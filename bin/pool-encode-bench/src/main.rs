@@ -7,6 +7,10 @@
 //!     cargo run --release -p pool-encode-bench -- --limit 3000
 //!
 //! The corpus defaults to Debian's `fortunes` (apt-get install fortunes).
+//!
+//! With `--device cuda:0` (a build with `--features cuda`) it compares GPU paths instead: our
+//! f32 / f16 / bf16 in process, pools of one and two workers on the GPU, and ST on the GPU in
+//! f32 and f16, with the GPU's mean utilisation during each run (sampled with nvidia-smi).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions, SentenceEncoder};
+use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision, SentenceEncoder};
 use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 
 #[derive(Parser)]
@@ -41,12 +45,26 @@ struct Args {
     /// Measure pool-encode only.
     #[arg(long)]
     skip_st: bool,
+    /// `cpu`: the CPU comparison. `cuda:K` / `wgpu:K`: the GPU comparison on that device.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+    /// GPU comparison: our precisions to measure (ST runs f32 and f16).
+    #[arg(long, value_delimiter = ',', default_value = "f32,f16,bf16")]
+    precisions: Vec<Precision>,
+    /// Padded tokens per batch at most, for our side (ST has no such option).
+    #[arg(long)]
+    max_batch_tokens: Option<usize>,
+    /// GPU comparison: batch size for ST (default: --batch-size).
+    #[arg(long)]
+    st_batch_size: Option<usize>,
 }
 
 struct Measured {
     name: String,
     seconds: f64,
     embeddings: Option<Embeddings>,
+    /// Mean GPU utilisation (%) and peak memory used (MiB) while it ran.
+    gpu: Option<(f64, f64)>,
 }
 
 fn main() -> Result<()> {
@@ -60,6 +78,9 @@ fn main() -> Result<()> {
     }
     let args = Args::parse();
     let texts = load_corpus(&args.corpus, args.limit)?;
+    if !matches!(args.device, Device::Cpu { .. }) {
+        return gpu_comparison(&args, &texts);
+    }
     let mut encoder = SentenceEncoder::load(
         &args.model,
         Device::Cpu {
@@ -85,6 +106,7 @@ fn main() -> Result<()> {
     );
     let options = EncodeOptions {
         batch_size: args.batch_size,
+        max_batch_tokens: args.max_batch_tokens,
         ..Default::default()
     };
     let mut results = Vec::new();
@@ -96,6 +118,7 @@ fn main() -> Result<()> {
         name: format!("pool-encode in process (cpu:{})", args.threads),
         seconds: start.elapsed().as_secs_f64(),
         embeddings: Some(ours),
+        gpu: None,
     });
     drop(encoder);
 
@@ -142,60 +165,243 @@ fn main() -> Result<()> {
             name: format!("pool-encode pool [{}], {chunking}", names.join(",")),
             seconds,
             embeddings: Some(out.embeddings),
+            gpu: None,
         });
     }
 
     let st_single = if args.skip_st {
         None
     } else {
-        let jsonl: String = texts
-            .iter()
-            .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
-            .collect();
-        let dir = std::env::temp_dir().join(format!("pool-encode-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("texts.jsonl"), jsonl)?;
-        let single = run_st(&args, &dir, 0)?;
-        let pool = run_st(&args, &dir, args.threads)?;
+        let dir = write_corpus(&texts)?;
+        let single = run_st(&args, &dir, StRun::cpu(0))?;
+        let pool = run_st(&args, &dir, StRun::cpu(args.threads))?;
         std::fs::remove_dir_all(&dir).ok();
         let seconds = single.seconds;
         results.push(single);
         results.push(pool);
         Some(seconds)
     };
+    report(&results, texts.len(), tokens, st_single);
+    Ok(())
+}
 
+/// The GPU comparison: ours in each precision, pools of one and two workers on the GPU, ST in
+/// f32 and f16 on the same GPU, each with the GPU's utilisation while it ran.
+fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
+    let options = EncodeOptions {
+        batch_size: args.batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        ..Default::default()
+    };
+    let mut results = Vec::new();
+    let mut tokens = 0;
+    // burn fixes one float type per device and process: only the first precision runs in this
+    // process; every precision runs in pool workers (fresh processes) below.
+    for &precision in &args.precisions[..1] {
+        let mut encoder =
+            SentenceEncoder::load_with_precision(&args.model, args.device, precision)?;
+        if let Some(n) = args.max_seq_length {
+            encoder.set_max_seq_length(n)?;
+        }
+        if tokens == 0 {
+            tokens = encoder.prepare(texts, &options)?.tokens();
+            println!(
+                "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {}, batch {} (ours at most {:?} tokens), ST batch {}",
+                args.corpus,
+                texts.len(),
+                tokens as f64 / texts.len() as f64,
+                encoder.max_seq_length(),
+                args.model.display(),
+                args.device,
+                args.batch_size,
+                args.max_batch_tokens,
+                args.st_batch_size.unwrap_or(args.batch_size),
+            );
+        }
+        // The first pass compiles and autotunes kernels for the shapes it meets: timed apart.
+        let start = Instant::now();
+        encoder.encode(texts, &options)?;
+        let cold = start.elapsed().as_secs_f64();
+        let monitor = GpuMonitor::start();
+        let start = Instant::now();
+        let out = encoder.encode(texts, &options)?;
+        let seconds = start.elapsed().as_secs_f64();
+        println!("in process {precision}: first pass (kernel compilation included) {cold:.2} s");
+        results.push(Measured {
+            name: format!("pool-encode in process ({}, {precision})", args.device),
+            seconds,
+            embeddings: Some(out),
+            gpu: monitor.stop(),
+        });
+    }
+    let pools = args
+        .precisions
+        .iter()
+        .flat_map(|&precision| [(1, precision), (2, precision)]);
+    for (workers, precision) in pools {
+        let mut config = PoolConfig::new(&args.model, vec![args.device; workers]);
+        config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
+        config.max_seq_length = args.max_seq_length;
+        config.precision = precision;
+        let pool_options = PoolEncodeOptions {
+            encode: options.clone(),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let pool = Pool::start(config)?;
+        pool.encode(&texts[..1], &pool_options)?;
+        let first = start.elapsed().as_secs_f64();
+        pool.encode(texts, &pool_options)?; // compiles kernels in every worker
+        let monitor = GpuMonitor::start();
+        let start = Instant::now();
+        let out = pool.encode(texts, &pool_options)?;
+        let seconds = start.elapsed().as_secs_f64();
+        println!(
+            "pool {workers}×{} {precision}: start-up to first result {first:.2} s",
+            args.device
+        );
+        results.push(Measured {
+            name: format!("pool-encode pool {workers}×{} ({precision})", args.device),
+            seconds,
+            embeddings: Some(out.embeddings),
+            gpu: monitor.stop(),
+        });
+    }
+    let st_f32 = if args.skip_st {
+        None
+    } else {
+        let dir = write_corpus(texts)?;
+        let f32_run = run_st(args, &dir, StRun::gpu("float32"))?;
+        let seconds = f32_run.seconds;
+        results.push(f32_run);
+        results.push(run_st(args, &dir, StRun::gpu("float16"))?);
+        std::fs::remove_dir_all(&dir).ok();
+        Some(seconds)
+    };
+    report(&results, texts.len(), tokens, st_f32);
+    Ok(())
+}
+
+/// Prints the table, each row's ratio to the first ST row, and every row's agreement with it.
+fn report(results: &[Measured], texts: usize, tokens: usize, st_seconds: Option<f64>) {
     println!();
-    for r in &results {
-        let ratio = st_single.map_or(String::new(), |st| {
-            format!("{:>6.2}x ST single", st / r.seconds)
+    for r in results {
+        let ratio = st_seconds.map_or(String::new(), |st| format!("{:>6.2}x ST", st / r.seconds));
+        let gpu = r.gpu.map_or(String::new(), |(util, mem)| {
+            format!("  GPU {util:>3.0}% busy, {mem:>6.0} MiB")
         });
         println!(
-            "{:<62} {:>8.1} texts/s {:>9.0} tokens/s {:>8.1} s {ratio}",
+            "{:<62} {:>8.1} texts/s {:>9.0} tokens/s {:>8.2} s {ratio}{gpu}",
             r.name,
-            texts.len() as f64 / r.seconds,
+            texts as f64 / r.seconds,
             tokens as f64 / r.seconds,
             r.seconds
         );
     }
-    let reference = results.iter().rev().find_map(|r| {
-        r.embeddings
-            .as_ref()
-            .filter(|_| r.name.starts_with("sentence"))
-    });
-    if let Some(reference) = reference {
-        for r in results.iter().filter(|r| r.name.starts_with("pool-encode")) {
-            let (cosine, diff) = agreement(r.embeddings.as_ref().expect("ours"), reference);
+    // Every row against the first ST row (ST f32 on the same device).
+    let Some(reference) = results.iter().find(|r| r.name.starts_with("sentence")) else {
+        return;
+    };
+    let Some(expected) = &reference.embeddings else {
+        return;
+    };
+    for r in results.iter().filter(|r| !std::ptr::eq(*r, reference)) {
+        if let Some(ours) = &r.embeddings {
+            let (cosine, diff) = agreement(ours, expected);
             println!(
-                "agreement of {} with ST: min cosine {cosine:.7}, max |diff| {diff:.2e}",
-                r.name
+                "agreement of {} with {}: min cosine {cosine:.7}, max |diff| {diff:.2e}",
+                r.name, reference.name
             );
         }
     }
-    Ok(())
 }
 
-fn run_st(args: &Args, dir: &Path, pool: usize) -> Result<Measured> {
-    let output = dir.join(format!("st-{pool}.npy"));
+/// The corpus as .jsonl in a fresh temporary folder, for the ST script.
+fn write_corpus(texts: &[String]) -> Result<PathBuf> {
+    let jsonl: String = texts
+        .iter()
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    let dir = std::env::temp_dir().join(format!("pool-encode-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("texts.jsonl"), jsonl)?;
+    Ok(dir)
+}
+
+/// One run of the ST script: CPU (single process, or its pool of `pool` workers) or GPU.
+struct StRun {
+    pool: usize,
+    device: &'static str,
+    dtype: &'static str,
+}
+
+impl StRun {
+    fn cpu(pool: usize) -> Self {
+        StRun {
+            pool,
+            device: "cpu",
+            dtype: "float32",
+        }
+    }
+
+    fn gpu(dtype: &'static str) -> Self {
+        StRun {
+            pool: 0,
+            device: "cuda",
+            dtype,
+        }
+    }
+}
+
+/// Samples `nvidia-smi` every 100 ms while a run goes; nothing where there is none.
+struct GpuMonitor {
+    child: Option<std::process::Child>,
+}
+
+impl GpuMonitor {
+    fn start() -> Self {
+        let child = Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=utilization.gpu,memory.used",
+                "--format=csv,noheader,nounits",
+                "-lms",
+                "100",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok();
+        GpuMonitor { child }
+    }
+
+    /// Mean utilisation (%) and peak memory used (MiB) over the samples.
+    fn stop(self) -> Option<(f64, f64)> {
+        let mut child = self.child?;
+        let _ = child.kill();
+        let out = child.wait_with_output().ok()?;
+        let samples: Vec<(f64, f64)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (u, m) = l.split_once(',')?;
+                Some((u.trim().parse().ok()?, m.trim().parse().ok()?))
+            })
+            .collect();
+        if samples.is_empty() {
+            return None;
+        }
+        let util = samples.iter().map(|s| s.0).sum::<f64>() / samples.len() as f64;
+        let mem = samples.iter().map(|s| s.1).fold(0.0, f64::max);
+        Some((util, mem))
+    }
+}
+
+fn run_st(args: &Args, dir: &Path, run: StRun) -> Result<Measured> {
+    let StRun {
+        pool,
+        device,
+        dtype,
+    } = run;
+    let output = dir.join(format!("st-{pool}-{device}-{dtype}.npy"));
     let python = args
         .python
         .clone()
@@ -206,9 +412,13 @@ fn run_st(args: &Args, dir: &Path, pool: usize) -> Result<Measured> {
         .args(["--model", &args.model.to_string_lossy()])
         .args(["--input", &dir.join("texts.jsonl").to_string_lossy()])
         .args(["--output", &output.to_string_lossy()])
-        .args(["--batch-size", &args.batch_size.to_string()])
+        .args([
+            "--batch-size",
+            &args.st_batch_size.unwrap_or(args.batch_size).to_string(),
+        ])
         .args(["--threads", &args.threads.to_string()])
-        .args(["--pool", &pool.to_string()]);
+        .args(["--pool", &pool.to_string()])
+        .args(["--device", device, "--dtype", dtype]);
     if let Some(n) = args.max_seq_length {
         command.args(["--max-seq-length", &n.to_string()]);
     }
@@ -231,20 +441,26 @@ fn run_st(args: &Args, dir: &Path, pool: usize) -> Result<Measured> {
         .unwrap_or_default();
     let report: serde_json::Value = serde_json::from_slice(last)?;
     let (values, rows, dim) = pool_encode_io::read_npy(&output)?;
-    let name = match pool {
-        0 => format!(
+    let name = match (pool, device) {
+        (0, "cpu") => format!(
             "sentence-transformers (torch {}, {} threads)",
             report["torch"].as_str().unwrap_or("?"),
             report["threads"]
         ),
-        n => format!("sentence-transformers pool ({n} CPU workers)"),
+        (0, _) => format!(
+            "sentence-transformers ({device}, {dtype}, torch {})",
+            report["torch"].as_str().unwrap_or("?")
+        ),
+        (n, _) => format!("sentence-transformers pool ({n} CPU workers)"),
     };
+    let gpu = report["gpu_util"].as_f64().zip(report["gpu_mem"].as_f64());
     Ok(Measured {
         name,
         seconds: report["seconds"]
             .as_f64()
             .context("no seconds in ST report")?,
         embeddings: Some(Embeddings::new(values, rows, dim)),
+        gpu,
     })
 }
 

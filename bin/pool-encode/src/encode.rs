@@ -50,10 +50,12 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     // This binary is its own worker (`pool-encode worker …`): one file to deploy.
     config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
     config.max_seq_length = settings.max_seq_length;
+    config.precision = settings.precision;
     let pool = Pool::start(config)?;
     let options = PoolEncodeOptions {
         encode: EncodeOptions {
             batch_size: settings.batch_size,
+            max_batch_tokens: settings.max_batch_tokens,
             normalize_embeddings: settings.normalize,
             truncate_dim: settings.truncate_dim,
             prompt_name: settings.prompt_name.clone(),
@@ -63,7 +65,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         ..Default::default()
     };
     let dim = options.encode.output_dimension(pool.embedding_dimension());
-    let devices: Vec<String> = settings.devices.iter().map(ToString::to_string).collect();
+    let devices: Vec<String> = pool.devices().iter().map(ToString::to_string).collect();
     eprintln!(
         "pool-encode: {} ({dim} dims) on {} worker(s): {}",
         settings.model,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use pool_encode_encoder::Device;
+use pool_encode_encoder::{Device, Precision};
 use serde::Deserialize;
 
 /// Flags of `encode`; each is optional here so a config file can supply it.
@@ -26,12 +26,20 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Worker devices, comma-separated, one worker process each: cpu (all cores), cpu:N
-    /// (N threads). Default: one single-threaded CPU worker per core.
+    /// (N threads), cuda:K, wgpu:K (builds with the cuda / wgpu feature); repeat a device for
+    /// several workers on it. Default: every CUDA GPU, else one single-threaded CPU worker per core.
     #[arg(long)]
     pub devices: Option<String>,
-    /// Texts per forward pass.
+    /// Float type of the forward pass: f32, or f16 / bf16 on GPU devices.
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Texts per forward pass at most.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Padded tokens per forward pass at most (texts × longest text); with a large batch size,
+    /// what keeps GPU memory bounded when texts are long. Default: no limit.
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
     /// Texts per chunk handed to a worker (default 1000).
     #[arg(long)]
     pub chunk_size: Option<usize>,
@@ -69,7 +77,9 @@ struct ConfigFile {
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     devices: Option<String>,
+    precision: Option<String>,
     batch_size: Option<usize>,
+    max_batch_tokens: Option<usize>,
     chunk_size: Option<usize>,
     max_seq_length: Option<usize>,
     text_field: Option<String>,
@@ -86,8 +96,11 @@ pub struct EncodeSettings {
     pub model: String,
     pub input: PathBuf,
     pub output: PathBuf,
+    /// Empty: the pool's default (every CUDA GPU, else CPU workers).
     pub devices: Vec<Device>,
+    pub precision: Precision,
     pub batch_size: usize,
+    pub max_batch_tokens: Option<usize>,
     pub chunk_size: usize,
     pub max_seq_length: Option<usize>,
     pub text_field: String,
@@ -110,7 +123,11 @@ impl EncodeSettings {
                 .split(',')
                 .map(|d| d.parse::<Device>())
                 .collect::<Result<Vec<_>, _>>()?,
-            None => pool_encode_pool::default_devices(),
+            None => Vec::new(),
+        };
+        let precision = match args.precision.or(file.precision) {
+            Some(p) => p.parse()?,
+            None => Precision::F32,
         };
         let positive =
             |value: Option<usize>, default: usize, flag: &str| match value.unwrap_or(default) {
@@ -122,7 +139,13 @@ impl EncodeSettings {
             input: required(args.input.or(file.input), "input")?,
             output: required(args.output.or(file.output), "output")?,
             devices,
+            precision,
             batch_size: positive(args.batch_size.or(file.batch_size), 32, "batch-size")?,
+            max_batch_tokens: args
+                .max_batch_tokens
+                .or(file.max_batch_tokens)
+                .map(|n| positive(Some(n), n, "max-batch-tokens"))
+                .transpose()?,
             chunk_size: positive(args.chunk_size.or(file.chunk_size), 1000, "chunk-size")?,
             max_seq_length: args.max_seq_length.or(file.max_seq_length),
             text_field: args

@@ -59,6 +59,41 @@ impl fmt::Display for Device {
     }
 }
 
+/// The float type a model computes in. GPU backends offer half precision; CPU is f32 only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for Precision {
+    type Err = EncodeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(Precision::F32),
+            "f16" | "float16" | "half" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(EncodeError::InvalidOption(format!(
+                "unknown precision {s:?} (expected f32, f16 or bf16)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Device;
@@ -78,5 +113,16 @@ mod tests {
         assert!("tpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
         assert_eq!("cpu:2".parse::<Device>().unwrap().to_string(), "cpu:2");
+        assert_eq!("wgpu".parse::<Device>().unwrap(), Device::Wgpu(0));
+    }
+
+    #[test]
+    fn parses_precisions() {
+        use super::Precision;
+        for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+        }
+        assert_eq!("half".parse::<Precision>().unwrap(), Precision::F16);
+        assert!("f8".parse::<Precision>().is_err());
     }
 }

@@ -10,6 +10,17 @@ pub enum EncodeError {
     Tokenize(String),
     #[error("{0}")]
     InvalidOption(String),
+    /// A device that does not exist, or that this build or machine cannot drive.
+    #[error("{0}")]
+    Device(String),
+    /// The device ran out of memory (lower `max_batch_tokens` / `batch_size`). On burn 0.21's
+    /// CUDA backend the device is unusable afterwards: a pool worker exits and is replaced.
+    #[error("out of device memory (lower max_batch_tokens or batch_size): {0}")]
+    OutOfMemory(String),
+    /// The backend failed (it panicked; the message is its first line). The device may be
+    /// unusable afterwards, as above.
+    #[error("backend failure: {0}")]
+    Backend(String),
 }
 
 pub type Result<T> = std::result::Result<T, EncodeError>;

@@ -9,19 +9,23 @@
 //! # Ok::<(), pool_encode_encoder::EncodeError>(())
 //! ```
 
+mod backend;
+mod batching;
 mod device;
 mod embeddings;
 mod error;
+pub mod gpu;
 mod similarity;
 mod tokenizer;
 
 use std::path::Path;
 
-use burn::tensor::backend::Backend;
-use pool_encode_model::{Cpu, ModelFolder, SentenceModel};
+use pool_encode_model::{ModelFolder, TokenBatch};
 use tokenizers::Encoding;
 
-pub use device::Device;
+use backend::ModelRunner;
+pub use batching::next_batch_len;
+pub use device::{Device, Precision};
 pub use embeddings::Embeddings;
 pub use error::{EncodeError, Result};
 pub use pool_encode_model as model;
@@ -30,8 +34,14 @@ pub use tokenizer::TextTokenizer;
 
 /// Options of one `encode` call, named as in ST's `encode`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct EncodeOptions {
+    /// Texts per batch at most.
     pub batch_size: usize,
+    /// Padded tokens per batch at most (rows × longest row); `None`: `batch_size` alone decides.
+    /// Texts are sorted by length, so a budget lets short texts go in large batches while long
+    /// ones stay within memory: what a GPU wants.
+    pub max_batch_tokens: Option<usize>,
     pub normalize_embeddings: bool,
     pub truncate_dim: Option<usize>,
     /// A key of the model's `prompts`.
@@ -46,12 +56,27 @@ impl EncodeOptions {
         self.truncate_dim
             .map_or(model_dimension, |d| d.min(model_dimension))
     }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |m: &str| Err(EncodeError::InvalidOption(m.into()));
+        if self.batch_size == 0 {
+            return invalid("batch_size must be at least 1");
+        }
+        if self.max_batch_tokens == Some(0) {
+            return invalid("max_batch_tokens must be at least 1");
+        }
+        if self.truncate_dim == Some(0) {
+            return invalid("truncate_dim must be at least 1");
+        }
+        Ok(())
+    }
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             batch_size: 32,
+            max_batch_tokens: None,
             normalize_embeddings: false,
             truncate_dim: None,
             prompt_name: None,
@@ -60,38 +85,84 @@ impl Default for EncodeOptions {
     }
 }
 
-/// A loaded model, ready to encode on one device. `B` defaults to the CPU backend.
-pub struct SentenceEncoder<B: Backend = Cpu> {
-    model: SentenceModel<B>,
-    tokenizer: TextTokenizer,
-    device: B::Device,
-    similarity: SimilarityFn,
-    /// Set for `cpu:N`: every forward runs inside this pool of N threads.
-    threads: Option<rayon::ThreadPool>,
+/// Texts tokenized and sorted for batching: the CPU half of `encode`, which a caller may run on
+/// another thread while the device encodes the previous input ([`SentenceEncoder::prepare`]).
+pub struct PreparedTexts {
+    encodings: Vec<Encoding>,
+    /// Input rows, longest first.
+    order: Vec<usize>,
+    prompt_length: Option<usize>,
 }
 
-impl SentenceEncoder<Cpu> {
-    /// Loads a model folder (or, with the `hub` feature, a hub model id) onto `device`.
+impl PreparedTexts {
+    pub fn len(&self) -> usize {
+        self.encodings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encodings.is_empty()
+    }
+
+    /// Tokens of every text, special tokens included: the work this input represents.
+    pub fn tokens(&self) -> usize {
+        self.encodings.iter().map(Encoding::len).sum()
+    }
+}
+
+/// A loaded model, ready to encode on one device.
+pub struct SentenceEncoder {
+    runner: Box<dyn ModelRunner>,
+    tokenizer: TextTokenizer,
+    device: Device,
+    precision: Precision,
+    similarity: SimilarityFn,
+    /// Batch widths are rounded up to this: 1 on CPU; 8 on GPUs, whose backends compile and
+    /// tune kernels per shape (a width per token count made the first pass over a corpus
+    /// minutes long) and whose tensor cores want multiples of 8.
+    pad_to_multiple: usize,
+}
+
+impl SentenceEncoder {
+    /// Loads a model folder (or, with the `hub` feature, a hub model id) onto `device`, in f32.
     pub fn load(model: impl AsRef<Path>, device: Device) -> Result<Self> {
+        Self::load_with_precision(model, device, Precision::F32)
+    }
+
+    /// As [`load`](Self::load), computing in `precision` (f16 / bf16 on GPU devices).
+    pub fn load_with_precision(
+        model: impl AsRef<Path>,
+        device: Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let path = resolve_model(model.as_ref())?;
-        let threads = match device {
-            Device::Cpu { threads: None } => None,
-            Device::Cpu { threads: Some(n) } => Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .map_err(|e| EncodeError::InvalidOption(format!("cpu:{n}: {e}")))?,
-            ),
-            other => {
-                return Err(EncodeError::InvalidOption(format!(
-                    "device {other} needs a build with its backend feature; this build has the CPU backend only"
-                )));
-            }
-        };
         let folder = ModelFolder::load(&path)?;
-        let mut encoder = Self::from_folder(&folder, Default::default())?;
-        encoder.threads = threads;
-        Ok(encoder)
+        Self::from_folder(&folder, device, precision)
+    }
+
+    pub fn from_folder(folder: &ModelFolder, device: Device, precision: Precision) -> Result<Self> {
+        // The tokenizer first: it is cheap, and a broken one should fail before a GPU is touched.
+        let tokenizer = TextTokenizer::load(folder)?;
+        let similarity = match folder.similarity_fn_name.as_deref() {
+            None => SimilarityFn::Cosine,
+            Some(name) => SimilarityFn::parse(name).ok_or_else(|| {
+                pool_encode_model::ModelError::config(
+                    &folder.root.join("config_sentence_transformers.json"),
+                    format!("unknown similarity_fn_name {name:?}"),
+                )
+            })?,
+        };
+        let runner = backend::load(folder, device, precision)?;
+        Ok(SentenceEncoder {
+            runner,
+            tokenizer,
+            device,
+            precision,
+            similarity,
+            pad_to_multiple: match device {
+                Device::Cpu { .. } => 1,
+                Device::Cuda(_) | Device::Wgpu(_) => 8,
+            },
+        })
     }
 }
 
@@ -114,30 +185,17 @@ pub fn resolve_model(model: &Path) -> Result<std::path::PathBuf> {
     .into())
 }
 
-impl<B: Backend> SentenceEncoder<B> {
-    pub fn from_folder(folder: &ModelFolder, device: B::Device) -> Result<Self> {
-        let model = SentenceModel::load(folder, &device)?;
-        let tokenizer = TextTokenizer::load(folder)?;
-        let similarity = match folder.similarity_fn_name.as_deref() {
-            None => SimilarityFn::Cosine,
-            Some(name) => SimilarityFn::parse(name).ok_or_else(|| {
-                pool_encode_model::ModelError::config(
-                    &folder.root.join("config_sentence_transformers.json"),
-                    format!("unknown similarity_fn_name {name:?}"),
-                )
-            })?,
-        };
-        Ok(SentenceEncoder {
-            model,
-            tokenizer,
-            device,
-            similarity,
-            threads: None,
-        })
+impl SentenceEncoder {
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     pub fn embedding_dimension(&self) -> usize {
-        self.model.embedding_dimension()
+        self.runner.model().embedding_dimension()
     }
 
     pub fn max_seq_length(&self) -> usize {
@@ -146,7 +204,7 @@ impl<B: Backend> SentenceEncoder<B> {
 
     /// Changes the truncation length; it cannot exceed what the position table encodes.
     pub fn set_max_seq_length(&mut self, max_seq_length: usize) -> Result<()> {
-        let limit = self.model.folder().architecture.max_input_tokens();
+        let limit = self.folder().architecture.max_input_tokens();
         if max_seq_length == 0 || max_seq_length > limit {
             return Err(EncodeError::InvalidOption(format!(
                 "max_seq_length {max_seq_length} is outside 1..={limit} (this model's position limit)"
@@ -160,7 +218,7 @@ impl<B: Backend> SentenceEncoder<B> {
     }
 
     pub fn folder(&self) -> &ModelFolder {
-        self.model.folder()
+        self.runner.model().folder()
     }
 
     pub fn tokenizer(&self) -> &TextTokenizer {
@@ -182,30 +240,59 @@ impl<B: Backend> SentenceEncoder<B> {
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
-        if options.truncate_dim == Some(0) {
-            return Err(EncodeError::InvalidOption(
-                "truncate_dim must be at least 1".into(),
-            ));
-        }
+        let prepared = self.prepare(texts, options)?;
+        self.encode_prepared(&prepared, options)
+    }
+
+    /// Tokenizes and sorts `texts` with `options`' prompt: the first half of [`encode`](Self::encode).
+    pub fn prepare<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &EncodeOptions,
+    ) -> Result<PreparedTexts> {
+        options.validate()?;
         let prompt = self.resolve_prompt(options)?;
         let prompt_length = match prompt.as_deref() {
             Some(p) if !p.is_empty() => Some(self.tokenizer.prompt_length(p)?),
             _ => None,
         };
+        let encodings = match prompt.as_deref() {
+            Some(p) if !p.is_empty() => {
+                let prompted: Vec<String> =
+                    texts.iter().map(|t| format!("{p}{}", t.as_ref())).collect();
+                self.tokenizer.encode_all(&prompted)?
+            }
+            _ => self.tokenizer.encode_all(texts)?,
+        };
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        // Longest first: each batch pads little, and the first batch shows the memory peak.
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
+        Ok(PreparedTexts {
+            encodings,
+            order,
+            prompt_length,
+        })
+    }
+
+    /// The second half of [`encode`](Self::encode): the forward passes over prepared texts.
+    pub fn encode_prepared(
+        &self,
+        prepared: &PreparedTexts,
+        options: &EncodeOptions,
+    ) -> Result<Embeddings> {
+        options.validate()?;
         let dim = self.embedding_dimension();
-        let mut out = vec![0f32; texts.len() * dim];
-        self.for_each_batch(texts, prompt.as_deref(), options, |batch_rows, batch| {
-            let values = self.run(|| {
-                self.model
-                    .sentence_embeddings(batch, prompt_length, &self.device)
-                    .into_data()
-            });
-            let values = values.as_slice::<f32>().expect("f32 embeddings");
+        let mut out = vec![0f32; prepared.len() * dim];
+        self.for_each_batch(prepared, options, |batch_rows, batch| {
+            let values = self
+                .runner
+                .sentence_embeddings(batch, prepared.prompt_length)?;
             for (k, &row) in batch_rows.iter().enumerate() {
                 out[row * dim..(row + 1) * dim].copy_from_slice(&values[k * dim..(k + 1) * dim]);
             }
+            Ok(())
         })?;
-        let mut embeddings = Embeddings::new(out, texts.len(), dim);
+        let mut embeddings = Embeddings::new(out, prepared.len(), dim);
         if let Some(d) = options.truncate_dim {
             embeddings.truncate_dim(d);
         }
@@ -243,12 +330,11 @@ impl<B: Backend> SentenceEncoder<B> {
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<Vec<Embeddings>> {
-        let prompt = self.resolve_prompt(options)?;
-        let hidden = self.model.hidden_size();
+        let prepared = self.prepare(texts, options)?;
+        let hidden = self.runner.model().hidden_size();
         let mut out = vec![Embeddings::default(); texts.len()];
-        self.for_each_batch(texts, prompt.as_deref(), options, |batch_rows, batch| {
-            let values = self.run(|| self.model.token_embeddings(batch, &self.device).into_data());
-            let values = values.as_slice::<f32>().expect("f32 token embeddings");
+        self.for_each_batch(&prepared, options, |batch_rows, batch| {
+            let values = self.runner.token_embeddings(batch)?;
             let s = batch.seq_len;
             for (k, &row) in batch_rows.iter().enumerate() {
                 let len = batch.mask[k * s..(k + 1) * s]
@@ -259,51 +345,42 @@ impl<B: Backend> SentenceEncoder<B> {
                 out[row] =
                     Embeddings::new(values[start..start + len * hidden].to_vec(), len, hidden);
             }
+            Ok(())
         })?;
         Ok(out)
     }
 
-    /// Tokenizes, sorts by length (longest first, so each batch pads little), and calls `f`
-    /// with the input rows of each batch and the padded batch.
-    fn for_each_batch<S: AsRef<str>>(
+    /// Calls `f` with the input rows of each batch and the padded batch. Batches follow
+    /// `batch_size` and `max_batch_tokens`.
+    fn for_each_batch(
         &self,
-        texts: &[S],
-        prompt: Option<&str>,
+        prepared: &PreparedTexts,
         options: &EncodeOptions,
-        mut f: impl FnMut(&[usize], &pool_encode_model::TokenBatch),
+        mut f: impl FnMut(&[usize], &TokenBatch) -> Result<()>,
     ) -> Result<()> {
-        if options.batch_size == 0 {
-            return Err(EncodeError::InvalidOption(
-                "batch_size must be at least 1".into(),
-            ));
-        }
-        let encodings: Vec<Encoding> = texts
+        let lengths: Vec<usize> = prepared
+            .order
             .iter()
-            .map(|t| match prompt {
-                Some(p) if !p.is_empty() => self.tokenizer.encode(&format!("{p}{}", t.as_ref())),
-                _ => self.tokenizer.encode(t.as_ref()),
-            })
-            .collect::<Result<_>>()?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
-        for rows in order.chunks(options.batch_size) {
-            let batch_encodings: Vec<&Encoding> = rows.iter().map(|&i| &encodings[i]).collect();
-            let batch = self.tokenizer.batch(&batch_encodings);
-            f(rows, &batch);
+            .map(|&i| prepared.encodings[i].len())
+            .collect();
+        let budget = options.max_batch_tokens.unwrap_or(usize::MAX);
+        let mut start = 0;
+        while start < lengths.len() {
+            let end = start + next_batch_len(&lengths[start..], options.batch_size, budget);
+            let rows = &prepared.order[start..end];
+            let encodings: Vec<&Encoding> = rows.iter().map(|&i| &prepared.encodings[i]).collect();
+            f(
+                rows,
+                &self.tokenizer.batch(&encodings, self.pad_to_multiple),
+            )?;
+            start = end;
         }
         Ok(())
     }
 
-    fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        match &self.threads {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }
-    }
-
     /// ST's rule: an explicit prompt wins, then `prompt_name`, then the model's default prompt.
     fn resolve_prompt(&self, options: &EncodeOptions) -> Result<Option<String>> {
-        let folder = self.model.folder();
+        let folder = self.folder();
         if let Some(prompt) = &options.prompt {
             return Ok(Some(prompt.clone()));
         }
@@ -325,7 +402,7 @@ impl<B: Backend> SentenceEncoder<B> {
     fn with_task_prompt(&self, options: &EncodeOptions, names: &[&str]) -> EncodeOptions {
         let mut options = options.clone();
         if options.prompt.is_none() && options.prompt_name.is_none() {
-            let prompts = &self.model.folder().prompts;
+            let prompts = &self.folder().prompts;
             options.prompt_name = names
                 .iter()
                 .find(|n| prompts.contains_key(**n))

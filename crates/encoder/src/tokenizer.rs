@@ -74,6 +74,14 @@ impl TextTokenizer {
             .map_err(|e| EncodeError::Tokenize(e.to_string()))
     }
 
+    /// Tokenizes many texts, in parallel on the current rayon pool.
+    pub fn encode_all<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
+        let inputs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        self.inner
+            .encode_batch_fast(inputs, true)
+            .map_err(|e| EncodeError::Tokenize(e.to_string()))
+    }
+
     /// ST's prompt length: the prompt's tokens, less a trailing special token (SEP / EOS).
     pub fn prompt_length(&self, prompt: &str) -> Result<usize> {
         let encoding = self.encode(prompt)?;
@@ -85,9 +93,11 @@ impl TextTokenizer {
         Ok(ids.len() - usize::from(trailing_special))
     }
 
-    /// Right-pads `encodings` into one batch.
-    pub fn batch(&self, encodings: &[&Encoding]) -> TokenBatch {
-        let seq_len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+    /// Right-pads `encodings` into one batch whose width is the longest text rounded up to a
+    /// multiple of `pad_to_multiple` (padding is masked out, so results do not change).
+    pub fn batch(&self, encodings: &[&Encoding], pad_to_multiple: usize) -> TokenBatch {
+        let longest = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let seq_len = longest.next_multiple_of(pad_to_multiple.max(1));
         let mut batch = TokenBatch {
             ids: Vec::with_capacity(encodings.len() * seq_len),
             type_ids: Vec::with_capacity(encodings.len() * seq_len),

@@ -20,7 +20,7 @@ pub mod weights;
 
 use burn::tensor::{Tensor, backend::Backend};
 
-pub use architectures::{TokenBatch, Transformer};
+pub use architectures::{Attention, TokenBatch, Transformer};
 pub use config::ArchitectureConfig;
 pub use error::{ModelError, Result};
 pub use folder::{HeadConfig, ModelFolder};
@@ -43,6 +43,7 @@ pub struct SentenceModel<B: Backend> {
     folder: ModelFolder,
     heads: Vec<Head<B>>,
     embedding_dimension: usize,
+    attention: Attention,
 }
 
 impl<B: Backend> SentenceModel<B> {
@@ -77,7 +78,14 @@ impl<B: Backend> SentenceModel<B> {
             folder: folder.clone(),
             heads,
             embedding_dimension: dimension,
+            attention: Attention::default(),
         })
+    }
+
+    /// Chooses how attention is computed (default: burn's fused op).
+    pub fn with_attention(mut self, attention: Attention) -> Self {
+        self.attention = attention;
+        self
     }
 
     pub fn folder(&self) -> &ModelFolder {
@@ -94,7 +102,7 @@ impl<B: Backend> SentenceModel<B> {
 
     /// `[batch, seq, hidden]`: ST's `output_value="token_embeddings"`.
     pub fn token_embeddings(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
-        self.transformer.forward(batch, device)
+        self.transformer.forward(batch, self.attention, device)
     }
 
     /// `[batch, embedding_dimension]`: pooling and every head, as ST's forward.

@@ -26,6 +26,16 @@ use pool_encode_encoder::{Device, Embeddings, EncodeOptions};
 use crate::protocol::{Request, WorkerMessage};
 use crate::{PoolConfig, PoolError};
 
+/// What `CUDA_VISIBLE_DEVICES` a worker for `cuda:k` gets: entry `k` of the coordinator's own
+/// list when it has one (so `cuda:K` counts visible devices, as in torch), else `k`.
+fn physical_cuda_device(k: usize) -> String {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .filter(|list| !list.trim().is_empty())
+        .and_then(|list| list.split(',').nth(k).map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| k.to_string())
+}
+
 /// A worker that dies this many times in a row while loading its model is given up on.
 const MAX_STARTUP_FAILURES: u32 = 3;
 
@@ -202,12 +212,18 @@ impl Dispatcher {
             .as_ref()
             .map(|c| c.iter().map(usize::to_string).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|| "-".into());
+        // A GPU worker sees only its own GPU (as device 0), pinned by CUDA_VISIBLE_DEVICES.
+        let (local_device, cuda_visible) = match worker.device {
+            Device::Cuda(k) => (Device::Cuda(0), Some(physical_cuda_device(k))),
+            Device::Cpu { .. } => (worker.device, Some(String::new())),
+            Device::Wgpu(_) => (worker.device, None),
+        };
         let mut command = Command::new(&self.worker_command.0);
         command
             .args(&self.worker_command.1)
             .arg(&name)
             .arg(&self.config.model)
-            .arg(worker.device.to_string())
+            .arg(local_device.to_string())
             .arg(cores)
             .arg(std::process::id().to_string())
             .arg(
@@ -215,21 +231,17 @@ impl Dispatcher {
                     .max_seq_length
                     .map_or("-".into(), |n| n.to_string()),
             )
+            .arg(self.config.precision.to_string())
             .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        match worker.device {
-            Device::Cuda(k) => command.env("CUDA_VISIBLE_DEVICES", k.to_string()),
-            Device::Cpu { threads } => {
-                command.env("CUDA_VISIBLE_DEVICES", "");
-                if let Some(n) = threads {
-                    command.env("RAYON_NUM_THREADS", n.to_string());
-                }
-                &mut command
-            }
-            Device::Wgpu(_) => &mut command,
-        };
+        if let Some(visible) = cuda_visible {
+            command.env("CUDA_VISIBLE_DEVICES", visible);
+        }
+        if let Device::Cpu { threads: Some(n) } = worker.device {
+            command.env("RAYON_NUM_THREADS", n.to_string());
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {

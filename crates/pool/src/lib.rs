@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions};
+use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision};
 
 use dispatcher::{Control, Dispatcher, Task, TaskOutcome};
 
@@ -54,12 +54,15 @@ pub enum PoolError {
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub model: PathBuf,
-    /// One worker process per entry (repeats allowed).
+    /// One worker process per entry (repeats allowed). Empty: every CUDA GPU the worker program
+    /// finds, else one single-threaded CPU worker per core ([`Pool::devices`] tells which).
     pub devices: Vec<Device>,
     /// The worker executable and the arguments that come before the worker's own (a program
     /// that embeds the worker, like `pool-encode worker`, names its subcommand here).
     /// Default: `$POOL_ENCODE_WORKER`, else `pool-encode-worker` next to the running program.
     pub worker_command: Option<(PathBuf, Vec<String>)>,
+    /// The float type the workers compute in (f16 / bf16 on GPU devices).
+    pub precision: Precision,
     /// Truncation length for every worker (ST's `model.max_seq_length = …`); default: the model's.
     pub max_seq_length: Option<usize>,
     /// Extra environment variables for the worker processes.
@@ -82,6 +85,7 @@ impl PoolConfig {
             model: model.into(),
             devices,
             worker_command: None,
+            precision: Precision::F32,
             max_seq_length: None,
             worker_env: Vec::new(),
             in_flight_per_worker: 2,
@@ -93,11 +97,50 @@ impl PoolConfig {
     }
 }
 
-/// The devices used when none are given: one single-threaded CPU worker per core this process
-/// may run on (a build with GPU backends would prefer every GPU).
-pub fn default_devices() -> Vec<Device> {
+/// The devices used when none are given: every CUDA GPU that `worker_program` can see, else one
+/// single-threaded CPU worker per core this process may run on. The worker program is asked
+/// (`--list-devices`) so that the coordinator itself never loads a GPU driver.
+pub fn default_devices(worker_program: &(PathBuf, Vec<String>)) -> Vec<Device> {
+    let gpus: Vec<Device> = list_gpus(worker_program)
+        .0
+        .into_iter()
+        .filter(|d| matches!(d, Device::Cuda(_)))
+        .collect();
+    if !gpus.is_empty() {
+        return gpus;
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     vec![Device::Cpu { threads: Some(1) }; cores]
+}
+
+/// The GPU devices `worker_program --list-devices` reports (none if it cannot run), and why
+/// CUDA is unusable if it says so.
+fn list_gpus(worker_program: &(PathBuf, Vec<String>)) -> (Vec<Device>, Option<String>) {
+    let output = std::process::Command::new(&worker_program.0)
+        .args(&worker_program.1)
+        .arg("--list-devices")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let devices = stdout.lines().filter_map(|l| l.parse().ok()).collect();
+            let why = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("# no cuda: "))
+                .map(str::to_string);
+            (devices, why)
+        }
+        Ok(out) => (
+            Vec::new(),
+            Some(format!("the worker program exited with {}", out.status)),
+        ),
+        Err(e) => (
+            Vec::new(),
+            Some(format!("cannot run the worker program: {e}")),
+        ),
+    }
 }
 
 /// What to do with a text that kills every worker that encodes it.
@@ -145,27 +188,27 @@ pub struct Pool {
     control: Sender<Control>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     pids: Arc<Mutex<Vec<Option<u32>>>>,
-    workers: usize,
+    devices: Vec<Device>,
     dimension: usize,
 }
 
 impl Pool {
     /// Starts the workers and returns once one of them has loaded the model.
-    pub fn start(config: PoolConfig) -> Result<Pool, PoolError> {
-        if config.devices.is_empty() {
-            return Err(PoolError::InvalidOption(
-                "a pool needs at least one device".into(),
-            ));
-        }
+    pub fn start(mut config: PoolConfig) -> Result<Pool, PoolError> {
         let program = match &config.worker_command {
             Some(command) => command.clone(),
             None => (default_worker_program()?, Vec::new()),
         };
+        if config.devices.is_empty() {
+            config.devices = default_devices(&program);
+        } else {
+            check_gpus_exist(&config.devices, &program)?;
+        }
         let (control, commands) = crossbeam_channel::unbounded();
         // Unbounded: the dispatcher must never block on a report nobody reads any more.
         let (ready_tx, ready) = crossbeam_channel::unbounded();
         let pids = Arc::new(Mutex::new(vec![None; config.devices.len()]));
-        let workers = config.devices.len();
+        let devices = config.devices.clone();
         let dispatcher = Dispatcher::start(config, program, commands, pids.clone(), ready_tx);
         // The dispatcher thread spawns every worker and lives as long as the pool.
         let handle = std::thread::Builder::new()
@@ -176,7 +219,7 @@ impl Pool {
             control,
             dispatcher: Mutex::new(Some(handle)),
             pids,
-            workers,
+            devices,
             dimension: 0,
         };
         // On error, dropping `pool` stops the dispatcher and whatever workers did start.
@@ -193,7 +236,12 @@ impl Pool {
     }
 
     pub fn workers(&self) -> usize {
-        self.workers
+        self.devices.len()
+    }
+
+    /// The device of each worker, in order.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
     }
 
     /// Process ids of the workers running now.
@@ -219,7 +267,7 @@ impl Pool {
     ) -> Result<Encoded, PoolError> {
         let chunk_size = options
             .chunk_size
-            .unwrap_or_else(|| st_chunk_size(texts.len(), self.workers));
+            .unwrap_or_else(|| st_chunk_size(texts.len(), self.workers()));
         let options = PoolEncodeOptions {
             chunk_size: Some(chunk_size),
             // Everything may be in flight: the caller holds all texts anyway.
@@ -266,7 +314,7 @@ impl Pool {
         let chunk_size = options
             .chunk_size
             .unwrap_or_else(|| match texts.size_hint() {
-                (low, Some(high)) if low == high => st_chunk_size(low, self.workers),
+                (low, Some(high)) if low == high => st_chunk_size(low, self.workers()),
                 _ => 1000,
             });
         let (reply, results) = crossbeam_channel::unbounded();
@@ -278,7 +326,7 @@ impl Pool {
             chunk_size: chunk_size.max(1),
             window: options
                 .chunks_ahead
-                .unwrap_or(3 * self.workers)
+                .unwrap_or(3 * self.workers())
                 .max(1)
                 .saturating_mul(chunk_size.max(1)),
             reply,
@@ -321,6 +369,33 @@ pub fn encode<S: AsRef<str>>(
 ) -> Result<Encoded, PoolError> {
     let pool = Pool::start(PoolConfig::new(model, devices))?;
     pool.encode(texts, options)
+}
+
+/// A requested `cuda:K` that the worker program cannot see fails the start with a clear error,
+/// instead of a worker that fails to load.
+fn check_gpus_exist(
+    devices: &[Device],
+    worker_program: &(PathBuf, Vec<String>),
+) -> Result<(), PoolError> {
+    if !devices.iter().any(|d| matches!(d, Device::Cuda(_))) {
+        return Ok(());
+    }
+    let (found, why) = list_gpus(worker_program);
+    let cuda = found
+        .iter()
+        .filter(|d| matches!(d, Device::Cuda(_)))
+        .count();
+    match devices
+        .iter()
+        .find(|d| matches!(d, Device::Cuda(k) if *k >= cuda))
+    {
+        Some(missing) => Err(PoolError::InvalidOption(format!(
+            "device {missing} does not exist: {cuda} CUDA device(s) visible{}{}",
+            pool_encode_encoder::gpu::visible_devices_note(),
+            why.map(|w| format!("; {w}")).unwrap_or_default()
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn default_worker_program() -> Result<PathBuf, PoolError> {

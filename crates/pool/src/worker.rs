@@ -1,23 +1,53 @@
 //! The worker process: loads the model on its device, then encodes the chunks it is sent until
 //! told to stop or until the coordinator disappears.
 //!
-//! Started by exec as `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH`
+//! Started by exec as
+//! `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION`
 //! (or by any program that passes those arguments to [`main`]); `CORES` is a comma-separated CPU
 //! list to pin to, or `-`; `MAX_SEQ_LENGTH` a number, or `-` for the model's own.
+//! `pool-encode-worker --list-devices` prints the GPU devices it can use, one a line (and a
+//! `# no cuda: …` line saying why CUDA is unusable, if it is): the
+//! coordinator asks this way so that it never loads a GPU driver itself.
+//!
+//! Two threads: one receives chunks and tokenizes them, the other runs the forward passes, so
+//! the next chunk is tokenized while the device encodes this one.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use ipc_channel::ipc::{self, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 use nix::sys::signal::{SigHandler, Signal, signal};
-use pool_encode_encoder::{Device, SentenceEncoder};
+use pool_encode_encoder::{
+    Device, EncodeError, EncodeOptions, Precision, PreparedTexts, SentenceEncoder, gpu,
+};
 
 use crate::protocol::{Request, WorkerMessage};
 
-/// Runs a worker; `args` are the six arguments above.
+/// Runs a worker; `args` are the seven arguments above (or `--list-devices`).
 pub fn main(args: &[String]) -> ExitCode {
-    let [server, model, device, cores, parent, max_seq_length] = args else {
+    if let [flag] = args
+        && flag == "--list-devices"
+    {
+        for device in gpu::available_devices() {
+            println!("{device}");
+        }
+        if let Err(why) = gpu::cuda_device_count() {
+            println!("# no cuda: {why}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let [
+        server,
+        model,
+        device,
+        cores,
+        parent,
+        max_seq_length,
+        precision,
+    ] = args
+    else {
         eprintln!(
-            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH (started by the pool, not by hand)"
+            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION (started by the pool, not by hand)"
         );
         return ExitCode::from(2);
     };
@@ -44,8 +74,11 @@ pub fn main(args: &[String]) -> ExitCode {
     }
     let encoder = device
         .parse::<Device>()
+        .and_then(|device| Ok((device, precision.parse::<Precision>()?)))
+        .and_then(|(device, precision)| {
+            SentenceEncoder::load_with_precision(model, device, precision)
+        })
         .map_err(|e| e.to_string())
-        .and_then(|device| SentenceEncoder::load(model, device).map_err(|e| e.to_string()))
         .and_then(|mut encoder| {
             if max_seq_length != "-" {
                 let n = max_seq_length
@@ -73,43 +106,87 @@ pub fn main(args: &[String]) -> ExitCode {
     if to_coordinator.send(ready).is_err() {
         return ExitCode::FAILURE;
     }
+    let encoder = Arc::new(encoder);
+    let prepared = spawn_tokenizer(encoder.clone(), incoming);
     let mut slots: Vec<Option<IpcSharedMemory>> = Vec::new();
-    // A closed channel means the coordinator is gone: exit quietly.
-    while let Ok(request) = incoming.recv() {
-        match request {
-            Request::Shutdown => break,
-            Request::Encode {
-                task,
-                slot,
-                texts,
-                options,
-            } => {
-                #[cfg(feature = "fault-injection")]
-                fault_injection::maybe_fail(&texts);
-                let message = match encoder.encode(&texts, &options) {
-                    Ok(embeddings) => {
-                        let (rows, dim) = (embeddings.rows(), embeddings.dim());
-                        let region = write_slot(&mut slots, slot, embeddings.as_slice());
-                        WorkerMessage::Done {
-                            task,
-                            slot,
-                            rows,
-                            dim,
-                            region,
-                        }
-                    }
-                    Err(e) => WorkerMessage::Failed {
-                        task,
-                        error: e.to_string(),
-                    },
-                };
-                if to_coordinator.send(message).is_err() {
-                    break;
+    // Ends when the tokenizer thread does: on Shutdown, or when the coordinator is gone.
+    for job in prepared {
+        #[cfg(feature = "fault-injection")]
+        fault_injection::maybe_fail(&job.texts);
+        let message = match job
+            .prepared
+            .and_then(|prepared| encoder.encode_prepared(&prepared, &job.options))
+        {
+            Ok(embeddings) => {
+                let (rows, dim) = (embeddings.rows(), embeddings.dim());
+                let region = write_slot(&mut slots, job.slot, embeddings.as_slice());
+                WorkerMessage::Done {
+                    task: job.task,
+                    slot: job.slot,
+                    rows,
+                    dim,
+                    region,
                 }
             }
+            // The backend failed (out of memory, a kernel error): its device may be unusable
+            // (burn 0.21's CUDA server thread dies on a failed allocation). Exit, so that the
+            // pool retries the chunk on a fresh worker and splits it if it keeps failing.
+            Err(e @ (EncodeError::OutOfMemory(_) | EncodeError::Backend(_))) => {
+                eprintln!("pool-encode-worker: {e}; exiting so a fresh worker takes over");
+                return ExitCode::from(70);
+            }
+            Err(e) => WorkerMessage::Failed {
+                task: job.task,
+                error: e.to_string(),
+            },
+        };
+        if to_coordinator.send(message).is_err() {
+            break;
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A chunk tokenized and ready for the device.
+struct Job {
+    task: u64,
+    slot: usize,
+    options: EncodeOptions,
+    prepared: pool_encode_encoder::Result<PreparedTexts>,
+    #[cfg(feature = "fault-injection")]
+    texts: Vec<String>,
+}
+
+/// Receives chunks and tokenizes them one chunk ahead of the forward passes (the channel holds
+/// one finished chunk). Detached: when the coordinator is gone the process simply exits.
+fn spawn_tokenizer(
+    encoder: Arc<SentenceEncoder>,
+    incoming: IpcReceiver<Request>,
+) -> crossbeam_channel::Receiver<Job> {
+    let (jobs, prepared) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        // A closed channel means the coordinator is gone.
+        while let Ok(Request::Encode {
+            task,
+            slot,
+            texts,
+            options,
+        }) = incoming.recv()
+        {
+            let job = Job {
+                task,
+                slot,
+                prepared: encoder.prepare(&texts, &options),
+                options,
+                #[cfg(feature = "fault-injection")]
+                texts,
+            };
+            if jobs.send(job).is_err() {
+                break;
+            }
+        }
+    });
+    prepared
 }
 
 /// Writes `values` into slot `slot`, growing it when needed; returns the new region to send.

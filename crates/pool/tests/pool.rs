@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pool_encode_encoder::{Device, Embeddings};
+use pool_encode_encoder::{Device, Embeddings, Precision};
 use pool_encode_pool::{OnPoison, Pool, PoolConfig, PoolEncodeOptions, PoolError};
 use pool_encode_tests::*;
 
@@ -41,6 +41,89 @@ fn expected_rows(indices: &[usize]) -> Embeddings {
         indices.len(),
         all.dim(),
     )
+}
+
+/// Two workers on one GPU (`$POOL_ENCODE_GPU_TEST_DEVICE`, e.g. cuda:0 or wgpu:0, in a build
+/// with that feature); skipped when it is not set.
+#[test]
+fn gpu_workers_match_sentence_transformers() {
+    let Ok(device) = std::env::var("POOL_ENCODE_GPU_TEST_DEVICE") else {
+        eprintln!(
+            "gpu_workers_match_sentence_transformers: skipped (POOL_ENCODE_GPU_TEST_DEVICE is not set)"
+        );
+        return;
+    };
+    let device: Device = device.parse().unwrap();
+    let mut config = config(2);
+    config.devices = vec![device; 2];
+    let pool = Pool::start(config).unwrap();
+    assert_eq!(pool.devices(), &[device, device]);
+    let out = pool.encode(&texts(), &chunked(16)).unwrap();
+    assert_close(
+        &format!("2 workers on {device}"),
+        &out.embeddings,
+        &reference(MODEL, "embeddings.npy"),
+    );
+}
+
+/// f16 (and bf16 on CUDA) workers against ST's f32 output for all-MiniLM-L6-v2: a
+/// half-precision forward pass keeps each embedding's direction (cosine), not every value to 1e-4.
+#[test]
+fn half_precision_workers_stay_close_to_f32() {
+    let Ok(device) = std::env::var("POOL_ENCODE_GPU_TEST_DEVICE") else {
+        eprintln!(
+            "half_precision_workers_stay_close_to_f32: skipped (POOL_ENCODE_GPU_TEST_DEVICE is not set)"
+        );
+        return;
+    };
+    let device: Device = device.parse().unwrap();
+    // lavapipe is slow: a dozen texts there, all 211 on a real GPU.
+    let n = if std::env::var_os("POOL_ENCODE_GPU_TEST_ALL").is_some() {
+        211
+    } else {
+        12
+    };
+    let texts = &texts()[..n];
+    let all = reference("all-MiniLM-L6-v2", "embeddings.npy");
+    let precisions: &[Precision] = match device {
+        Device::Cuda(_) => &[Precision::F16, Precision::Bf16],
+        _ => &[Precision::F16],
+    };
+    for &precision in precisions {
+        let mut config = config(1);
+        config.model = minilm_dir();
+        config.devices = vec![device];
+        config.precision = precision;
+        let pool = Pool::start(config).unwrap();
+        let out = pool.encode(texts, &chunked(64)).unwrap();
+        let worst = out
+            .embeddings
+            .iter()
+            .zip(all.iter())
+            .map(|(a, b)| cosine(a, b))
+            .fold(1.0, f64::min);
+        eprintln!("{precision} on {device}: worst cosine to ST f32 over {n} texts: {worst:.7}");
+        let bound = if precision == Precision::Bf16 {
+            0.999
+        } else {
+            0.9999
+        };
+        assert!(
+            worst >= bound,
+            "{precision}: worst cosine {worst} < {bound}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_gpu_fails_the_start_with_a_clear_error() {
+    let mut config = config(1);
+    config.devices = vec![Device::Cuda(99)];
+    let error = Pool::start(config).err().expect("cuda:99 does not exist");
+    assert!(
+        error.to_string().contains("cuda:99 does not exist"),
+        "unclear error: {error}"
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
+    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
     sequential_positions,
 };
 use crate::config::EncoderShape;
@@ -76,7 +76,12 @@ impl<B: Backend> Bert<B> {
         })
     }
 
-    pub fn forward(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        attention: Attention,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         let embeddings = self.word_embeddings.forward(batch.input_ids(device))
             + self
                 .position_embeddings
@@ -85,6 +90,6 @@ impl<B: Backend> Bert<B> {
                 .token_type_embeddings
                 .forward(batch.token_type_ids(device));
         let x = self.embeddings_norm.forward(embeddings);
-        run_layers(&self.layers, x, batch, None, device)
+        run_layers(&self.layers, x, batch, None, attention, device)
     }
 }

@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
+    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
     sequential_positions,
 };
 use crate::config::EncoderShape;
@@ -62,12 +62,17 @@ impl<B: Backend> DistilBert<B> {
         })
     }
 
-    pub fn forward(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        attention: Attention,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         let embeddings = self.word_embeddings.forward(batch.input_ids(device))
             + self
                 .position_embeddings
                 .forward(sequential_positions(batch, device));
         let x = self.embeddings_norm.forward(embeddings);
-        run_layers(&self.layers, x, batch, None, device)
+        run_layers(&self.layers, x, batch, None, attention, device)
     }
 }

@@ -3,7 +3,7 @@
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
@@ -67,6 +67,18 @@ pub fn activate<B: Backend, const D: usize>(
     }
 }
 
+/// How a layer computes attention; the results agree, the speed and robustness differ by backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attention {
+    /// burn's fused `attention` op: on the CPU it avoids flex's slow Q·Kᵀ batched-matmul shape.
+    #[default]
+    Fused,
+    /// softmax(Q·Kᵀ/√d + bias, padding masked)·V in plain ops: on burn 0.21's GPU backends the
+    /// fused op's autotuner picks kernels that fail for some sequence lengths (f16 on CUDA:
+    /// "Stage seq_q must divide problem seq_q"), while matmul and softmax are robust.
+    Explicit,
+}
+
 /// Where one layer's tensors live in a checkpoint; each architecture fills these in.
 pub struct LayerNames {
     pub query: String,
@@ -128,6 +140,7 @@ impl<B: Backend> EncoderLayer<B> {
         x: Tensor<B, 3>,
         padding: Tensor<B, 4, Bool>,
         bias: Option<Tensor<B, 4>>,
+        kind: Attention,
     ) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.num_heads;
@@ -135,14 +148,32 @@ impl<B: Backend> EncoderLayer<B> {
             t.reshape([batch, seq, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let context = attention(
+        let (q, k, v) = (
             heads(self.query.forward(x.clone())),
             heads(self.key.forward(x.clone())),
             heads(self.value.forward(x.clone())),
-            Some(padding),
-            bias,
-            AttentionModuleOptions::default(),
         );
+        let context = match kind {
+            Attention::Fused => attention(
+                q,
+                k,
+                v,
+                Some(padding),
+                bias,
+                AttentionModuleOptions::default(),
+            ),
+            Attention::Explicit => {
+                let mut scores = q
+                    .matmul(k.swap_dims(2, 3))
+                    .div_scalar((head_dim as f64).sqrt());
+                if let Some(bias) = bias {
+                    scores = scores + bias;
+                }
+                // The most negative f16 value: finite in every precision, zero after softmax.
+                let scores = scores.mask_fill(padding, -65504.0);
+                softmax(scores, 3).matmul(v)
+            }
+        };
         let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
         let h = self
             .attention_norm
@@ -185,11 +216,12 @@ pub fn run_layers<B: Backend>(
     mut x: Tensor<B, 3>,
     batch: &TokenBatch,
     bias: Option<Tensor<B, 4>>,
+    attention: Attention,
     device: &B::Device,
 ) -> Tensor<B, 3> {
     let padding = batch.padding_mask(device);
     for layer in layers {
-        x = layer.forward(x, padding.clone(), bias.clone());
+        x = layer.forward(x, padding.clone(), bias.clone(), attention);
     }
     x
 }

@@ -4,6 +4,7 @@
 mod bert;
 mod distilbert;
 mod layers;
+pub use layers::Attention;
 pub(crate) use layers::load_linear;
 mod mpnet;
 
@@ -93,11 +94,16 @@ impl<B: Backend> Transformer<B> {
     }
 
     /// Token embeddings `[batch, seq_len, hidden]`.
-    pub fn forward(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        attention: Attention,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         match self {
-            Transformer::Bert(m) => m.forward(batch, device),
-            Transformer::DistilBert(m) => m.forward(batch, device),
-            Transformer::MPNet(m) => m.forward(batch, device),
+            Transformer::Bert(m) => m.forward(batch, attention, device),
+            Transformer::DistilBert(m) => m.forward(batch, attention, device),
+            Transformer::MPNet(m) => m.forward(batch, attention, device),
         }
     }
 }

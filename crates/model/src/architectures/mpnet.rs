@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
+    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
@@ -83,14 +83,19 @@ impl<B: Backend> MPNet<B> {
         })
     }
 
-    pub fn forward(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        attention: Attention,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         let embeddings = self.word_embeddings.forward(batch.input_ids(device))
             + self
                 .position_embeddings
                 .forward(self.position_ids(batch, device));
         let x = self.embeddings_norm.forward(embeddings);
         let bias = self.position_bias(batch.seq_len, device);
-        run_layers(&self.layers, x, batch, Some(bias), device)
+        run_layers(&self.layers, x, batch, Some(bias), attention, device)
     }
 
     /// Hugging Face's `create_position_ids_from_input_ids`: tokens that are not the pad id are

@@ -1,0 +1,289 @@
+//! The model on one device. Tokenization, batching and post-processing are written once in
+//! `lib.rs`; everything that depends on the burn backend sits behind [`ModelRunner`], chosen
+//! at load time from the [`Device`] and [`Precision`].
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::{Tensor, backend::Backend};
+use pool_encode_model::{Attention, Cpu, ModelFolder, SentenceModel, TokenBatch};
+
+use crate::device::{Device, Precision};
+use crate::error::{EncodeError, Result};
+
+/// A forward pass on one device, returning host `f32` values.
+pub(crate) trait ModelRunner: Send + Sync {
+    /// `[batch, embedding_dimension]`, row-major.
+    fn sentence_embeddings(
+        &self,
+        batch: &TokenBatch,
+        prompt_length: Option<usize>,
+    ) -> Result<Vec<f32>>;
+
+    /// `[batch, seq_len, hidden]`, row-major.
+    fn token_embeddings(&self, batch: &TokenBatch) -> Result<Vec<f32>>;
+
+    fn model(&self) -> &dyn ModelInfo;
+}
+
+/// What the encoder asks of the model beyond the forward pass.
+pub(crate) trait ModelInfo {
+    fn folder(&self) -> &ModelFolder;
+    fn embedding_dimension(&self) -> usize;
+    fn hidden_size(&self) -> usize;
+}
+
+impl<B: Backend> ModelInfo for SentenceModel<B> {
+    fn folder(&self) -> &ModelFolder {
+        SentenceModel::folder(self)
+    }
+    fn embedding_dimension(&self) -> usize {
+        SentenceModel::embedding_dimension(self)
+    }
+    fn hidden_size(&self) -> usize {
+        SentenceModel::hidden_size(self)
+    }
+}
+
+struct BurnRunner<B: Backend> {
+    model: SentenceModel<B>,
+    device: B::Device,
+    /// Set for `cpu:N`: every forward runs inside this pool of N threads.
+    threads: Option<rayon::ThreadPool>,
+}
+
+impl<B: Backend> BurnRunner<B> {
+    fn load(
+        folder: &ModelFolder,
+        device: B::Device,
+        threads: Option<rayon::ThreadPool>,
+        attention: Attention,
+    ) -> Result<Box<dyn ModelRunner>>
+    where
+        B::Device: Send + Sync,
+        SentenceModel<B>: Send + Sync,
+    {
+        let model = guard(|| SentenceModel::load(folder, &device))??.with_attention(attention);
+        Ok(Box::new(BurnRunner {
+            model,
+            device,
+            threads,
+        }))
+    }
+
+    /// Runs `f` on this runner's threads, turning a backend panic (a GPU allocation failure is
+    /// one) into an error instead of unwinding through the caller.
+    fn run<const D: usize>(&self, f: impl FnOnce() -> Tensor<B, D> + Send) -> Result<Vec<f32>> {
+        let read = || guard(|| host_values(f()));
+        match &self.threads {
+            Some(pool) => pool.install(read),
+            None => read(),
+        }
+    }
+}
+
+impl<B: Backend> ModelRunner for BurnRunner<B>
+where
+    B::Device: Send + Sync,
+    SentenceModel<B>: Send + Sync,
+{
+    fn sentence_embeddings(
+        &self,
+        batch: &TokenBatch,
+        prompt_length: Option<usize>,
+    ) -> Result<Vec<f32>> {
+        self.run(|| {
+            self.model
+                .sentence_embeddings(batch, prompt_length, &self.device)
+        })
+    }
+
+    fn token_embeddings(&self, batch: &TokenBatch) -> Result<Vec<f32>> {
+        self.run(|| self.model.token_embeddings(batch, &self.device))
+    }
+
+    fn model(&self) -> &dyn ModelInfo {
+        &self.model
+    }
+}
+
+fn host_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .expect("converted to f32")
+}
+
+/// Calls `f`, turning a panic into [`EncodeError::OutOfMemory`] when its message is about
+/// memory and [`EncodeError::Backend`] otherwise.
+fn guard<T>(f: impl FnOnce() -> T) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        let lower = message.to_lowercase();
+        if lower.contains("out of memory")
+            || lower.contains("out-of-memory")
+            || lower.contains("outofmemory")
+            || lower.contains("buffertoobig")
+        {
+            EncodeError::OutOfMemory(first_line(&message))
+        } else {
+            EncodeError::Backend(first_line(&message))
+        }
+    })
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or_default().to_string()
+}
+
+/// Loads `folder` onto `device` in `precision`: the one place that maps devices to backends.
+pub(crate) fn load(
+    folder: &ModelFolder,
+    device: Device,
+    precision: Precision,
+) -> Result<Box<dyn ModelRunner>> {
+    match device {
+        Device::Cpu { threads } => {
+            if precision != Precision::F32 {
+                return Err(EncodeError::InvalidOption(format!(
+                    "precision {precision} needs a GPU device; the CPU backend computes in f32"
+                )));
+            }
+            let pool = threads
+                .map(|n| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(n)
+                        .build()
+                        .map_err(|e| EncodeError::InvalidOption(format!("cpu:{n}: {e}")))
+                })
+                .transpose()?;
+            BurnRunner::<Cpu>::load(folder, Default::default(), pool, Attention::Fused)
+        }
+        Device::Cuda(index) => cuda::load(folder, index, precision),
+        Device::Wgpu(index) => wgpu::load(folder, index, precision),
+    }
+}
+
+/// burn keeps one float type per device and process: the first model loaded on a device fixes
+/// it, and a later one in another precision would silently compute in the first one's. Refuse.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn check_one_precision<B: Backend>(
+    device: &B::Device,
+    index: usize,
+    precision: Precision,
+) -> Result<()> {
+    use burn::tensor::{DType, FloatDType};
+    let wanted = match precision {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    };
+    let float: FloatDType = wanted.into();
+    match burn::tensor::backend::set_default_dtypes::<B>(device, float, DType::I32) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let current: DType = burn::tensor::backend::get_device_settings::<B>(device)
+                .float_dtype
+                .into();
+            if current == wanted {
+                Ok(())
+            } else {
+                Err(EncodeError::InvalidOption(format!(
+                    "GPU {index} already computes in {current:?} in this process; burn allows one float type per device and process (load the {precision} model in another process, e.g. a pool worker)"
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use burn::backend::Cuda;
+    use burn::backend::cuda::CudaDevice;
+    use half::{bf16, f16};
+
+    use super::*;
+
+    pub fn load(
+        folder: &ModelFolder,
+        index: usize,
+        precision: Precision,
+    ) -> Result<Box<dyn ModelRunner>> {
+        // burn-cuda panics without a driver or device: ask the driver first.
+        let visible = crate::gpu::cuda_device_count().map_err(EncodeError::Device)?;
+        if index >= visible {
+            return Err(EncodeError::Device(format!(
+                "cuda:{index} does not exist: {visible} CUDA device(s) visible{}",
+                crate::gpu::visible_devices_note()
+            )));
+        }
+        let device = CudaDevice::new(index);
+        check_one_precision::<Cuda>(&device, index, precision)?;
+        match precision {
+            Precision::F32 => {
+                BurnRunner::<Cuda<f32>>::load(folder, device, None, Attention::Explicit)
+            }
+            Precision::F16 => {
+                BurnRunner::<Cuda<f16>>::load(folder, device, None, Attention::Explicit)
+            }
+            Precision::Bf16 => {
+                BurnRunner::<Cuda<bf16>>::load(folder, device, None, Attention::Explicit)
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::*;
+
+    pub fn load(_: &ModelFolder, index: usize, _: Precision) -> Result<Box<dyn ModelRunner>> {
+        Err(EncodeError::Device(format!(
+            "device cuda:{index} needs a build with the `cuda` feature (cargo build --features cuda)"
+        )))
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use burn::backend::Wgpu;
+    use half::f16;
+
+    use super::*;
+
+    pub fn load(
+        folder: &ModelFolder,
+        index: usize,
+        precision: Precision,
+    ) -> Result<Box<dyn ModelRunner>> {
+        // cubecl-wgpu panics when no adapter matches: pick one from the list first.
+        let device = crate::gpu::wgpu_device(index).map_err(EncodeError::Device)?;
+        check_one_precision::<Wgpu>(&device, index, precision)?;
+        match precision {
+            Precision::F32 => {
+                BurnRunner::<Wgpu<f32>>::load(folder, device, None, Attention::Explicit)
+            }
+            Precision::F16 => {
+                BurnRunner::<Wgpu<f16>>::load(folder, device, None, Attention::Explicit)
+            }
+            Precision::Bf16 => Err(EncodeError::InvalidOption(
+                "precision bf16 is not available on wgpu (WGSL has no bf16); use f16 or f32".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+mod wgpu {
+    use super::*;
+
+    pub fn load(_: &ModelFolder, index: usize, _: Precision) -> Result<Box<dyn ModelRunner>> {
+        Err(EncodeError::Device(format!(
+            "device wgpu:{index} needs a build with the `wgpu` feature (cargo build --features wgpu)"
+        )))
+    }
+}

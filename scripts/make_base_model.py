@@ -1,0 +1,44 @@
+"""Makes a base-sized sentence-transformers model for GPU benchmarks, without the hub.
+
+BERT with 768 hidden, 12 layers, 12 heads, 3072 intermediate (bert-base's shape), randomly
+initialised (seed 0), with all-MiniLM-L6-v2's tokenizer, mean pooling and Normalize, saved by
+sentence-transformers itself. Its outputs mean nothing; its cost per token is a base model's,
+and both sides of the benchmark load the same weights, so their outputs must still agree.
+
+    python scripts/make_base_model.py --tokenizer-from models/all-MiniLM-L6-v2 --output models/bert-base-random
+"""
+import argparse
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokenizer-from", required=True, help="a model folder with tokenizer files")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--max-seq-length", type=int, default=512)
+    args = parser.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072,
+                        max_position_embeddings=512)
+    with tempfile.TemporaryDirectory() as tmp:
+        BertModel(config).save_pretrained(tmp, safe_serialization=True)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_from)
+        tokenizer.model_max_length = args.max_seq_length
+        tokenizer.save_pretrained(tmp)
+        transformer = models.Transformer(tmp, max_seq_length=args.max_seq_length)
+        pooling = models.Pooling(transformer.get_word_embedding_dimension(), "mean")
+        SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(args.output)
+    print(args.output)
+
+
+if __name__ == "__main__":
+    main()
