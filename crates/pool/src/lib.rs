@@ -18,6 +18,7 @@
 
 mod dispatcher;
 mod protocol;
+mod sorted_stream;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use crossbeam_channel::{Receiver, Sender};
 use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision};
 
 use dispatcher::{Control, Dispatcher, Task, TaskOutcome};
+pub use sorted_stream::SortedEncodeStream;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PoolError {
@@ -338,6 +340,26 @@ impl Pool {
             arrived: BTreeMap::new(),
             failed: false,
         }
+    }
+
+    /// As [`encode_stream`](Self::encode_stream), sorting the input by length in windows of
+    /// `window` texts (rounded up to whole chunks) so that chunks pad little, as
+    /// [`encode`](Self::encode) does for a whole input. Yields whole windows, in input order;
+    /// memory holds about one window of texts and rows beyond the stream's own look-ahead.
+    pub fn encode_stream_sorted<I: IntoIterator<Item = String>>(
+        &self,
+        texts: I,
+        options: &PoolEncodeOptions,
+        window: usize,
+    ) -> SortedEncodeStream<'_, I::IntoIter> {
+        let chunk_size = options.chunk_size.unwrap_or(1000).max(1);
+        let options = PoolEncodeOptions {
+            chunk_size: Some(chunk_size),
+            ..options.clone()
+        };
+        SortedEncodeStream::new(texts.into_iter(), window, chunk_size, |windows| {
+            self.encode_stream(windows, &options)
+        })
     }
 
     /// Stops every worker; calls still running get [`PoolError::Stopped`]. Also done on drop.

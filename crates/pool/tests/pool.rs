@@ -218,6 +218,53 @@ fn streaming_yields_rows_in_order_before_the_input_is_done() {
     );
 }
 
+/// Sorted windows: every window comes out whole and in input order, rows equal to ST's, for
+/// windows of one chunk, several chunks, and more than the input; poison and skipped rows are
+/// reported at their input positions.
+#[test]
+fn sorted_windows_keep_input_order_and_positions() {
+    let texts = texts();
+    let pool = Pool::start(config(2)).unwrap();
+    let options = chunked(10);
+    for window in [1, 10, 35, 64, 1000] {
+        let mut next_row = 0;
+        let mut all = Vec::new();
+        for piece in pool.encode_stream_sorted(texts.iter().cloned(), &options, window) {
+            let piece = piece.unwrap();
+            assert_eq!(
+                piece.offset, next_row,
+                "window {window}: rows in input order"
+            );
+            next_row += piece.embeddings.rows();
+            all.extend_from_slice(piece.embeddings.as_slice());
+        }
+        assert_close(
+            &format!("sorted windows of {window}"),
+            &Embeddings::new(all, texts.len(), 32),
+            &reference(MODEL, "embeddings.npy"),
+        );
+    }
+    let mut poisoned = texts.clone();
+    poisoned[123] = format!("{} {CRASH}", poisoned[123]);
+    let error = pool
+        .encode_stream_sorted(poisoned.iter().cloned(), &options, 40)
+        .find_map(Result::err)
+        .expect("the poison text fails the stream");
+    assert!(
+        matches!(error, PoolError::PoisonText { index: 123, .. }),
+        "{error}"
+    );
+    let skip = PoolEncodeOptions {
+        on_poison: OnPoison::Skip,
+        ..options
+    };
+    let skipped: Vec<usize> = pool
+        .encode_stream_sorted(poisoned.iter().cloned(), &skip, 40)
+        .flat_map(|piece| piece.unwrap().skipped)
+        .collect();
+    assert_eq!(skipped, vec![123]);
+}
+
 #[test]
 fn a_worker_killed_mid_call_is_replaced_and_every_row_still_arrives() {
     let texts: Vec<String> = texts().into_iter().cycle().take(211 * 4).collect();
