@@ -136,37 +136,27 @@ fn main() -> Result<()> {
     ];
     for (devices, chunk_size) in runs {
         let names: Vec<String> = devices.iter().map(ToString::to_string).collect();
-        let mut config = PoolConfig::new(&args.model, devices);
-        config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
-        config.max_seq_length = args.max_seq_length;
         let pool_options = PoolEncodeOptions {
             encode: options.clone(),
             chunk_size,
             ..Default::default()
         };
-        // Start-up to first result: start the pool, encode one short text.
-        let start = Instant::now();
-        let pool = Pool::start(config)?;
-        pool.encode(&texts[..1], &pool_options)?;
-        let first = start.elapsed().as_secs_f64();
-        pool.encode(&texts[..texts.len().min(64)], &pool_options)?; // warm-up
-        let start = Instant::now();
-        let out = pool.encode(&texts, &pool_options)?;
-        let seconds = start.elapsed().as_secs_f64();
         let chunking = match chunk_size {
-            None => "ST chunking".to_string(),
-            Some(_) => "one chunk = in-process batches".to_string(),
+            None => "ST chunking",
+            Some(_) => "one chunk = in-process batches",
         };
-        println!(
-            "pool [{}] ({chunking}): start-up to first result {first:.2} s",
-            names.join(",")
-        );
-        results.push(Measured {
-            name: format!("pool-encode pool [{}], {chunking}", names.join(",")),
-            seconds,
-            embeddings: Some(out.embeddings),
-            gpu: None,
-        });
+        let name = format!("pool-encode pool [{}], {chunking}", names.join(","));
+        // A short warm-up, as on the ST side.
+        let warm_up = &texts[..texts.len().min(64)];
+        let config = pool_config(&args, devices, Precision::F32)?;
+        results.push(measure_pool(
+            name,
+            config,
+            &texts,
+            warm_up,
+            &pool_options,
+            false,
+        )?);
     }
 
     let st_single = if args.skip_st {
@@ -194,78 +184,62 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
         ..Default::default()
     };
     let mut results = Vec::new();
-    let mut tokens = 0;
     // burn fixes one float type per device and process: only the first precision runs in this
     // process; every precision runs in pool workers (fresh processes) below.
-    for &precision in &args.precisions[..1] {
-        let mut encoder =
-            SentenceEncoder::load_with_precision(&args.model, args.device, precision)?;
-        if let Some(n) = args.max_seq_length {
-            encoder.set_max_seq_length(n)?;
-        }
-        if tokens == 0 {
-            tokens = encoder.prepare(texts, &options)?.tokens();
-            println!(
-                "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {}, batch {} (ours at most {:?} tokens), ST batch {}",
-                args.corpus,
-                texts.len(),
-                tokens as f64 / texts.len() as f64,
-                encoder.max_seq_length(),
-                args.model.display(),
-                args.device,
-                args.batch_size,
-                args.max_batch_tokens,
-                args.st_batch_size.unwrap_or(args.batch_size),
-            );
-        }
-        // The first pass compiles and autotunes kernels for the shapes it meets: timed apart.
-        let start = Instant::now();
-        encoder.encode(texts, &options)?;
-        let cold = start.elapsed().as_secs_f64();
-        let monitor = GpuMonitor::start();
-        let start = Instant::now();
-        let out = encoder.encode(texts, &options)?;
-        let seconds = start.elapsed().as_secs_f64();
-        println!("in process {precision}: first pass (kernel compilation included) {cold:.2} s");
-        results.push(Measured {
-            name: format!("pool-encode in process ({}, {precision})", args.device),
-            seconds,
-            embeddings: Some(out),
-            gpu: monitor.stop(),
-        });
+    let precision = args.precisions.first().copied().unwrap_or_default();
+    let mut encoder = SentenceEncoder::load_with_precision(&args.model, args.device, precision)?;
+    if let Some(n) = args.max_seq_length {
+        encoder.set_max_seq_length(n)?;
     }
+    let tokens = encoder.prepare(texts, &options)?.tokens();
+    println!(
+        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {}, batch {} (ours at most {:?} tokens), ST batch {}",
+        args.corpus,
+        texts.len(),
+        tokens as f64 / texts.len() as f64,
+        encoder.max_seq_length(),
+        args.model.display(),
+        args.device,
+        args.batch_size,
+        args.max_batch_tokens,
+        args.st_batch_size.unwrap_or(args.batch_size),
+    );
+    // The first pass compiles kernels for the shapes it meets: timed apart.
+    let start = Instant::now();
+    encoder.encode(texts, &options)?;
+    let cold = start.elapsed().as_secs_f64();
+    let monitor = GpuMonitor::start();
+    let start = Instant::now();
+    let out = encoder.encode(texts, &options)?;
+    let seconds = start.elapsed().as_secs_f64();
+    println!("in process {precision}: first pass (kernel compilation included) {cold:.2} s");
+    results.push(Measured {
+        name: format!("pool-encode in process ({}, {precision})", args.device),
+        seconds,
+        embeddings: Some(out),
+        gpu: monitor.stop(),
+    });
+    drop(encoder);
     let pools = args
         .precisions
         .iter()
         .flat_map(|&precision| [(1, precision), (2, precision)]);
     for (workers, precision) in pools {
-        let mut config = PoolConfig::new(&args.model, vec![args.device; workers]);
-        config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
-        config.max_seq_length = args.max_seq_length;
-        config.precision = precision;
         let pool_options = PoolEncodeOptions {
             encode: options.clone(),
             ..Default::default()
         };
-        let start = Instant::now();
-        let pool = Pool::start(config)?;
-        pool.encode(&texts[..1], &pool_options)?;
-        let first = start.elapsed().as_secs_f64();
-        pool.encode(texts, &pool_options)?; // compiles kernels in every worker
-        let monitor = GpuMonitor::start();
-        let start = Instant::now();
-        let out = pool.encode(texts, &pool_options)?;
-        let seconds = start.elapsed().as_secs_f64();
-        println!(
-            "pool {workers}×{} {precision}: start-up to first result {first:.2} s",
-            args.device
-        );
-        results.push(Measured {
-            name: format!("pool-encode pool {workers}×{} ({precision})", args.device),
-            seconds,
-            embeddings: Some(out.embeddings),
-            gpu: monitor.stop(),
-        });
+        let name = format!("pool-encode pool {workers}×{} ({precision})", args.device);
+        // Warm-up: a whole pass, which compiles kernels in every worker.
+        let config = pool_config(args, vec![args.device; workers], precision)?;
+        results.push(measure_pool(
+            name,
+            config,
+            texts,
+            texts,
+            &pool_options,
+            true,
+        )?);
     }
     let st_f32 = if args.skip_st {
         None
@@ -280,6 +254,45 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     };
     report(&results, texts.len(), tokens, st_f32);
     Ok(())
+}
+
+/// A pool on `devices` whose workers are this program (`worker` subcommand).
+fn pool_config(args: &Args, devices: Vec<Device>, precision: Precision) -> Result<PoolConfig> {
+    let mut config = PoolConfig::new(&args.model, devices);
+    config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
+    config.max_seq_length = args.max_seq_length;
+    config.precision = precision;
+    Ok(config)
+}
+
+/// Starts a pool, times start-up to its first result, encodes `warm_up`, then times `texts`
+/// (sampling the GPU while it runs when `gpu`).
+fn measure_pool(
+    name: String,
+    config: PoolConfig,
+    texts: &[String],
+    warm_up: &[String],
+    options: &PoolEncodeOptions,
+    gpu: bool,
+) -> Result<Measured> {
+    let start = Instant::now();
+    let pool = Pool::start(config)?;
+    pool.encode(&texts[..1], options)?;
+    println!(
+        "{name}: start-up to first result {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    pool.encode(warm_up, options)?;
+    let monitor = gpu.then(GpuMonitor::start);
+    let start = Instant::now();
+    let out = pool.encode(texts, options)?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(Measured {
+        name,
+        seconds,
+        embeddings: Some(out.embeddings),
+        gpu: monitor.and_then(GpuMonitor::stop),
+    })
 }
 
 /// Prints the table, each row's ratio to the first ST row, and every row's agreement with it.

@@ -7,7 +7,7 @@ use crate::device::Device;
 pub fn available_devices() -> Vec<Device> {
     let cuda = cuda_device_count().unwrap_or(0);
     let mut devices: Vec<Device> = (0..cuda).map(Device::Cuda).collect();
-    devices.extend((0..wgpu_adapters().len()).map(Device::Wgpu));
+    devices.extend((0..wgpu_adapter_count()).map(Device::Wgpu));
     devices
 }
 
@@ -114,9 +114,14 @@ pub fn wgpu_adapters() -> Vec<WgpuAdapter> {
         .collect()
 }
 
+#[cfg(feature = "wgpu")]
+fn wgpu_adapter_count() -> usize {
+    wgpu_adapters().len()
+}
+
 #[cfg(not(feature = "wgpu"))]
-pub fn wgpu_adapters() -> Vec<()> {
-    Vec::new()
+fn wgpu_adapter_count() -> usize {
+    0
 }
 
 /// The cubecl device for `wgpu:index`, or why there is none.
