@@ -46,7 +46,8 @@ fn check_model(name: &str, dir: &std::path::Path) {
     }
 
     let embeddings = encoder.encode(&texts, &options()).unwrap();
-    assert_close(
+    assert_close_on(
+        test_device(),
         &format!("{name}: embeddings"),
         &embeddings,
         &reference(name, "embeddings.npy"),
@@ -67,16 +68,23 @@ fn check_model(name: &str, dir: &std::path::Path) {
         8,
         single.dim(),
     );
-    assert_close(&format!("{name}: batch_size 1"), &single, &expected_first);
+    assert_close_on(
+        test_device(),
+        &format!("{name}: batch_size 1"),
+        &single,
+        &expected_first,
+    );
 
     let (a, b) = (rows(&embeddings, 0..6), rows(&embeddings, 6..12));
-    assert_close(
+    assert_close_on(
+        test_device(),
         &format!("{name}: similarity"),
         &encoder.similarity(&a, &b),
         &reference(name, "similarity.npy"),
     );
     let pairwise = encoder.similarity_pairwise(&a, &b);
-    assert_close(
+    assert_close_on(
+        test_device(),
         &format!("{name}: similarity_pairwise"),
         &Embeddings::new(pairwise, 1, 6),
         &reshape(reference(name, "similarity_pairwise.npy"), 1, 6),
@@ -92,7 +100,8 @@ fn check_model(name: &str, dir: &std::path::Path) {
             },
         )
         .unwrap();
-    assert_close(
+    assert_close_on(
+        test_device(),
         &format!("{name}: truncate_dim 8 + normalize"),
         &truncated,
         &reference(name, "truncate_dim_8_normalized.npy"),
@@ -120,7 +129,8 @@ fn check_model(name: &str, dir: &std::path::Path) {
         .flat_map(|t| t.as_slice().iter().copied())
         .collect();
     let total = all.len() / hidden;
-    assert_close(
+    assert_close_on(
+        test_device(),
         &format!("{name}: token embeddings"),
         &Embeddings::new(all, total, hidden),
         &reference(name, "token_embeddings.npy"),
@@ -130,12 +140,14 @@ fn check_model(name: &str, dir: &std::path::Path) {
         .as_object()
         .is_some_and(|p| p.values().any(|v| v.as_str() != Some("")))
     {
-        assert_close(
+        assert_close_on(
+            test_device(),
             &format!("{name}: encode_query"),
             &encoder.encode_query(&texts, &options()).unwrap(),
             &reference(name, "encode_query.npy"),
         );
-        assert_close(
+        assert_close_on(
+            test_device(),
             &format!("{name}: encode_document"),
             &encoder.encode_document(&texts, &options()).unwrap(),
             &reference(name, "encode_document.npy"),
@@ -144,7 +156,8 @@ fn check_model(name: &str, dir: &std::path::Path) {
 
     encoder.set_max_seq_length(40).unwrap();
     assert_eq!(encoder.max_seq_length(), 40);
-    assert_close(
+    assert_close_on(
+        test_device(),
         &format!("{name}: max_seq_length 40"),
         &encoder.encode(&texts, &options()).unwrap(),
         &reference(name, "embeddings_max_seq_length_40.npy"),

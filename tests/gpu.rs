@@ -19,22 +19,6 @@ fn gpu_device(test: &str) -> Option<Device> {
     }
 }
 
-/// The f32 bounds for `device` and a reference. CUDA: cubecl runs f32 matrix products on tensor
-/// cores in TF32 (10-bit mantissa inputs, f32 accumulation), as torch does with `allow_tf32`;
-/// measured on an H100 that keeps every row's cosine above 0.9999998 but moves single values by
-/// up to 1.4e-4 on normalized outputs and 3.4e-3 on large unnormalized ones, so the bound there
-/// is relative: 1e-3 of the reference's largest magnitude (at least 1e-3). wgpu (lavapipe)
-/// computes plain f32 and meets the CPU bounds.
-fn f32_bounds(device: Device, expected: &Embeddings) -> (f64, f32) {
-    match device {
-        Device::Cuda(_) => {
-            let scale = expected.as_slice().iter().fold(1f32, |m, v| m.max(v.abs()));
-            (MIN_COSINE, 1e-3 * scale)
-        }
-        _ => (MIN_COSINE, MAX_ABS_DIFF),
-    }
-}
-
 fn options() -> EncodeOptions {
     EncodeOptions {
         batch_size: 16,
@@ -92,6 +76,29 @@ fn f32_matches_sentence_transformers() {
             );
         }
     }
+    // Batches in flight at once (one host thread and device stream each) give the same rows
+    // as one batch at a time; small batches make many of them.
+    let mut encoder = SentenceEncoder::load(tiny_model_dir(TINY_MODELS[0]), device).unwrap();
+    let small = EncodeOptions {
+        batch_size: 4,
+        ..options()
+    };
+    encoder.set_concurrent_batches(1).unwrap();
+    let one_at_a_time = encoder.encode(&texts, &small).unwrap();
+    for batches in [2, 4] {
+        encoder.set_concurrent_batches(batches).unwrap();
+        let (cos, diff) = assert_close_within(
+            &format!(
+                "{} on {device}, {batches} batches in flight",
+                TINY_MODELS[0]
+            ),
+            &encoder.encode(&texts, &small).unwrap(),
+            &one_at_a_time,
+            0.9999999,
+            1e-6,
+        );
+        eprintln!("{batches} batches in flight vs 1: worst cosine {cos:.8}, max |diff| {diff:.2e}");
+    }
     let n = minilm_count(texts.len());
     let encoder = SentenceEncoder::load(minilm_dir(), device).unwrap();
     let expected = first_rows(&reference("all-MiniLM-L6-v2", "embeddings.npy"), n);
@@ -122,6 +129,18 @@ fn f32_matches_sentence_transformers() {
         min_cosine,
         max_abs,
     );
+}
+
+/// The CPU backend parallelises inside each batch: more than one in flight is refused.
+#[test]
+fn concurrent_batches_need_a_gpu() {
+    let mut encoder =
+        SentenceEncoder::load(tiny_model_dir(TINY_MODELS[0]), Device::default()).unwrap();
+    assert_eq!(encoder.concurrent_batches(), 1);
+    let error = encoder.set_concurrent_batches(2).unwrap_err().to_string();
+    assert!(error.contains("need a GPU"), "{error}");
+    assert!(encoder.set_concurrent_batches(0).is_err());
+    encoder.set_concurrent_batches(1).unwrap();
 }
 
 /// A second precision on a device this process already uses is refused (burn keeps one float

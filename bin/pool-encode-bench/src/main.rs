@@ -54,6 +54,10 @@ struct Args {
     /// Padded tokens per batch at most, for our side (ST has no such option).
     #[arg(long)]
     max_batch_tokens: Option<usize>,
+    /// GPU comparison: batches in flight at once in process, one row each (pool workers use
+    /// the encoder's default).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    concurrent_batches: Vec<usize>,
     /// GPU comparison: batch size for ST (default: --batch-size).
     #[arg(long)]
     st_batch_size: Option<usize>,
@@ -208,17 +212,23 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     let start = Instant::now();
     encoder.encode(texts, &options)?;
     let cold = start.elapsed().as_secs_f64();
-    let monitor = GpuMonitor::start();
-    let start = Instant::now();
-    let out = encoder.encode(texts, &options)?;
-    let seconds = start.elapsed().as_secs_f64();
     println!("in process {precision}: first pass (kernel compilation included) {cold:.2} s");
-    results.push(Measured {
-        name: format!("pool-encode in process ({}, {precision})", args.device),
-        seconds,
-        embeddings: Some(out),
-        gpu: monitor.stop(),
-    });
+    for &batches in &args.concurrent_batches {
+        encoder.set_concurrent_batches(batches)?;
+        let monitor = GpuMonitor::start();
+        let start = Instant::now();
+        let out = encoder.encode(texts, &options)?;
+        let seconds = start.elapsed().as_secs_f64();
+        results.push(Measured {
+            name: format!(
+                "pool-encode in process ({}, {precision}, {batches} in flight)",
+                args.device
+            ),
+            seconds,
+            embeddings: Some(out),
+            gpu: monitor.stop(),
+        });
+    }
     drop(encoder);
     let pools = args
         .precisions

@@ -49,6 +49,9 @@ struct BurnRunner<B: Backend> {
     device: B::Device,
     /// Set for `cpu:N`: every forward runs inside this pool of N threads.
     threads: Option<rayon::ThreadPool>,
+    /// GPU backends: the count of device-thread panics when the model was loaded
+    /// ([`device_panics`]); any later one means this device's results can no longer be trusted.
+    device_panics_at_load: Option<u64>,
 }
 
 impl<B: Backend> BurnRunner<B> {
@@ -57,27 +60,98 @@ impl<B: Backend> BurnRunner<B> {
         device: B::Device,
         threads: Option<rayon::ThreadPool>,
         attention: Attention,
+        gpu: bool,
     ) -> Result<Box<dyn ModelRunner>>
     where
         B::Device: Send + Sync,
         SentenceModel<B>: Send + Sync,
     {
+        // GPU backends run work on cubecl's device threads, whose panics must be watched.
+        let device_panics_at_load = gpu.then(device_panics::watch);
         let model = guard(|| SentenceModel::load(folder, &device))??.with_attention(attention);
         Ok(Box::new(BurnRunner {
             model,
             device,
             threads,
+            device_panics_at_load,
         }))
     }
 
     /// Runs `f` on this runner's threads, turning a backend panic (a GPU allocation failure is
     /// one) into an error instead of unwinding through the caller.
     fn run<const D: usize>(&self, f: impl FnOnce() -> Tensor<B, D> + Send) -> Result<Vec<f32>> {
+        self.check_device()?;
         let read = || guard(|| host_values(f()));
-        match &self.threads {
+        let values = match &self.threads {
             Some(pool) => pool.install(read),
             None => read(),
+        }?;
+        // A device task that failed while this batch ran leaves its values unwritten.
+        self.check_device()?;
+        Ok(values)
+    }
+
+    fn check_device(&self) -> Result<()> {
+        match self.device_panics_at_load {
+            Some(at_load) if device_panics::count() != at_load => {
+                let error = classify(format!(
+                    "the GPU backend failed in this process ({}); its results can no longer be trusted: encode in a new process (pool workers are replaced on their own)",
+                    device_panics::first()
+                ));
+                Err(error)
+            }
+            _ => Ok(()),
         }
+    }
+}
+
+/// cubecl runs GPU work on device-service threads (named `DSU-…` / `DSD-…` in cubecl 0.10) and,
+/// when a task there panics, logs it and drops the task: the kernels after it read buffers that
+/// were never written, and the results come back without an error. Seen on an H100: a 24 GiB
+/// allocation failed ("can't allocate buffer") and the call returned rows. A panic hook counts
+/// those threads' panics, so a GPU runner can refuse to return results once one has happened.
+mod device_panics {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, Once};
+
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    /// The first one's message: later ones (e.g. "Memory page 0 doesn't exist") follow from it.
+    static FIRST: Mutex<String> = Mutex::new(String::new());
+
+    /// Installs the hook (once; the previous hook still runs) and returns the current count.
+    pub fn watch() -> u64 {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let thread = std::thread::current();
+                let name = thread.name().unwrap_or_default();
+                if name.starts_with("DSU-") || name.starts_with("DSD-") {
+                    let message = info
+                        .payload()
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let mut first = FIRST.lock().unwrap_or_else(|e| e.into_inner());
+                    if first.is_empty() {
+                        *first = super::first_line(&message);
+                    }
+                    COUNT.fetch_add(1, Ordering::SeqCst);
+                }
+                previous(info);
+            }));
+        });
+        count()
+    }
+
+    pub fn count() -> u64 {
+        COUNT.load(Ordering::SeqCst)
+    }
+
+    /// The first line of the first such panic's message.
+    pub fn first() -> String {
+        FIRST.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -123,17 +197,25 @@ fn guard<T>(f: impl FnOnce() -> T) -> Result<T> {
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown panic".into());
-        let lower = message.to_lowercase();
-        if lower.contains("out of memory")
-            || lower.contains("out-of-memory")
-            || lower.contains("outofmemory")
-            || lower.contains("buffertoobig")
-        {
-            EncodeError::OutOfMemory(first_line(&message))
-        } else {
-            EncodeError::Backend(first_line(&message))
-        }
+        classify(first_line(&message))
     })
+}
+
+/// A backend failure's message → [`EncodeError::OutOfMemory`] when it is about device memory,
+/// else [`EncodeError::Backend`].
+fn classify(message: String) -> EncodeError {
+    let lower = message.to_lowercase();
+    if lower.contains("out of memory")
+        || lower.contains("out-of-memory")
+        || lower.contains("outofmemory")
+        || lower.contains("buffertoobig")
+        // cubecl-cuda's message for a failed device allocation
+        || lower.contains("can't allocate")
+    {
+        EncodeError::OutOfMemory(message)
+    } else {
+        EncodeError::Backend(message)
+    }
 }
 
 fn first_line(message: &str) -> String {
@@ -161,7 +243,7 @@ pub(crate) fn load(
                         .map_err(|e| EncodeError::InvalidOption(format!("cpu:{n}: {e}")))
                 })
                 .transpose()?;
-            BurnRunner::<Cpu>::load(folder, Default::default(), pool, Attention::Fused)
+            BurnRunner::<Cpu>::load(folder, Default::default(), pool, Attention::Fused, false)
         }
         Device::Cuda(index) => cuda::load(folder, index, precision),
         Device::Wgpu(index) => wgpu::load(folder, index, precision),
@@ -225,13 +307,13 @@ mod cuda {
         check_one_precision::<Cuda>(&device, index, precision)?;
         match precision {
             Precision::F32 => {
-                BurnRunner::<Cuda<f32>>::load(folder, device, None, Attention::Explicit)
+                BurnRunner::<Cuda<f32>>::load(folder, device, None, Attention::Explicit, true)
             }
             Precision::F16 => {
-                BurnRunner::<Cuda<f16>>::load(folder, device, None, Attention::Explicit)
+                BurnRunner::<Cuda<f16>>::load(folder, device, None, Attention::Explicit, true)
             }
             Precision::Bf16 => {
-                BurnRunner::<Cuda<bf16>>::load(folder, device, None, Attention::Explicit)
+                BurnRunner::<Cuda<bf16>>::load(folder, device, None, Attention::Explicit, true)
             }
         }
     }
@@ -265,10 +347,10 @@ mod wgpu {
         check_one_precision::<Wgpu>(&device, index, precision)?;
         match precision {
             Precision::F32 => {
-                BurnRunner::<Wgpu<f32>>::load(folder, device, None, Attention::Explicit)
+                BurnRunner::<Wgpu<f32>>::load(folder, device, None, Attention::Explicit, true)
             }
             Precision::F16 => {
-                BurnRunner::<Wgpu<f16>>::load(folder, device, None, Attention::Explicit)
+                BurnRunner::<Wgpu<f16>>::load(folder, device, None, Attention::Explicit, true)
             }
             Precision::Bf16 => Err(EncodeError::InvalidOption(
                 "precision bf16 is not available on wgpu (WGSL has no bf16); use f16 or f32".into(),
@@ -285,5 +367,43 @@ mod wgpu {
         Err(EncodeError::Device(format!(
             "device wgpu:{index} needs a build with the `wgpu` feature (cargo build --features wgpu)"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Panics on cubecl device-service threads are counted and the first one kept; others are not.
+    #[test]
+    fn device_thread_panics_are_counted_and_classified() {
+        let before = device_panics::watch();
+        let panic_on = |name: &str, message: &'static str| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || panic!("{message}"))
+                .unwrap()
+                .join()
+                .unwrap_err();
+        };
+        panic_on("some-other-thread", "not a device failure");
+        assert_eq!(device_panics::count(), before);
+        panic_on(
+            "DSD-0-0",
+            "can't allocate buffer of size: 25769803776\nmore",
+        );
+        assert_eq!(device_panics::count(), before + 1);
+        assert_eq!(
+            device_panics::first(),
+            "can't allocate buffer of size: 25769803776"
+        );
+        assert!(matches!(
+            classify(device_panics::first()),
+            EncodeError::OutOfMemory(_)
+        ));
+        assert!(matches!(
+            classify("Memory page 0 doesn't exist".into()),
+            EncodeError::Backend(_)
+        ));
     }
 }

@@ -120,7 +120,16 @@ pub struct SentenceEncoder {
     /// per shape (fewer widths, fewer compilations) and whose tensor cores want multiples of 8.
     /// Its effect alone was not measured.
     pad_to_multiple: usize,
+    /// GPU batches in flight at once, one host thread each. burn gives every thread its own
+    /// device stream, so while one thread waits for its batch's result another builds and
+    /// launches the next, and the GPU does not idle between batches. `None`: one at a time
+    /// (the CPU backend already uses every thread it is given inside each batch).
+    batch_threads: Option<rayon::ThreadPool>,
 }
+
+/// Batches a GPU encoder keeps in flight unless told otherwise
+/// ([`SentenceEncoder::set_concurrent_batches`]).
+pub const DEFAULT_GPU_CONCURRENT_BATCHES: usize = 2;
 
 impl SentenceEncoder {
     /// Loads a model folder (or, with the `hub` feature, a hub model id) onto `device`, in f32.
@@ -152,17 +161,20 @@ impl SentenceEncoder {
             })?,
         };
         let runner = backend::load(folder, device, precision)?;
-        Ok(SentenceEncoder {
+        let gpu = !matches!(device, Device::Cpu { .. });
+        let mut encoder = SentenceEncoder {
             runner,
             tokenizer,
             device,
             precision,
             similarity,
-            pad_to_multiple: match device {
-                Device::Cpu { .. } => 1,
-                Device::Cuda(_) | Device::Wgpu(_) => 8,
-            },
-        })
+            pad_to_multiple: if gpu { 8 } else { 1 },
+            batch_threads: None,
+        };
+        if gpu {
+            encoder.set_concurrent_batches(DEFAULT_GPU_CONCURRENT_BATCHES)?;
+        }
+        Ok(encoder)
     }
 }
 
@@ -211,6 +223,39 @@ impl SentenceEncoder {
             )));
         }
         self.tokenizer.set_max_seq_length(max_seq_length)
+    }
+
+    /// Batches in flight at once on a GPU (at least 1; default
+    /// [`DEFAULT_GPU_CONCURRENT_BATCHES`]). Each one holds its own activations in device memory.
+    /// A CPU encoder accepts only 1: its backend parallelises inside each batch.
+    pub fn set_concurrent_batches(&mut self, batches: usize) -> Result<()> {
+        if batches == 0 {
+            return Err(EncodeError::InvalidOption(
+                "concurrent batches must be at least 1".into(),
+            ));
+        }
+        if batches > 1 && matches!(self.device, Device::Cpu { .. }) {
+            return Err(EncodeError::InvalidOption(format!(
+                "{batches} concurrent batches need a GPU device; use cpu:N threads on the CPU"
+            )));
+        }
+        self.batch_threads = if batches == 1 {
+            None
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(batches)
+                .thread_name(|i| format!("gpu-batches-{i}"))
+                .build()
+                .map_err(|e| EncodeError::InvalidOption(format!("{batches} batch threads: {e}")))?;
+            Some(pool)
+        };
+        Ok(())
+    }
+
+    pub fn concurrent_batches(&self) -> usize {
+        self.batch_threads
+            .as_ref()
+            .map_or(1, rayon::ThreadPool::current_num_threads)
     }
 
     pub fn similarity_fn(&self) -> SimilarityFn {
@@ -283,15 +328,20 @@ impl SentenceEncoder {
         options.validate()?;
         let dim = self.embedding_dimension();
         let mut out = vec![0f32; prepared.len() * dim];
-        self.for_each_batch(prepared, options, |batch_rows, batch| {
-            let values = self
-                .runner
-                .sentence_embeddings(batch, prepared.prompt_length)?;
-            for (k, &row) in batch_rows.iter().enumerate() {
-                out[row * dim..(row + 1) * dim].copy_from_slice(&values[k * dim..(k + 1) * dim]);
-            }
-            Ok(())
-        })?;
+        self.for_each_batch(
+            prepared,
+            options,
+            |batch| {
+                self.runner
+                    .sentence_embeddings(batch, prepared.prompt_length)
+            },
+            |batch_rows, _, values| {
+                for (k, &row) in batch_rows.iter().enumerate() {
+                    out[row * dim..(row + 1) * dim]
+                        .copy_from_slice(&values[k * dim..(k + 1) * dim]);
+                }
+            },
+        )?;
         let mut embeddings = Embeddings::new(out, prepared.len(), dim);
         if let Some(d) = options.truncate_dim {
             embeddings.truncate_dim(d);
@@ -333,30 +383,35 @@ impl SentenceEncoder {
         let prepared = self.prepare(texts, options)?;
         let hidden = self.runner.model().hidden_size();
         let mut out = vec![Embeddings::default(); texts.len()];
-        self.for_each_batch(&prepared, options, |batch_rows, batch| {
-            let values = self.runner.token_embeddings(batch)?;
-            let s = batch.seq_len;
-            for (k, &row) in batch_rows.iter().enumerate() {
-                let len = batch.mask[k * s..(k + 1) * s]
-                    .iter()
-                    .filter(|&&m| m != 0)
-                    .count();
-                let start = k * s * hidden;
-                out[row] =
-                    Embeddings::new(values[start..start + len * hidden].to_vec(), len, hidden);
-            }
-            Ok(())
-        })?;
+        self.for_each_batch(
+            &prepared,
+            options,
+            |batch| self.runner.token_embeddings(batch),
+            |batch_rows, batch, values| {
+                let s = batch.seq_len;
+                for (k, &row) in batch_rows.iter().enumerate() {
+                    let len = batch.mask[k * s..(k + 1) * s]
+                        .iter()
+                        .filter(|&&m| m != 0)
+                        .count();
+                    let start = k * s * hidden;
+                    out[row] =
+                        Embeddings::new(values[start..start + len * hidden].to_vec(), len, hidden);
+                }
+            },
+        )?;
         Ok(out)
     }
 
-    /// Calls `f` with the input rows of each batch and the padded batch. Batches follow
-    /// `batch_size` and `max_batch_tokens`.
+    /// Runs `forward` on each batch (batches follow `batch_size` and `max_batch_tokens`) and
+    /// hands `store` the batch's input rows, the padded batch and `forward`'s values. With batch
+    /// threads the forwards overlap and `store` sees the batches in the order they finish.
     fn for_each_batch(
         &self,
         prepared: &PreparedTexts,
         options: &EncodeOptions,
-        mut f: impl FnMut(&[usize], &TokenBatch) -> Result<()>,
+        forward: impl Fn(&TokenBatch) -> Result<Vec<f32>> + Sync,
+        mut store: impl FnMut(&[usize], &TokenBatch, Vec<f32>),
     ) -> Result<()> {
         let lengths: Vec<usize> = prepared
             .order
@@ -364,18 +419,59 @@ impl SentenceEncoder {
             .map(|&i| prepared.encodings[i].len())
             .collect();
         let budget = options.max_batch_tokens.unwrap_or(usize::MAX);
+        let mut bounds = Vec::new();
         let mut start = 0;
         while start < lengths.len() {
             let end = start + next_batch_len(&lengths[start..], options.batch_size, budget);
-            let rows = &prepared.order[start..end];
-            let encodings: Vec<&Encoding> = rows.iter().map(|&i| &prepared.encodings[i]).collect();
-            f(
-                rows,
-                &self.tokenizer.batch(&encodings, self.pad_to_multiple),
-            )?;
+            bounds.push(start..end);
             start = end;
         }
-        Ok(())
+        let run = |range: &std::ops::Range<usize>| -> Result<(TokenBatch, Vec<f32>)> {
+            let rows = &prepared.order[range.clone()];
+            let encodings: Vec<&Encoding> = rows.iter().map(|&i| &prepared.encodings[i]).collect();
+            let batch = self.tokenizer.batch(&encodings, self.pad_to_multiple);
+            let values = forward(&batch)?;
+            Ok((batch, values))
+        };
+        match &self.batch_threads {
+            None => {
+                for range in &bounds {
+                    let (batch, values) = run(range)?;
+                    store(&prepared.order[range.clone()], &batch, values);
+                }
+                Ok(())
+            }
+            Some(threads) => {
+                // Each thread takes the next batch when its previous one is done, so the
+                // batches in flight never exceed the threads; results come back as they finish.
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let (sender, receiver) = std::sync::mpsc::channel();
+                threads.in_place_scope(|scope| {
+                    for _ in 0..threads.current_num_threads() {
+                        let (next, bounds, sender, run) = (&next, &bounds, sender.clone(), &run);
+                        scope.spawn(move |_| {
+                            loop {
+                                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let Some(range) = bounds.get(i) else { break };
+                                let result = run(range);
+                                let failed = result.is_err();
+                                if sender.send((i, result)).is_err() || failed {
+                                    // Stop the others early: no batch after a failure is needed.
+                                    next.store(bounds.len(), std::sync::atomic::Ordering::Relaxed);
+                                    break;
+                                }
+                            }
+                        });
+                    }
+                    drop(sender);
+                    for (i, result) in receiver {
+                        let (batch, values) = result?;
+                        store(&prepared.order[bounds[i].clone()], &batch, values);
+                    }
+                    Ok(())
+                })
+            }
+        }
     }
 
     /// ST's rule: an explicit prompt wins, then `prompt_name`, then the model's default prompt.

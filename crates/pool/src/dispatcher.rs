@@ -370,8 +370,47 @@ impl Dispatcher {
                         .send(TaskOutcome::Failed(PoolError::Encode(error)));
                 }
             }
+            WorkerMessage::OutOfMemory { task, error } => {
+                let worker = &mut self.workers[w];
+                worker.in_flight.retain(|_, (t, _)| *t != task);
+                let device = worker.device;
+                // Taken off the worker before its exit, so the death is not charged to the task.
+                if let Some(task) = self.tasks.remove(&task) {
+                    self.retry_with_smaller_batches(task, w, device, &error);
+                }
+            }
             WorkerMessage::Abandoned => {}
         }
+    }
+
+    /// A task ran its worker's device out of memory: queue it again with batches half as large
+    /// (in texts and in the token budget), or fail its call when one text per batch was too much.
+    fn retry_with_smaller_batches(
+        &mut self,
+        mut task: Task,
+        w: usize,
+        device: Device,
+        error: &str,
+    ) {
+        let rows = task.options.batch_size.min(task.texts.len());
+        if rows <= 1 {
+            let row = task.offset;
+            let _ = task.reply.send(TaskOutcome::Failed(PoolError::Encode(format!(
+                "{device} ran out of memory encoding row {row} alone ({error}); lower max_seq_length or use a device with more memory"
+            ))));
+            return;
+        }
+        let mut options = (*task.options).clone();
+        options.batch_size = rows / 2;
+        options.max_batch_tokens = options.max_batch_tokens.map(|t| (t / 2).max(1));
+        eprintln!(
+            "pool-encode: worker {w} ({device}) ran out of memory on batches of {rows} texts ({error}); retrying rows {}..{} with batches of {}",
+            task.offset,
+            task.offset + task.texts.len(),
+            options.batch_size
+        );
+        task.options = Arc::new(options);
+        self.requeue_front(task);
     }
 
     /// The worker's process is gone: requeue (or narrow down) its tasks and start a new one.

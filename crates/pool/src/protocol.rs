@@ -41,6 +41,10 @@ pub enum WorkerMessage {
     },
     /// Encoding returned an error (bad option, prompt name…): reported, not retried.
     Failed { task: u64, error: String },
+    /// The device ran out of memory on task `task`. The worker exits next (a failed GPU
+    /// allocation leaves burn's device unusable in that process); the task is retried with
+    /// batches half as large on a fresh worker.
+    OutOfMemory { task: u64, error: String },
     /// The worker could not start (model folder broken, device missing…).
     StartupFailed { error: String },
     /// Sent by the coordinator to itself to unblock `accept` when a worker died before connecting.

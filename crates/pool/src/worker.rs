@@ -111,12 +111,17 @@ pub fn main(args: &[String]) -> ExitCode {
     let mut slots: Vec<Option<IpcSharedMemory>> = Vec::new();
     // Ends when the tokenizer thread does: on Shutdown, or when the coordinator is gone.
     for job in prepared {
+        #[cfg_attr(not(feature = "fault-injection"), allow(unused_mut))]
+        let mut prepared = job.prepared;
         #[cfg(feature = "fault-injection")]
-        fault_injection::maybe_fail(&job.texts);
-        let message = match job
-            .prepared
-            .and_then(|prepared| encoder.encode_prepared(&prepared, &job.options))
         {
+            fault_injection::maybe_fail(&job.texts);
+            if let Some(error) = fault_injection::simulated_out_of_memory(&job.texts, &job.options)
+            {
+                prepared = Err(error);
+            }
+        }
+        let message = match prepared.and_then(|p| encoder.encode_prepared(&p, &job.options)) {
             Ok(embeddings) => {
                 let (rows, dim) = (embeddings.rows(), embeddings.dim());
                 let region = write_slot(&mut slots, job.slot, embeddings.as_slice());
@@ -128,10 +133,19 @@ pub fn main(args: &[String]) -> ExitCode {
                     region,
                 }
             }
-            // The backend failed (out of memory, a kernel error): its device may be unusable
-            // (burn 0.21's CUDA server thread dies on a failed allocation). Exit, so that the
-            // pool retries the chunk on a fresh worker and splits it if it keeps failing.
-            Err(e @ (EncodeError::OutOfMemory(_) | EncodeError::Backend(_))) => {
+            // The backend failed: its device may be unusable (burn 0.21's CUDA server thread
+            // dies on a failed allocation). Exit, so that a fresh worker takes the chunk over:
+            // with smaller batches after running out of memory (the coordinator halves them),
+            // else as a worker death (a chunk that keeps killing workers is split).
+            Err(EncodeError::OutOfMemory(error)) => {
+                eprintln!("pool-encode-worker: out of device memory: {error}; exiting");
+                let _ = to_coordinator.send(WorkerMessage::OutOfMemory {
+                    task: job.task,
+                    error,
+                });
+                return ExitCode::from(70);
+            }
+            Err(e @ EncodeError::Backend(_)) => {
                 eprintln!("pool-encode-worker: {e}; exiting so a fresh worker takes over");
                 return ExitCode::from(70);
             }
@@ -238,6 +252,25 @@ mod fault_injection {
         if std::env::var_os("POOL_ENCODE_FAULT_CRASH_AT_START").is_some() {
             std::process::abort();
         }
+    }
+
+    /// With `$POOL_ENCODE_FAULT_OOM_ABOVE_BATCH=N`, a task whose batches would hold more than N
+    /// texts fails as a GPU out of memory would: how the tests exercise the retry with
+    /// smaller batches without a GPU.
+    pub fn simulated_out_of_memory(
+        texts: &[String],
+        options: &pool_encode_encoder::EncodeOptions,
+    ) -> Option<pool_encode_encoder::EncodeError> {
+        let limit: usize = std::env::var("POOL_ENCODE_FAULT_OOM_ABOVE_BATCH")
+            .ok()?
+            .parse()
+            .ok()?;
+        let rows = options.batch_size.min(texts.len());
+        (rows > limit).then(|| {
+            pool_encode_encoder::EncodeError::OutOfMemory(format!(
+                "simulated: batches of {rows} texts, more than {limit}"
+            ))
+        })
     }
 
     /// Aborts on a text containing `$POOL_ENCODE_FAULT_CRASH`, hangs on one containing
