@@ -1,9 +1,11 @@
 //! `pool-encode encode`: stream records from the input through the worker pool and append the
 //! rows, in input order, to the output. The output is written under `<output>.partial` and
 //! renamed only when every record is in, so a failed or interrupted run never leaves a file that
-//! looks complete.
+//! looks complete. Progress goes to stderr while it runs, and a run report (JSON) next to the
+//! output when it ends.
 
 use std::cell::RefCell;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
@@ -14,6 +16,8 @@ use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::progress;
+use crate::report::{Outcome, RunReport, Status};
 use crate::settings::EncodeSettings;
 
 pub fn run(settings: &EncodeSettings) -> Result<()> {
@@ -44,13 +48,15 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     )?;
 
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     // A hub id is downloaded once here; the workers load the local folder.
     let model = pool_encode_encoder::resolve_model(settings.model.as_ref())?;
-    let mut config = PoolConfig::new(model, settings.devices.clone());
+    let mut config = PoolConfig::new(&model, settings.devices.clone());
     // This binary is its own worker (`pool-encode worker …`): one file to deploy.
     config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
     config.max_seq_length = settings.max_seq_length;
     config.precision = settings.precision;
+    config.gpu_batches_in_flight = settings.gpu_batches_in_flight;
     let pool = Pool::start(config)?;
     let options = PoolEncodeOptions {
         encode: EncodeOptions {
@@ -72,9 +78,17 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         devices.len(),
         devices.join(",")
     );
-    let ready = Instant::now();
+    let report = RunReport {
+        settings,
+        model_folder: model,
+        dimension: dim,
+        started_at,
+        started,
+        ready: Instant::now(),
+    };
 
     // A bad record ends the input there; the rows before it are still encoded and written.
+    let position = reader.position();
     let bad_record: RefCell<Option<IoError>> = RefCell::new(None);
     let texts = std::iter::from_fn(|| match reader.next()? {
         Ok(record) => Some(record.text),
@@ -84,13 +98,6 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         }
     });
     let mut writer = NpyWriter::create(output, dim)?;
-    let kept = |writer: &NpyWriter| {
-        format!(
-            "{} embeddings computed before this error are in {} (the output was not completed)",
-            writer.rows(),
-            partial_path(output).display()
-        )
-    };
     // Ctrl-C / SIGTERM: stop the workers cleanly (they ignore SIGINT themselves) and keep what
     // was computed; the stream then ends with `PoolError::Stopped`.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -103,41 +110,72 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
                 pool.stop();
             }
         });
+        let (stop_progress, stopped) = std::sync::mpsc::channel();
+        if let Some(interval) = settings.progress_interval {
+            let sources = progress::Sources {
+                pool: &pool,
+                input: position,
+                since: report.ready,
+            };
+            let terminal = std::io::stderr().is_terminal();
+            scope.spawn(move || progress::report_until(sources, interval, terminal, stopped));
+        }
         let result = (|| -> Result<()> {
             // Length-sorted windows of 8 chunks per worker: chunks pad little, memory stays flat.
             let window = settings.chunk_size * pool.workers() * 8;
             for piece in pool.encode_stream_sorted(texts, &options, window) {
-                match piece {
-                    Ok(piece) => writer.write_rows(piece.embeddings.as_slice())?,
-                    Err(e) => match interrupted.load(Ordering::SeqCst) {
-                        0 => bail!("{e}\n{}", kept(&writer)),
-                        signal => bail!("interrupted by signal {signal}\n{}", kept(&writer)),
-                    },
-                }
+                let piece = piece?;
+                writer.write_rows(piece.embeddings.as_slice())?;
             }
             Ok(())
         })();
+        drop(stop_progress);
         signals_handle.close();
         result
     });
-    if let Err(e) = outcome {
-        if interrupted.load(Ordering::SeqCst) != 0 {
-            eprintln!("error: {e:#}");
-            std::process::exit(130);
-        }
-        return Err(e);
-    }
-    if let Some(e) = bad_record.into_inner() {
-        bail!("{e}\n{}", kept(&writer));
-    }
+    let signal = interrupted.load(Ordering::SeqCst);
+    let error = match (outcome, bad_record.into_inner()) {
+        (Err(_), _) if signal != 0 => Some(format!("interrupted by signal {signal}")),
+        (Err(e), _) => Some(format!("{e:#}")),
+        (Ok(()), Some(e)) => Some(e.to_string()),
+        (Ok(()), None) => None,
+    };
     let rows = writer.rows();
-    let path = writer.finish()?;
-    let seconds = ready.elapsed().as_secs_f64();
+    let (status, output_file) = match &error {
+        None => (Status::Complete, writer.finish()?),
+        Some(_) if signal != 0 => (Status::Interrupted, partial_path(output)),
+        Some(_) => (Status::Failed, partial_path(output)),
+    };
+    let seconds = report.ready.elapsed().as_secs_f64();
+    let report_file = report.finish(&Outcome {
+        status,
+        error: error.clone(),
+        texts: rows,
+        output_file: &output_file,
+        workers: &pool.worker_stats(),
+    })?;
     eprintln!(
-        "pool-encode: {rows} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s)",
+        "pool-encode: {rows} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s); report in {}",
         rows as f64 / seconds.max(1e-9),
-        (ready - started).as_secs_f64()
+        (report.ready - started).as_secs_f64(),
+        report_file.display()
     );
-    println!("{}", path.display());
-    Ok(())
+    match error {
+        None => {
+            println!("{}", output_file.display());
+            Ok(())
+        }
+        Some(error) => {
+            // Nothing computed is lost: the rows so far stay in the `.partial` file.
+            let kept = format!(
+                "{rows} embeddings computed before this error are in {} (the output was not completed)",
+                output_file.display()
+            );
+            if signal != 0 {
+                eprintln!("error: {error}\n{kept}");
+                std::process::exit(130);
+            }
+            bail!("{error}\n{kept}")
+        }
+    }
 }

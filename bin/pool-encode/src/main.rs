@@ -1,6 +1,8 @@
 //! `pool-encode`: the command-line front of the encoder. See `pool-encode encode --help`.
 
 mod encode;
+mod progress;
+mod report;
 mod settings;
 
 use clap::{Parser, Subcommand};

@@ -40,6 +40,10 @@ pub struct EncodeArgs {
     /// what keeps GPU memory bounded when texts are long. Default: no limit.
     #[arg(long)]
     pub max_batch_tokens: Option<usize>,
+    /// Batches each GPU worker runs at once (default 2): while one batch's result is read back,
+    /// the next is built and launched.
+    #[arg(long)]
+    pub gpu_batches_in_flight: Option<usize>,
     /// Texts per chunk handed to a worker (default 1000).
     #[arg(long)]
     pub chunk_size: Option<usize>,
@@ -67,6 +71,10 @@ pub struct EncodeArgs {
     /// Replace an existing output file.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub overwrite: Option<bool>,
+    /// Seconds between progress lines when stderr is not a terminal (default 30; 0: none). On a
+    /// terminal one line is redrawn every second.
+    #[arg(long)]
+    pub progress_interval: Option<f64>,
 }
 
 /// The config file: same names as the flags; an unknown key is an error.
@@ -80,6 +88,7 @@ struct ConfigFile {
     precision: Option<String>,
     batch_size: Option<usize>,
     max_batch_tokens: Option<usize>,
+    gpu_batches_in_flight: Option<usize>,
     chunk_size: Option<usize>,
     max_seq_length: Option<usize>,
     text_field: Option<String>,
@@ -89,6 +98,7 @@ struct ConfigFile {
     prompt_name: Option<String>,
     prompt: Option<String>,
     overwrite: Option<bool>,
+    progress_interval: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +111,8 @@ pub struct EncodeSettings {
     pub precision: Precision,
     pub batch_size: usize,
     pub max_batch_tokens: Option<usize>,
+    /// `None`: the encoder's default.
+    pub gpu_batches_in_flight: Option<usize>,
     pub chunk_size: usize,
     pub max_seq_length: Option<usize>,
     pub text_field: String,
@@ -110,6 +122,8 @@ pub struct EncodeSettings {
     pub prompt_name: Option<String>,
     pub prompt: Option<String>,
     pub overwrite: bool,
+    /// `None`: no progress display.
+    pub progress_interval: Option<std::time::Duration>,
 }
 
 impl EncodeSettings {
@@ -146,6 +160,11 @@ impl EncodeSettings {
                 .or(file.max_batch_tokens)
                 .map(|n| positive(Some(n), n, "max-batch-tokens"))
                 .transpose()?,
+            gpu_batches_in_flight: args
+                .gpu_batches_in_flight
+                .or(file.gpu_batches_in_flight)
+                .map(|n| positive(Some(n), n, "gpu-batches-in-flight"))
+                .transpose()?,
             chunk_size: positive(args.chunk_size.or(file.chunk_size), 1000, "chunk-size")?,
             max_seq_length: args.max_seq_length.or(file.max_seq_length),
             text_field: args
@@ -158,6 +177,12 @@ impl EncodeSettings {
             prompt_name: args.prompt_name.or(file.prompt_name),
             prompt: args.prompt.or(file.prompt),
             overwrite: args.overwrite.or(file.overwrite).unwrap_or(false),
+            progress_interval: match args.progress_interval.or(file.progress_interval) {
+                None => Some(std::time::Duration::from_secs(30)),
+                Some(0.0) => None,
+                Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+                Some(s) => bail!("--progress-interval must be a number of seconds ≥ 0, not {s}"),
+            },
         })
     }
 }

@@ -313,6 +313,96 @@ fn bad_records_stop_the_run_with_file_line_and_field_and_keep_earlier_rows() {
     }
 }
 
+fn read_report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A run says how it goes (plain progress lines when stderr is not a terminal) and leaves a
+/// JSON report next to the output whose counts add up; a failed run's report says so.
+#[test]
+fn progress_lines_and_run_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let out = tmp.path().join("o.npy");
+    // Many copies of the texts, in small chunks, so that the run lasts several intervals.
+    let input = tmp.path().join("in.jsonl");
+    let lines = std::fs::read_to_string(texts_jsonl()).unwrap();
+    std::fs::write(&input, lines.repeat(20)).unwrap();
+    let texts = 211 * 20;
+    let run = pool_encode(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--devices",
+        "cpu:1,cpu:1",
+        "--chunk-size",
+        "50",
+        "--progress-interval",
+        "0.01",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" texts/s, "))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line in:\n{stderr}");
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.contains("tokens/s") && l.contains("cpu:1 ")),
+        "{progress:?}"
+    );
+    let report = read_report(&tmp.path().join("o.npy.report.json"));
+    assert_eq!(report["status"], "complete");
+    assert_eq!(report["texts"], texts);
+    assert_eq!(report["dimension"], 32);
+    assert_eq!(report["output"], s(&out));
+    assert!(report["error"].is_null());
+    let workers = report["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2);
+    let sum = |key: &str| {
+        workers
+            .iter()
+            .map(|w| w[key].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(sum("texts"), texts);
+    assert_eq!(sum("tokens"), report["tokens"].as_u64().unwrap());
+    assert!(report["tokens"].as_u64().unwrap() > texts);
+    assert_eq!(report["settings"]["chunk_size"], 50);
+    assert!(report["seconds"]["encoding"].as_f64().unwrap() > 0.0);
+
+    // A bad record: the report says failed, names the error, and counts the rows kept.
+    std::fs::write(&input, format!("{lines}{{\"title\": \"no text\"}}\n")).unwrap();
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        s(&input),
+        "--output",
+        s(&out),
+        "--overwrite",
+    ]);
+    assert!(err.contains("report in"), "{err}");
+    let report = read_report(&tmp.path().join("o.npy.report.json"));
+    assert_eq!(report["status"], "failed");
+    assert_eq!(report["texts"], 211);
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("in.jsonl:212: missing field"),
+        "{report}"
+    );
+    assert_eq!(report["output"], s(&pool_encode_io::partial_path(&out)));
+}
+
 #[test]
 fn usage_errors() {
     let tmp = tempfile::tempdir().unwrap();
@@ -342,6 +432,32 @@ fn usage_errors() {
         s(&tmp.path().join("o.csv")),
     ]);
     assert!(err.contains("o.csv: unsupported output format"), "{err}");
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--gpu-batches-in-flight",
+        "0",
+    ]);
+    assert!(
+        err.contains("--gpu-batches-in-flight must be at least 1"),
+        "{err}"
+    );
+    let err = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--progress-interval=-1",
+    ]);
+    assert!(err.contains("--progress-interval must be"), "{err}");
     let err = fails(&[
         "encode",
         "--model",

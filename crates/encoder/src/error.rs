@@ -14,7 +14,8 @@ pub enum EncodeError {
     #[error("{0}")]
     Device(String),
     /// The device ran out of memory (lower `max_batch_tokens` / `batch_size`). On burn 0.21's
-    /// CUDA backend the device is unusable afterwards: a pool worker exits and is replaced.
+    /// GPU backends the device is unusable in this process afterwards: every later call fails
+    /// too; a pool worker exits and is replaced, and the pool retries with smaller batches.
     #[error("out of device memory (lower max_batch_tokens or batch_size): {0}")]
     OutOfMemory(String),
     /// The backend failed (it panicked; the message is its first line). The device may be

@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -51,6 +53,36 @@ pub struct InputReader {
     line: u64,
     index: u64,
     buffer: Vec<u8>,
+    position: InputPosition,
+}
+
+/// How far a reader has got, readable from another thread while the reader is consumed
+/// elsewhere (a progress display estimates the total from it).
+#[derive(Debug, Clone)]
+pub struct InputPosition {
+    /// Bytes of the file read so far.
+    bytes: Arc<AtomicU64>,
+    /// Records returned so far.
+    records: Arc<AtomicU64>,
+    /// The file's size when it was opened.
+    pub file_bytes: u64,
+}
+
+impl InputPosition {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// Records in the whole file, extrapolated from those read so far (exact at the end).
+    pub fn estimated_records(&self) -> Option<u64> {
+        let (bytes, records) = (self.bytes(), self.records());
+        (bytes > 0 && records > 0)
+            .then(|| (records as f64 * self.file_bytes.max(bytes) as f64 / bytes as f64) as u64)
+    }
 }
 
 impl InputReader {
@@ -66,6 +98,7 @@ impl InputReader {
             }
         };
         let file = File::open(path).map_err(IoError::io(path))?;
+        let file_bytes = file.metadata().map_err(IoError::io(path))?.len();
         Ok(InputReader {
             path: path.to_path_buf(),
             kind,
@@ -74,11 +107,21 @@ impl InputReader {
             line: 0,
             index: 0,
             buffer: Vec::new(),
+            position: InputPosition {
+                bytes: Arc::default(),
+                records: Arc::default(),
+                file_bytes,
+            },
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A handle on this reader's progress through its file.
+    pub fn position(&self) -> InputPosition {
+        self.position.clone()
     }
 
     fn error(&self, message: impl Into<String>) -> IoError {
@@ -143,7 +186,9 @@ impl Iterator for InputReader {
             self.buffer.clear();
             match self.reader.read_until(b'\n', &mut self.buffer) {
                 Ok(0) => return None,
-                Ok(_) => {}
+                Ok(n) => {
+                    self.position.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) => return Some(Err(IoError::io(&self.path)(e))),
             }
             self.line += 1;
@@ -170,6 +215,7 @@ impl Iterator for InputReader {
             };
             let index = self.index;
             self.index += 1;
+            self.position.records.store(self.index, Ordering::Relaxed);
             return Some(parsed.map(|(id, text)| Record {
                 id: id.unwrap_or_else(|| index.to_string()),
                 text,
@@ -188,6 +234,24 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         InputReader::open(&path, options).unwrap().collect()
+    }
+
+    #[test]
+    fn position_counts_bytes_and_records_and_extrapolates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, b"aaa\nbbb\nccc\nddd\n").unwrap();
+        let mut reader = InputReader::open(&path, InputOptions::default()).unwrap();
+        let position = reader.position();
+        assert_eq!(
+            (position.file_bytes, position.estimated_records()),
+            (16, None)
+        );
+        reader.next().unwrap().unwrap();
+        assert_eq!((position.bytes(), position.records()), (4, 1));
+        assert_eq!(position.estimated_records(), Some(4));
+        assert_eq!(reader.count(), 3);
+        assert_eq!((position.bytes(), position.records()), (16, 4));
     }
 
     #[test]

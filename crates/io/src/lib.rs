@@ -6,6 +6,6 @@ pub mod npy;
 pub mod store;
 
 pub use error::{IoError, Result};
-pub use input::{InputOptions, InputReader, Record};
+pub use input::{InputOptions, InputPosition, InputReader, Record};
 pub use npy::{NpyWriter, partial_path, read_npy};
 pub use store::{load_embeddings, save_embeddings, texts_sidecar};

@@ -5,8 +5,9 @@
 //! `in_flight_per_worker` each, so a worker always has its next task queued), copies results
 //! out of shared memory, and turns every failure into a retry or an error for the call, never a
 //! wait without end:
-//! - a worker whose connection closes (killed, crashed, out of memory) has its tasks requeued
-//!   and is respawned;
+//! - a worker whose connection closes (killed, crashed) has its tasks requeued and is respawned;
+//! - a worker that reports its device out of memory exits too; that task is requeued with
+//!   batches half as large, and fails its call only when one text per batch does not fit;
 //! - a task past its deadline gets its worker killed, which is the case above;
 //! - a task that has killed `max_task_deaths` workers is split in halves until the single text
 //!   that kills workers is found and reported to its call.
@@ -24,7 +25,7 @@ use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, IpcSharedMemory
 use pool_encode_encoder::{Device, Embeddings, EncodeOptions};
 
 use crate::protocol::{Request, WorkerMessage};
-use crate::{PoolConfig, PoolError};
+use crate::{PoolConfig, PoolError, WorkerStats};
 
 /// What `CUDA_VISIBLE_DEVICES` a worker for `cuda:k` gets: entry `k` of the coordinator's own
 /// list when it has one (so `cuda:K` counts visible devices, as in torch), else `k`.
@@ -119,7 +120,7 @@ pub(crate) struct Dispatcher {
     events_tx: Sender<Event>,
     events: Receiver<Event>,
     commands: Receiver<Control>,
-    pids: Arc<std::sync::Mutex<Vec<Option<u32>>>>,
+    stats: Arc<std::sync::Mutex<Vec<WorkerStats>>>,
     ready: Sender<Result<usize, PoolError>>,
     announced: bool,
 }
@@ -129,7 +130,7 @@ impl Dispatcher {
         config: PoolConfig,
         worker_command: (PathBuf, Vec<String>),
         commands: Receiver<Control>,
-        pids: Arc<std::sync::Mutex<Vec<Option<u32>>>>,
+        stats: Arc<std::sync::Mutex<Vec<WorkerStats>>>,
         ready: Sender<Result<usize, PoolError>>,
     ) -> Self {
         let (events_tx, events) = crossbeam_channel::unbounded();
@@ -158,7 +159,7 @@ impl Dispatcher {
             events_tx,
             events,
             commands,
-            pids,
+            stats,
             ready,
             announced: false,
         }
@@ -232,6 +233,11 @@ impl Dispatcher {
                     .map_or("-".into(), |n| n.to_string()),
             )
             .arg(self.config.precision.to_string())
+            .arg(
+                self.config
+                    .gpu_batches_in_flight
+                    .map_or("-".into(), |n| n.to_string()),
+            )
             .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -269,7 +275,12 @@ impl Dispatcher {
             since: Instant::now(),
             server: name,
         };
-        self.pids.lock().expect("pids lock")[w] = worker.pid;
+        let mut stats = self.stats.lock().expect("stats lock");
+        if worker.generation > 1 {
+            stats[w].restarts += 1;
+        }
+        stats[w].pid = worker.pid;
+        drop(stats);
         let events = self.events_tx.clone();
         std::thread::spawn(move || read_worker(w, generation, server, events));
     }
@@ -325,8 +336,13 @@ impl Dispatcher {
                 slot,
                 rows,
                 dim,
+                tokens,
                 region,
             } => {
+                let mut stats = self.stats.lock().expect("stats lock");
+                stats[w].texts += rows as u64;
+                stats[w].tokens += tokens as u64;
+                drop(stats);
                 let worker = &mut self.workers[w];
                 worker.in_flight.remove(&slot);
                 worker.busy_since = (!worker.in_flight.is_empty()).then(Instant::now);
@@ -420,7 +436,7 @@ impl Dispatcher {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.pids.lock().expect("pids lock")[w] = None;
+        self.stats.lock().expect("stats lock")[w].pid = None;
         // A worker handles its requests in order: the oldest one sent is the one it was
         // working on, and only that one is charged with the death; the others merely waited.
         let culprit = worker
@@ -631,8 +647,8 @@ impl Dispatcher {
                 let _ = child.wait();
             }
         }
-        for pid in self.pids.lock().expect("pids lock").iter_mut() {
-            *pid = None;
+        for worker in self.stats.lock().expect("stats lock").iter_mut() {
+            worker.pid = None;
         }
     }
 }

@@ -67,6 +67,11 @@ pub struct PoolConfig {
     pub precision: Precision,
     /// Truncation length for every worker (ST's `model.max_seq_length = …`); default: the model's.
     pub max_seq_length: Option<usize>,
+    /// Batches each GPU worker keeps in flight ([`SentenceEncoder::set_concurrent_batches`]);
+    /// default: the encoder's. CPU workers run one at a time regardless.
+    ///
+    /// [`SentenceEncoder::set_concurrent_batches`]: pool_encode_encoder::SentenceEncoder::set_concurrent_batches
+    pub gpu_batches_in_flight: Option<usize>,
     /// Extra environment variables for the worker processes.
     pub worker_env: Vec<(String, String)>,
     /// Chunks queued at a worker at once, so it never waits for its next chunk.
@@ -89,6 +94,7 @@ impl PoolConfig {
             worker_command: None,
             precision: Precision::F32,
             max_seq_length: None,
+            gpu_batches_in_flight: None,
             worker_env: Vec::new(),
             in_flight_per_worker: 2,
             task_timeout: Duration::from_secs(600),
@@ -186,10 +192,23 @@ pub struct Encoded {
     pub skipped: Vec<usize>,
 }
 
+/// What one worker slot has done so far: the figures behind progress lines and run reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub device: Device,
+    /// Process id of the worker running now, if one is.
+    pub pid: Option<u32>,
+    /// Texts and tokens (special tokens included, after truncation) of the chunks it returned.
+    pub texts: u64,
+    pub tokens: u64,
+    /// Processes started for this slot after the first (crashes, hangs, out of memory).
+    pub restarts: u32,
+}
+
 pub struct Pool {
     control: Sender<Control>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
-    pids: Arc<Mutex<Vec<Option<u32>>>>,
+    stats: Arc<Mutex<Vec<WorkerStats>>>,
     devices: Vec<Device>,
     dimension: usize,
 }
@@ -209,9 +228,20 @@ impl Pool {
         let (control, commands) = crossbeam_channel::unbounded();
         // Unbounded: the dispatcher must never block on a report nobody reads any more.
         let (ready_tx, ready) = crossbeam_channel::unbounded();
-        let pids = Arc::new(Mutex::new(vec![None; config.devices.len()]));
+        let stats = config
+            .devices
+            .iter()
+            .map(|&device| WorkerStats {
+                device,
+                pid: None,
+                texts: 0,
+                tokens: 0,
+                restarts: 0,
+            })
+            .collect();
+        let stats = Arc::new(Mutex::new(stats));
         let devices = config.devices.clone();
-        let dispatcher = Dispatcher::start(config, program, commands, pids.clone(), ready_tx);
+        let dispatcher = Dispatcher::start(config, program, commands, stats.clone(), ready_tx);
         // The dispatcher thread spawns every worker and lives as long as the pool.
         let handle = std::thread::Builder::new()
             .name("pool-encode-dispatcher".into())
@@ -220,7 +250,7 @@ impl Pool {
         let mut pool = Pool {
             control,
             dispatcher: Mutex::new(Some(handle)),
-            pids,
+            stats,
             devices,
             dimension: 0,
         };
@@ -248,13 +278,12 @@ impl Pool {
 
     /// Process ids of the workers running now.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.pids
-            .lock()
-            .expect("pids lock")
-            .iter()
-            .flatten()
-            .copied()
-            .collect()
+        self.worker_stats().iter().filter_map(|w| w.pid).collect()
+    }
+
+    /// Each worker slot's figures so far, in [`devices`](Self::devices) order.
+    pub fn worker_stats(&self) -> Vec<WorkerStats> {
+        self.stats.lock().expect("stats lock").clone()
     }
 
     /// Encodes `texts`, returning every row in input order.

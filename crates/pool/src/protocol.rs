@@ -36,6 +36,8 @@ pub enum WorkerMessage {
         slot: usize,
         rows: usize,
         dim: usize,
+        /// Tokens encoded (special tokens included, after truncation).
+        tokens: usize,
         /// A new region for this slot, when the old one was too small (or absent).
         region: Option<IpcSharedMemory>,
     },

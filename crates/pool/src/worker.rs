@@ -2,9 +2,10 @@
 //! told to stop or until the coordinator disappears.
 //!
 //! Started by exec as
-//! `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION`
+//! `pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION GPU_BATCHES_IN_FLIGHT`
 //! (or by any program that passes those arguments to [`main`]); `CORES` is a comma-separated CPU
-//! list to pin to, or `-`; `MAX_SEQ_LENGTH` a number, or `-` for the model's own.
+//! list to pin to, or `-`; `MAX_SEQ_LENGTH` and `GPU_BATCHES_IN_FLIGHT` a number, or `-` for the
+//! model's / encoder's own.
 //! `pool-encode-worker --list-devices` prints the GPU devices it can use, one a line (and a
 //! `# no cuda: …` line saying why CUDA is unusable, if it is): the
 //! coordinator asks this way so that it never loads a GPU driver itself.
@@ -23,7 +24,7 @@ use pool_encode_encoder::{
 
 use crate::protocol::{Request, WorkerMessage};
 
-/// Runs a worker; `args` are the seven arguments above (or `--list-devices`).
+/// Runs a worker; `args` are the eight arguments above (or `--list-devices`).
 pub fn main(args: &[String]) -> ExitCode {
     if let [flag] = args
         && flag == "--list-devices"
@@ -44,10 +45,11 @@ pub fn main(args: &[String]) -> ExitCode {
         parent,
         max_seq_length,
         precision,
+        gpu_batches_in_flight,
     ] = args
     else {
         eprintln!(
-            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION (started by the pool, not by hand)"
+            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION GPU_BATCHES_IN_FLIGHT (started by the pool, not by hand)"
         );
         return ExitCode::from(2);
     };
@@ -86,6 +88,15 @@ pub fn main(args: &[String]) -> ExitCode {
                     .map_err(|_| format!("bad max_seq_length {max_seq_length:?}"))?;
                 encoder.set_max_seq_length(n).map_err(|e| e.to_string())?;
             }
+            let gpu = !matches!(encoder.device(), Device::Cpu { .. });
+            if gpu && gpu_batches_in_flight != "-" {
+                let n = gpu_batches_in_flight
+                    .parse()
+                    .map_err(|_| format!("bad batches in flight {gpu_batches_in_flight:?}"))?;
+                encoder
+                    .set_concurrent_batches(n)
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(encoder)
         });
     let encoder = match encoder {
@@ -121,8 +132,12 @@ pub fn main(args: &[String]) -> ExitCode {
                 prepared = Err(error);
             }
         }
-        let message = match prepared.and_then(|p| encoder.encode_prepared(&p, &job.options)) {
-            Ok(embeddings) => {
+        let encoded = prepared.and_then(|p| {
+            let embeddings = encoder.encode_prepared(&p, &job.options)?;
+            Ok((embeddings, p.tokens()))
+        });
+        let message = match encoded {
+            Ok((embeddings, tokens)) => {
                 let (rows, dim) = (embeddings.rows(), embeddings.dim());
                 let region = write_slot(&mut slots, job.slot, embeddings.as_slice());
                 WorkerMessage::Done {
@@ -130,6 +145,7 @@ pub fn main(args: &[String]) -> ExitCode {
                     slot: job.slot,
                     rows,
                     dim,
+                    tokens,
                     region,
                 }
             }

@@ -44,7 +44,7 @@ fn expected_rows(indices: &[usize]) -> Embeddings {
 }
 
 /// Two workers on one GPU (`$POOL_ENCODE_GPU_TEST_DEVICE`, e.g. cuda:0 or wgpu:0, in a build
-/// with that feature); skipped when it is not set.
+/// with that feature), each with 3 batches in flight; skipped when it is not set.
 #[test]
 fn gpu_workers_match_sentence_transformers() {
     let Ok(device) = std::env::var("POOL_ENCODE_GPU_TEST_DEVICE") else {
@@ -56,6 +56,8 @@ fn gpu_workers_match_sentence_transformers() {
     let device: Device = device.parse().unwrap();
     let mut config = config(2);
     config.devices = vec![device; 2];
+    // More batches in flight than the default, through the worker's arguments.
+    config.gpu_batches_in_flight = Some(3);
     let pool = Pool::start(config).unwrap();
     assert_eq!(pool.devices(), &[device, device]);
     let out = pool.encode(&texts(), &chunked(16)).unwrap();
@@ -172,6 +174,12 @@ fn a_missing_gpu_fails_the_start_with_a_clear_error() {
 fn outputs_match_sentence_transformers_for_worker_counts_and_chunk_sizes() {
     let texts = texts();
     let expected = reference(MODEL, "embeddings.npy");
+    let tokens =
+        pool_encode_encoder::SentenceEncoder::load(tiny_model_dir(MODEL), Device::default())
+            .unwrap()
+            .prepare(&texts, &Default::default())
+            .unwrap()
+            .tokens() as u64;
     for workers in [1, 2, 3] {
         let pool = Pool::start(config(workers)).unwrap();
         for chunk_size in [None, Some(1), Some(7), Some(64), Some(5000)] {
@@ -187,6 +195,12 @@ fn outputs_match_sentence_transformers_for_worker_counts_and_chunk_sizes() {
                 &expected,
             );
         }
+        // Every text and token went through some worker, counted once per call.
+        let stats = pool.worker_stats();
+        assert_eq!(stats.len(), workers);
+        assert_eq!(stats.iter().map(|w| w.texts).sum::<u64>(), 5 * 211);
+        assert_eq!(stats.iter().map(|w| w.tokens).sum::<u64>(), 5 * tokens);
+        assert!(stats.iter().all(|w| w.restarts == 0 && w.pid.is_some()));
     }
 }
 
@@ -335,6 +349,13 @@ fn a_worker_killed_mid_call_is_replaced_and_every_row_still_arrives() {
     let after = pool.worker_pids();
     assert_eq!(after.len(), 2, "the killed worker was respawned");
     assert!(!after.contains(&before[0]));
+    let stats = pool.worker_stats();
+    assert_eq!(stats[0].restarts, 1, "{stats:?}");
+    assert_eq!(stats[1].restarts, 0, "{stats:?}");
+    assert_eq!(
+        stats.iter().map(|w| w.texts).sum::<u64>(),
+        texts.len() as u64
+    );
 }
 
 #[test]
