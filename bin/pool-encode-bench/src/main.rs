@@ -82,42 +82,30 @@ fn main() -> Result<()> {
     }
     let args = Args::parse();
     let texts = load_corpus(&args.corpus, args.limit)?;
-    if !matches!(args.device, Device::Cpu { .. }) {
-        return gpu_comparison(&args, &texts);
+    if matches!(args.device, Device::Cpu { .. }) {
+        cpu_comparison(&args, &texts)
+    } else {
+        gpu_comparison(&args, &texts)
     }
-    let mut encoder = SentenceEncoder::load(
-        &args.model,
+}
+
+/// The CPU comparison: ours in process and in pools of CPU workers, ST single and its own
+/// multi-process pool, all with `--threads` threads in all.
+fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
+    let (encoder, options, tokens) = load_encoder(
+        args,
+        texts,
         Device::Cpu {
             threads: Some(args.threads),
         },
+        Precision::F32,
+        &format!("{} threads in all, batch {}", args.threads, args.batch_size),
     )?;
-    if let Some(n) = args.max_seq_length {
-        encoder.set_max_seq_length(n)?;
-    }
-    let tokens: usize = texts
-        .iter()
-        .map(|t| encoder.tokenizer().encode(t).map(|e| e.len()))
-        .sum::<Result<usize, _>>()?;
-    println!(
-        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {} threads in all, batch {}",
-        args.corpus,
-        texts.len(),
-        tokens as f64 / texts.len() as f64,
-        encoder.max_seq_length(),
-        args.model.display(),
-        args.threads,
-        args.batch_size
-    );
-    let options = EncodeOptions {
-        batch_size: args.batch_size,
-        max_batch_tokens: args.max_batch_tokens,
-        ..Default::default()
-    };
     let mut results = Vec::new();
 
     encoder.encode(&texts[..texts.len().min(64)], &options)?; // warm-up, as on the ST side
     let start = Instant::now();
-    let ours = encoder.encode(&texts, &options)?;
+    let ours = encoder.encode(texts, &options)?;
     results.push(Measured {
         name: format!("pool-encode in process (cpu:{})", args.threads),
         seconds: start.elapsed().as_secs_f64(),
@@ -152,11 +140,11 @@ fn main() -> Result<()> {
         let name = format!("pool-encode pool [{}], {chunking}", names.join(","));
         // A short warm-up, as on the ST side.
         let warm_up = &texts[..texts.len().min(64)];
-        let config = pool_config(&args, devices, Precision::F32)?;
+        let config = pool_config(args, devices, Precision::F32)?;
         results.push(measure_pool(
             name,
             config,
-            &texts,
+            texts,
             warm_up,
             &pool_options,
             false,
@@ -166,9 +154,9 @@ fn main() -> Result<()> {
     let st_single = if args.skip_st {
         None
     } else {
-        let dir = write_corpus(&texts)?;
-        let single = run_st(&args, &dir, StRun::cpu(0))?;
-        let pool = run_st(&args, &dir, StRun::cpu(args.threads))?;
+        let dir = write_corpus(texts)?;
+        let single = run_st(args, &dir, StRun::cpu(0))?;
+        let pool = run_st(args, &dir, StRun::cpu(args.threads))?;
         std::fs::remove_dir_all(&dir).ok();
         let seconds = single.seconds;
         results.push(single);
@@ -182,32 +170,23 @@ fn main() -> Result<()> {
 /// The GPU comparison: ours in each precision, pools of one and two workers on the GPU, ST in
 /// f32 and f16 on the same GPU, each with the GPU's utilisation while it ran.
 fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
-    let options = EncodeOptions {
-        batch_size: args.batch_size,
-        max_batch_tokens: args.max_batch_tokens,
-        ..Default::default()
-    };
     let mut results = Vec::new();
     // burn fixes one float type per device and process: only the first precision runs in this
     // process; every precision runs in pool workers (fresh processes) below.
     let precision = args.precisions.first().copied().unwrap_or_default();
-    let mut encoder = SentenceEncoder::load_with_precision(&args.model, args.device, precision)?;
-    if let Some(n) = args.max_seq_length {
-        encoder.set_max_seq_length(n)?;
-    }
-    let tokens = encoder.prepare(texts, &options)?.tokens();
-    println!(
-        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {}, batch {} (ours at most {:?} tokens), ST batch {}",
-        args.corpus,
-        texts.len(),
-        tokens as f64 / texts.len() as f64,
-        encoder.max_seq_length(),
-        args.model.display(),
+    let (mut encoder, options, tokens) = load_encoder(
+        args,
+        texts,
         args.device,
-        args.batch_size,
-        args.max_batch_tokens,
-        args.st_batch_size.unwrap_or(args.batch_size),
-    );
+        precision,
+        &format!(
+            "{}, batch {} (ours at most {:?} tokens), ST batch {}",
+            args.device,
+            args.batch_size,
+            args.max_batch_tokens,
+            args.st_batch_size.unwrap_or(args.batch_size)
+        ),
+    )?;
     // The first pass compiles kernels for the shapes it meets: timed apart.
     let start = Instant::now();
     encoder.encode(texts, &options)?;
@@ -264,6 +243,36 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     };
     report(&results, texts.len(), tokens, st_f32);
     Ok(())
+}
+
+/// Our encoder on `device` as `args` say, with the options both sides use; prints the corpus
+/// line (tokens counted after truncation, as encoded) ending in `setup`.
+fn load_encoder(
+    args: &Args,
+    texts: &[String],
+    device: Device,
+    precision: Precision,
+    setup: &str,
+) -> Result<(SentenceEncoder, EncodeOptions, usize)> {
+    let options = EncodeOptions {
+        batch_size: args.batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        ..Default::default()
+    };
+    let mut encoder = SentenceEncoder::load_with_precision(&args.model, device, precision)?;
+    if let Some(n) = args.max_seq_length {
+        encoder.set_max_seq_length(n)?;
+    }
+    let tokens = encoder.prepare(texts, &options)?.tokens();
+    println!(
+        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {setup}",
+        args.corpus,
+        texts.len(),
+        tokens as f64 / texts.len() as f64,
+        encoder.max_seq_length(),
+        args.model.display(),
+    );
+    Ok((encoder, options, tokens))
 }
 
 /// A pool on `devices` whose workers are this program (`worker` subcommand).

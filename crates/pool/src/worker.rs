@@ -149,8 +149,9 @@ pub fn main(args: &[String]) -> ExitCode {
                     region,
                 }
             }
-            // The backend failed: its device may be unusable (burn 0.21's CUDA server thread
-            // dies on a failed allocation). Exit, so that a fresh worker takes the chunk over:
+            // The backend failed, and the device is unusable in this process (the encoder
+            // refuses results after cubecl drops failed device work). Exit, so that a fresh
+            // worker takes the chunk over:
             // with smaller batches after running out of memory (the coordinator halves them),
             // else as a worker death (a chunk that keeps killing workers is split).
             Err(EncodeError::OutOfMemory(error)) => {
