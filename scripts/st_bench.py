@@ -24,18 +24,22 @@ def main():
                         help="use ST's multi-process pool with this many CPU workers")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--sparse", action="store_true",
+                        help="a SPLADE model (SparseEncoder); --output gets JSON lines of rows")
     args = parser.parse_args()
 
     import numpy as np
     import torch
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer, SparseEncoder
 
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     texts = [json.loads(line)["text"] for line in open(args.input, encoding="utf-8")]
     # Half precision as ST documents it: the weights loaded in that dtype.
     model_kwargs = {} if args.dtype == "float32" else {"dtype": getattr(torch, args.dtype)}
-    model = SentenceTransformer(args.model, device=args.device, model_kwargs=model_kwargs)
+    kind = SparseEncoder if args.sparse else SentenceTransformer
+    output_kwargs = {} if args.sparse else {"convert_to_numpy": True}
+    model = kind(args.model, device=args.device, model_kwargs=model_kwargs)
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
     monitor = GpuMonitor() if args.device.startswith("cuda") else None
@@ -44,7 +48,7 @@ def main():
         pool = model.start_multi_process_pool(["cpu"] * args.pool)
         model.encode(texts[:64], pool=pool, batch_size=args.batch_size)  # warm-up
         start = time.perf_counter()
-        embeddings = model.encode(texts, pool=pool, batch_size=args.batch_size, convert_to_numpy=True)
+        embeddings = model.encode(texts, pool=pool, batch_size=args.batch_size, **output_kwargs)
         seconds = time.perf_counter() - start
         model.stop_multi_process_pool(pool)
     else:
@@ -55,9 +59,15 @@ def main():
         if monitor:
             monitor.start()
         start = time.perf_counter()
-        embeddings = model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+        embeddings = model.encode(texts, batch_size=args.batch_size, **output_kwargs)
         seconds = time.perf_counter() - start
-    np.save(args.output, embeddings.astype(np.float32))
+    if args.sparse:
+        with open(args.output, "w") as out:
+            for row in embeddings.to_dense().cpu():
+                idx = torch.nonzero(row).flatten()
+                out.write(json.dumps({"indices": idx.tolist(), "values": row[idx].tolist()}) + "\n")
+    else:
+        np.save(args.output, embeddings.astype(np.float32))
     report = {"seconds": seconds, "texts": len(texts), "torch": torch.__version__,
               "threads": torch.get_num_threads()}
     if monitor:

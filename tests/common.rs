@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pool_encode_encoder::{Device, Embeddings};
+use pool_encode_encoder::{Device, Embeddings, SparseEmbeddings};
 
 pub const MIN_COSINE: f64 = 0.99999;
 pub const MAX_ABS_DIFF: f32 = 1e-4;
@@ -167,6 +167,75 @@ pub fn assert_close_within(
         );
     }
     (worst_cos, worst_diff)
+}
+
+/// The tiny generated SPLADE models (`tests/reference/generate_sparse.py`).
+pub const SPARSE_MODELS: [&str; 5] = [
+    "splade-bert-tied-max",
+    "splade-bert-untied-sum-old",
+    "splade-distilbert-untied-log1p",
+    "splade-distilbert-tied-bare",
+    "splade-inference-free",
+];
+
+/// Weights at or below this are "zero" when sparse rows are compared (the rule: the
+/// same non-zero indices ignoring weights below 1e-4, values within 1e-4).
+pub const SPARSE_ZERO: f32 = 1e-4;
+
+/// Sparse rows read from a `{"indices": [...], "values": [...]}` JSON-lines file (ST's
+/// references, or `pool-encode --kind sparse` output), `dim` wide.
+pub fn read_sparse_jsonl(path: &Path, dim: usize) -> SparseEmbeddings {
+    let mut rows = SparseEmbeddings::new(dim);
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let indices: Vec<u32> = serde_json::from_value(v["indices"].clone()).unwrap();
+        let values: Vec<f32> = serde_json::from_value(v["values"].clone()).unwrap();
+        rows.push(&indices, &values);
+    }
+    rows
+}
+
+/// Asserts that every row has the reference's entries above [`SPARSE_ZERO`] and that every
+/// value in either row is within `max_abs` of the other's (0 where a row has no entry).
+/// Returns the largest difference seen.
+pub fn assert_sparse_close(
+    what: &str,
+    ours: &SparseEmbeddings,
+    expected: &SparseEmbeddings,
+    max_abs: f32,
+) -> f32 {
+    assert_eq!(ours.rows(), expected.rows(), "{what}: row counts differ");
+    assert_eq!(ours.dim(), expected.dim(), "{what}: widths differ");
+    let mut worst = 0f32;
+    for (r, (a, b)) in ours.iter().zip(expected.iter()).enumerate() {
+        let active = |row: &pool_encode_encoder::SparseRow| -> Vec<u32> {
+            row.indices
+                .iter()
+                .zip(row.values)
+                .filter(|(_, v)| v.abs() > SPARSE_ZERO)
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        let (ours_active, expected_active) = (active(&a), active(&b));
+        assert_eq!(
+            ours_active, expected_active,
+            "{what}: row {r} has other non-zero indices than sentence-transformers"
+        );
+        let dense = |row: &pool_encode_encoder::SparseRow, i: u32| -> f32 {
+            row.indices.binary_search(&i).map_or(0.0, |k| row.values[k])
+        };
+        for &i in a.indices.iter().chain(b.indices) {
+            let diff = (dense(&a, i) - dense(&b, i)).abs();
+            assert!(
+                diff <= max_abs,
+                "{what}: row {r}, index {i}: {} vs sentence-transformers {} (|diff| {diff:e})",
+                dense(&a, i),
+                dense(&b, i)
+            );
+            worst = worst.max(diff);
+        }
+    }
+    worst
 }
 
 /// Largest |a - b|; equal values (infinities included) differ by 0, a NaN on one side by ∞.

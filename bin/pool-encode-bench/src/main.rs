@@ -18,7 +18,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision, SentenceEncoder};
+use pool_encode_encoder::{
+    Device, Embeddings, EncodeOptions, Precision, SentenceEncoder, SparseEmbeddings, SparseEncoder,
+};
 use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 
 #[derive(Parser)]
@@ -61,6 +63,10 @@ struct Args {
     /// GPU comparison: batch size for ST (default: --batch-size).
     #[arg(long)]
     st_batch_size: Option<usize>,
+    /// `sparse`: a SPLADE model (scripts/make_splade_model.py makes one), compared with ST's
+    /// SparseEncoder on the CPU.
+    #[arg(long, default_value = "dense")]
+    kind: String,
 }
 
 struct Measured {
@@ -82,7 +88,9 @@ fn main() -> Result<()> {
     }
     let args = Args::parse();
     let texts = load_corpus(&args.corpus, args.limit)?;
-    if matches!(args.device, Device::Cpu { .. }) {
+    if args.kind == "sparse" {
+        sparse_comparison(&args, &texts)
+    } else if matches!(args.device, Device::Cpu { .. }) {
         cpu_comparison(&args, &texts)
     } else {
         gpu_comparison(&args, &texts)
@@ -165,6 +173,164 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     };
     report(&results, texts.len(), tokens, st_single);
     Ok(())
+}
+
+/// The SPLADE comparison on the CPU: ours in process and in a pool of single-thread workers, ST's
+/// SparseEncoder single, all with `--threads` threads in all; rows compared with ST's.
+fn sparse_comparison(args: &Args, texts: &[String]) -> Result<()> {
+    let options = EncodeOptions {
+        batch_size: args.batch_size,
+        max_batch_tokens: args.max_batch_tokens,
+        ..Default::default()
+    };
+    let threads = Device::Cpu {
+        threads: Some(args.threads),
+    };
+    let mut encoder = SparseEncoder::load(&args.model, threads)?;
+    if let Some(n) = args.max_seq_length {
+        encoder.set_max_seq_length(n)?;
+    }
+    let tokens = encoder.prepare(texts, &options)?.tokens();
+    println!(
+        "corpus: {} ({} texts, {:.1} tokens per text), SPLADE model {} (vocabulary {}), {} threads in all, batch {}",
+        args.corpus,
+        texts.len(),
+        tokens as f64 / texts.len() as f64,
+        args.model.display(),
+        encoder.embedding_dimension(),
+        args.threads,
+        args.batch_size
+    );
+    let mut rows: Vec<(String, f64, SparseEmbeddings)> = Vec::new();
+    encoder.encode(&texts[..texts.len().min(64)], &options)?; // warm-up, as on the ST side
+    let start = Instant::now();
+    let ours = encoder.encode(texts, &options)?;
+    rows.push((
+        format!("pool-encode in process (cpu:{})", args.threads),
+        start.elapsed().as_secs_f64(),
+        ours,
+    ));
+    drop(encoder);
+
+    let mut config = pool_config(
+        args,
+        vec![Device::Cpu { threads: Some(1) }; args.threads],
+        Precision::F32,
+    )?;
+    config.kind = pool_encode_pool::ModelKind::Sparse;
+    let pool = Pool::start(config)?;
+    let pool_options = PoolEncodeOptions {
+        encode: options.clone(),
+        ..Default::default()
+    };
+    pool.encode_sparse(&texts[..texts.len().min(64)], &pool_options)?;
+    let start = Instant::now();
+    let out = pool.encode_sparse(texts, &pool_options)?;
+    rows.push((
+        format!("pool-encode pool [{}×cpu:1]", args.threads),
+        start.elapsed().as_secs_f64(),
+        out.embeddings,
+    ));
+    drop(pool);
+
+    let mut st_seconds = None;
+    if !args.skip_st {
+        let dir = write_corpus(texts)?;
+        let (seconds, st_rows) = run_st_sparse(args, &dir, rows[0].2.dim())?;
+        std::fs::remove_dir_all(&dir).ok();
+        st_seconds = Some(seconds);
+        rows.push((
+            format!(
+                "sentence-transformers SparseEncoder ({} threads)",
+                args.threads
+            ),
+            seconds,
+            st_rows,
+        ));
+    }
+    println!();
+    for (name, seconds, _) in &rows {
+        let ratio = st_seconds.map_or(String::new(), |st| format!("{:>6.2}x ST", st / seconds));
+        println!(
+            "{name:<62} {:>8.1} texts/s {:>9.0} tokens/s {seconds:>8.2} s {ratio}",
+            texts.len() as f64 / seconds,
+            tokens as f64 / seconds,
+        );
+    }
+    if let Some((_, _, reference)) = rows.iter().find(|r| r.0.starts_with("sentence")) {
+        for (name, _, ours) in rows.iter().filter(|r| !r.0.starts_with("sentence")) {
+            let worst = sparse_difference(ours, reference);
+            let active = ours.sparsity().active_dims;
+            println!(
+                "agreement of {name} with ST: max |diff| {worst:.2e} over every entry of either; {active:.1} active dims per row"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// ST's SparseEncoder on the corpus in `dir`: seconds and its rows.
+fn run_st_sparse(args: &Args, dir: &Path, dim: usize) -> Result<(f64, SparseEmbeddings)> {
+    let output = dir.join("st-sparse.jsonl");
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".venv-reference/bin/python"));
+    let out = Command::new(&python)
+        .arg("scripts/st_bench.py")
+        .arg("--sparse")
+        .args(["--model", &args.model.to_string_lossy()])
+        .args(["--input", &dir.join("texts.jsonl").to_string_lossy()])
+        .args(["--output", &output.to_string_lossy()])
+        .args(["--batch-size", &args.batch_size.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (create it with scripts/reference-env.sh)",
+                python.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "sentence-transformers side failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let last = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .rfind(|l| !l.is_empty())
+        .unwrap_or_default();
+    let report: serde_json::Value = serde_json::from_slice(last)?;
+    let seconds = report["seconds"]
+        .as_f64()
+        .context("no seconds in ST report")?;
+    let mut rows = SparseEmbeddings::new(dim);
+    for line in std::fs::read_to_string(&output)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let indices: Vec<u32> = serde_json::from_value(v["indices"].clone())?;
+        let values: Vec<f32> = serde_json::from_value(v["values"].clone())?;
+        rows.push(&indices, &values);
+    }
+    Ok((seconds, rows))
+}
+
+/// Largest |ours − reference| over every entry either row has.
+fn sparse_difference(ours: &SparseEmbeddings, reference: &SparseEmbeddings) -> f32 {
+    let mut worst = 0f32;
+    for (a, b) in ours.iter().zip(reference.iter()) {
+        let value = |row: &pool_encode_encoder::SparseRow, i: u32| {
+            row.indices.binary_search(&i).map_or(0.0, |k| row.values[k])
+        };
+        for &i in a.indices.iter().chain(b.indices) {
+            worst = worst.max((value(&a, i) - value(&b, i)).abs());
+        }
+    }
+    if ours.rows() != reference.rows() {
+        return f32::INFINITY;
+    }
+    worst
 }
 
 /// The GPU comparison: ours in each precision, pools of one and two workers on the GPU, ST in

@@ -5,13 +5,17 @@
 //! output when it ends.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use pool_encode_encoder::EncodeOptions;
-use pool_encode_io::{InputOptions, InputReader, IoError, NpyWriter, partial_path};
+use pool_encode_encoder::model::{ModelFolder, ModelKind};
+use pool_encode_encoder::{EncodeOptions, SparseEmbeddings};
+use pool_encode_io::{
+    InputOptions, InputReader, IoError, NpyWriter, SparseJsonlWriter, partial_path,
+};
 use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -20,12 +24,44 @@ use crate::progress;
 use crate::report::{Outcome, RunReport, Status};
 use crate::settings::EncodeSettings;
 
+/// Where rows go: the writer for the model's kind, each under `<output>.partial`.
+enum OutputWriter {
+    Dense(NpyWriter),
+    Sparse(SparseJsonlWriter),
+}
+
+impl OutputWriter {
+    fn rows(&self) -> u64 {
+        match self {
+            OutputWriter::Dense(w) => w.rows(),
+            OutputWriter::Sparse(w) => w.rows(),
+        }
+    }
+
+    fn finish(self) -> Result<std::path::PathBuf> {
+        Ok(match self {
+            OutputWriter::Dense(w) => w.finish()?,
+            OutputWriter::Sparse(w) => w.finish()?,
+        })
+    }
+}
+
 pub fn run(settings: &EncodeSettings) -> Result<()> {
     let output = &settings.output;
-    match output.extension().and_then(|e| e.to_str()) {
-        Some("npy") => {}
-        _ => bail!(
-            "{}: unsupported output format (supported: .npy)",
+    // A hub id is downloaded once here; the workers load the local folder.
+    let model = pool_encode_encoder::resolve_model(settings.model.as_ref())?;
+    let kind = match settings.kind {
+        Some(kind) => kind,
+        None => ModelFolder::load(&model)?.kind(),
+    };
+    match (kind, output.extension().and_then(|e| e.to_str())) {
+        (ModelKind::Dense, Some("npy")) | (ModelKind::Sparse, Some("jsonl")) => {}
+        (ModelKind::Dense, _) => bail!(
+            "{}: unsupported output format for a dense model (supported: .npy)",
+            output.display()
+        ),
+        (ModelKind::Sparse, _) => bail!(
+            "{}: unsupported output format for a sparse model (supported: .jsonl)",
             output.display()
         ),
     }
@@ -49,9 +85,8 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
 
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    // A hub id is downloaded once here; the workers load the local folder.
-    let model = pool_encode_encoder::resolve_model(settings.model.as_ref())?;
     let mut config = PoolConfig::new(&model, settings.devices.clone());
+    config.kind = kind;
     // This binary is its own worker (`pool-encode worker …`): one file to deploy.
     config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
     config.max_seq_length = settings.max_seq_length;
@@ -66,6 +101,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             truncate_dim: settings.truncate_dim,
             prompt_name: settings.prompt_name.clone(),
             prompt: settings.prompt.clone(),
+            max_active_dims: settings.max_active_dims,
         },
         chunk_size: Some(settings.chunk_size),
         ..Default::default()
@@ -90,14 +126,24 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     // A bad record ends the input there; the rows before it are still encoded and written.
     let position = reader.position();
     let bad_record: RefCell<Option<IoError>> = RefCell::new(None);
+    // Ids of the records read and not yet written (sparse lines carry them), in input order.
+    let ids: RefCell<VecDeque<String>> = RefCell::new(VecDeque::new());
     let texts = std::iter::from_fn(|| match reader.next()? {
-        Ok(record) => Some(record.text),
+        Ok(record) => {
+            if kind == ModelKind::Sparse {
+                ids.borrow_mut().push_back(record.id);
+            }
+            Some(record.text)
+        }
         Err(e) => {
             *bad_record.borrow_mut() = Some(e);
             None
         }
     });
-    let mut writer = NpyWriter::create(output, dim)?;
+    let mut writer = match kind {
+        ModelKind::Dense => OutputWriter::Dense(NpyWriter::create(output, dim)?),
+        ModelKind::Sparse => OutputWriter::Sparse(SparseJsonlWriter::create(output)?),
+    };
     // Ctrl-C / SIGTERM: stop the workers cleanly (they ignore SIGINT themselves) and keep what
     // was computed; the stream then ends with `PoolError::Stopped`.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -123,9 +169,22 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         let result = (|| -> Result<()> {
             // Length-sorted windows of 8 chunks per worker: chunks pad little, memory stays flat.
             let window = settings.chunk_size * pool.workers() * 8;
-            for piece in pool.encode_stream_sorted(texts, &options, window) {
-                let piece = piece?;
-                writer.write_rows(piece.embeddings.as_slice())?;
+            match &mut writer {
+                OutputWriter::Dense(writer) => {
+                    for piece in pool.encode_stream_sorted(texts, &options, window) {
+                        writer.write_rows(piece?.embeddings.as_slice())?;
+                    }
+                }
+                OutputWriter::Sparse(writer) => {
+                    let stream = pool
+                        .encode_stream_sorted_rows::<SparseEmbeddings, _>(texts, &options, window);
+                    for piece in stream {
+                        for row in piece?.embeddings.iter() {
+                            let id = ids.borrow_mut().pop_front().unwrap_or_default();
+                            writer.write_row(&id, row.indices, row.values)?;
+                        }
+                    }
+                }
             }
             Ok(())
         })();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use pool_encode_encoder::model::ModelKind;
 use pool_encode_encoder::{Device, Precision};
 use serde::Deserialize;
 
@@ -22,9 +23,14 @@ pub struct EncodeArgs {
     /// Texts to encode: .jsonl (one object a line) or .txt (one text a line).
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Where to write the embeddings: .npy (float32 [N, dim], rows in input order).
+    /// Where to write the embeddings, rows in input order: .npy (float32 [N, dim]) for dense
+    /// models; .jsonl (`{"id", "indices", "values"}` a line) for sparse ones.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// dense (a SentenceTransformer model) or sparse (a SPLADE SparseEncoder model). Default:
+    /// what the model folder is (a plain *ForMaskedLM folder counts as dense unless told).
+    #[arg(long)]
+    pub kind: Option<String>,
     /// Worker devices, comma-separated, one worker process each: cpu (all cores), cpu:N
     /// (N threads), cuda:K, wgpu:K (builds with the cuda / wgpu feature); repeat a device for
     /// several workers on it. Default: every CUDA GPU, else one single-threaded CPU worker per core.
@@ -62,6 +68,9 @@ pub struct EncodeArgs {
     /// Keep only the first N dimensions (Matryoshka models).
     #[arg(long)]
     pub truncate_dim: Option<usize>,
+    /// Sparse models: keep only each row's K largest weights (default: the model's setting).
+    #[arg(long)]
+    pub max_active_dims: Option<usize>,
     /// Name of one of the model's prompts (e.g. query, document) to prepend to every text.
     #[arg(long)]
     pub prompt_name: Option<String>,
@@ -84,6 +93,7 @@ struct ConfigFile {
     model: Option<String>,
     input: Option<PathBuf>,
     output: Option<PathBuf>,
+    kind: Option<String>,
     devices: Option<String>,
     precision: Option<String>,
     batch_size: Option<usize>,
@@ -95,6 +105,7 @@ struct ConfigFile {
     id_field: Option<String>,
     normalize: Option<bool>,
     truncate_dim: Option<usize>,
+    max_active_dims: Option<usize>,
     prompt_name: Option<String>,
     prompt: Option<String>,
     overwrite: Option<bool>,
@@ -106,6 +117,8 @@ pub struct EncodeSettings {
     pub model: String,
     pub input: PathBuf,
     pub output: PathBuf,
+    /// `None`: what the model folder is.
+    pub kind: Option<ModelKind>,
     /// Empty: the pool's default (every CUDA GPU, else CPU workers).
     pub devices: Vec<Device>,
     pub precision: Precision,
@@ -119,6 +132,7 @@ pub struct EncodeSettings {
     pub id_field: Option<String>,
     pub normalize: bool,
     pub truncate_dim: Option<usize>,
+    pub max_active_dims: Option<usize>,
     pub prompt_name: Option<String>,
     pub prompt: Option<String>,
     pub overwrite: bool,
@@ -152,6 +166,12 @@ impl EncodeSettings {
             model: required(args.model.or(file.model), "model")?,
             input: required(args.input.or(file.input), "input")?,
             output: required(args.output.or(file.output), "output")?,
+            kind: match args.kind.or(file.kind).as_deref() {
+                None => None,
+                Some("dense") => Some(ModelKind::Dense),
+                Some("sparse") => Some(ModelKind::Sparse),
+                Some(other) => bail!("--kind must be dense or sparse, not {other:?}"),
+            },
             devices,
             precision,
             batch_size: positive(args.batch_size.or(file.batch_size), 32, "batch-size")?,
@@ -174,6 +194,11 @@ impl EncodeSettings {
             id_field: args.id_field.or(file.id_field),
             normalize: args.normalize.or(file.normalize).unwrap_or(false),
             truncate_dim: args.truncate_dim.or(file.truncate_dim),
+            max_active_dims: args
+                .max_active_dims
+                .or(file.max_active_dims)
+                .map(|n| positive(Some(n), n, "max-active-dims"))
+                .transpose()?,
             prompt_name: args.prompt_name.or(file.prompt_name),
             prompt: args.prompt.or(file.prompt),
             overwrite: args.overwrite.or(file.overwrite).unwrap_or(false),

@@ -613,3 +613,128 @@ fn ctrl_c_stops_the_workers_and_keeps_the_rows_computed_so_far() {
         );
     }
 }
+
+/// `--kind sparse`: SPLADE models to `.jsonl` lines with ids, in input order, equal to ST's
+/// `SparseEncoder`; `--max-active-dims`; the kind read from the folder when not given; a
+/// wrong output format for the kind refused.
+#[test]
+fn sparse_models_through_the_binary() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in SPARSE_MODELS {
+        let out = tmp.path().join(format!("{name}.jsonl"));
+        let dir = tiny_model_dir(name);
+        let printed = ok(&[
+            "encode",
+            "--model",
+            s(&dir),
+            "--input",
+            &texts_jsonl(),
+            "--output",
+            s(&out),
+            "--kind",
+            "sparse",
+            "--devices",
+            "cpu:1,cpu:1",
+            "--chunk-size",
+            "23",
+        ]);
+        assert_eq!(printed.trim(), s(&out));
+        let dim = reference_meta(name)["embedding_dimension"]
+            .as_u64()
+            .unwrap() as usize;
+        let expected = read_sparse_jsonl(&reference_dir(name).join("encode.jsonl"), dim);
+        assert_sparse_close(name, &read_sparse_jsonl(&out, dim), &expected, SPARSE_ZERO);
+        let ids: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(ids.len(), 211);
+        assert_eq!((ids[0].as_str(), ids[210].as_str()), ("0", "210"));
+    }
+
+    // The kind comes from modules.json; ids from --id-field; the top 8 weights per row.
+    let name = "splade-bert-untied-sum-old";
+    let out = tmp.path().join("top8.jsonl");
+    ok(&[
+        "encode",
+        "--model",
+        s(&tiny_model_dir(name)),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+        "--max-active-dims",
+        "8",
+        "--id-field",
+        "id",
+        "--devices",
+        "cpu:1",
+    ]);
+    let expected = read_sparse_jsonl(&reference_dir(name).join("max_active_dims_8.jsonl"), 1500);
+    assert_sparse_close(
+        "top 8",
+        &read_sparse_jsonl(&out, 1500),
+        &expected,
+        SPARSE_ZERO,
+    );
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(first["id"], "t000");
+
+    let error = fails(&[
+        "encode",
+        "--model",
+        s(&tiny_model_dir(name)),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&tmp.path().join("x.npy")),
+    ]);
+    assert!(
+        error.contains("unsupported output format for a sparse model (supported: .jsonl)"),
+        "{error}"
+    );
+    let error = fails(&[
+        "encode",
+        "--model",
+        s(&tiny_model_dir("bert-mean-normalize-old")),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&tmp.path().join("x.jsonl")),
+    ]);
+    assert!(
+        error.contains("for a dense model (supported: .npy)"),
+        "{error}"
+    );
+    let error = fails(&[
+        "encode",
+        "--model",
+        s(&tiny_model_dir("bert-mean-normalize-old")),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&tmp.path().join("y.jsonl")),
+        "--kind",
+        "sparse",
+        "--devices",
+        "cpu:1",
+    ]);
+    assert!(error.contains("SentenceEncoder"), "{error}");
+    let error = fails(&[
+        "encode", "--kind", "splade", "--model", "m", "--input", "i", "--output", "o",
+    ]);
+    assert!(error.contains("--kind must be dense or sparse"), "{error}");
+}

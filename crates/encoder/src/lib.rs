@@ -16,11 +16,13 @@ mod embeddings;
 mod error;
 pub mod gpu;
 mod similarity;
+mod sparse;
+mod sparse_embeddings;
 mod tokenizer;
 
 use std::path::Path;
 
-use pool_encode_model::{ModelFolder, TokenBatch};
+use pool_encode_model::{ModelFolder, ModelKind, TokenBatch};
 use tokenizers::Encoding;
 
 use backend::ModelRunner;
@@ -30,6 +32,8 @@ pub use embeddings::Embeddings;
 pub use error::{EncodeError, Result};
 pub use pool_encode_model as model;
 pub use similarity::SimilarityFn;
+pub use sparse::{SparseEncoder, Task};
+pub use sparse_embeddings::{SparseEmbeddings, SparseRow, Sparsity};
 pub use tokenizer::TextTokenizer;
 
 /// Options of one `encode` call, named as in ST's `encode`.
@@ -48,6 +52,8 @@ pub struct EncodeOptions {
     pub prompt_name: Option<String>,
     /// A literal prompt; wins over `prompt_name`.
     pub prompt: Option<String>,
+    /// Sparse models: keep each row's largest entries only (overrides the model's setting).
+    pub max_active_dims: Option<usize>,
 }
 
 impl EncodeOptions {
@@ -68,6 +74,9 @@ impl EncodeOptions {
         if self.truncate_dim == Some(0) {
             return invalid("truncate_dim must be at least 1");
         }
+        if self.max_active_dims == Some(0) {
+            return invalid("max_active_dims must be at least 1");
+        }
         Ok(())
     }
 }
@@ -81,6 +90,7 @@ impl Default for EncodeOptions {
             truncate_dim: None,
             prompt_name: None,
             prompt: None,
+            max_active_dims: None,
         }
     }
 }
@@ -149,10 +159,27 @@ impl SentenceEncoder {
     }
 
     pub fn from_folder(folder: &ModelFolder, device: Device, precision: Precision) -> Result<Self> {
+        if folder.kind() == ModelKind::Sparse {
+            return Err(EncodeError::InvalidOption(format!(
+                "{} is a sparse (SPLADE) model: encode it with SparseEncoder (pool-encode: --kind sparse)",
+                folder.root.display()
+            )));
+        }
+        Self::load_any(folder, device, precision, SimilarityFn::Cosine)
+    }
+
+    /// Loads either kind of model; `similarity` is used when the model names none (ST:
+    /// cosine for dense models, dot for sparse ones).
+    pub(crate) fn load_any(
+        folder: &ModelFolder,
+        device: Device,
+        precision: Precision,
+        similarity: SimilarityFn,
+    ) -> Result<Self> {
         // The tokenizer first: it is cheap, and a broken one should fail before a GPU is touched.
         let tokenizer = TextTokenizer::load(folder)?;
         let similarity = match folder.similarity_fn_name.as_deref() {
-            None => SimilarityFn::Cosine,
+            None => similarity,
             Some(name) => SimilarityFn::parse(name).ok_or_else(|| {
                 pool_encode_model::ModelError::config(
                     &folder.root.join("config_sentence_transformers.json"),
@@ -326,6 +353,11 @@ impl SentenceEncoder {
         options: &EncodeOptions,
     ) -> Result<Embeddings> {
         options.validate()?;
+        if options.max_active_dims.is_some() {
+            return Err(EncodeError::InvalidOption(
+                "max_active_dims applies to sparse models; a dense model has truncate_dim".into(),
+            ));
+        }
         let dim = self.embedding_dimension();
         let mut out = vec![0f32; prepared.len() * dim];
         self.for_each_batch(
@@ -350,6 +382,40 @@ impl SentenceEncoder {
             embeddings.normalize();
         }
         Ok(embeddings)
+    }
+
+    /// A sparse model's forward passes over prepared texts: each batch's `[rows, vocab]` values
+    /// become sparse rows at once (`max_active_dims` applied), put back in input order.
+    pub(crate) fn encode_sparse_prepared(
+        &self,
+        prepared: &PreparedTexts,
+        options: &EncodeOptions,
+        max_active_dims: Option<usize>,
+    ) -> Result<SparseEmbeddings> {
+        options.validate()?;
+        let dim = self.embedding_dimension();
+        // Rows arrive sorted by length; each is kept sparse until they are put in order.
+        let mut rows: Vec<Option<SparseEmbeddings>> = vec![None; prepared.len()];
+        self.for_each_batch(
+            prepared,
+            options,
+            |batch| {
+                self.runner
+                    .sentence_embeddings(batch, prepared.prompt_length)
+            },
+            |batch_rows, _, values| {
+                for (k, &row) in batch_rows.iter().enumerate() {
+                    let mut sparse = SparseEmbeddings::new(dim);
+                    sparse.push_dense(&values[k * dim..(k + 1) * dim], max_active_dims);
+                    rows[row] = Some(sparse);
+                }
+            },
+        )?;
+        let mut out = SparseEmbeddings::new(dim);
+        for row in &rows {
+            out.extend(row.as_ref().expect("for_each_batch covers every row"));
+        }
+        Ok(out)
     }
 
     /// `encode` with the model's query prompt (`prompts["query"]`), as ST's `encode_query`.
@@ -475,7 +541,7 @@ impl SentenceEncoder {
     }
 
     /// ST's rule: an explicit prompt wins, then `prompt_name`, then the model's default prompt.
-    fn resolve_prompt(&self, options: &EncodeOptions) -> Result<Option<String>> {
+    pub(crate) fn resolve_prompt(&self, options: &EncodeOptions) -> Result<Option<String>> {
         let folder = self.folder();
         if let Some(prompt) = &options.prompt {
             return Ok(Some(prompt.clone()));
@@ -495,7 +561,11 @@ impl SentenceEncoder {
         }
     }
 
-    fn with_task_prompt(&self, options: &EncodeOptions, names: &[&str]) -> EncodeOptions {
+    pub(crate) fn with_task_prompt(
+        &self,
+        options: &EncodeOptions,
+        names: &[&str],
+    ) -> EncodeOptions {
         let mut options = options.clone();
         if options.prompt.is_none() && options.prompt_name.is_none() {
             let prompts = &self.folder().prompts;

@@ -51,6 +51,11 @@ impl TextTokenizer {
         Ok(tokenizer)
     }
 
+    /// The underlying Hugging Face tokenizer (ids ↔ tokens).
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+
     pub fn max_seq_length(&self) -> usize {
         self.max_seq_length
     }
@@ -119,7 +124,7 @@ impl TextTokenizer {
 }
 
 /// The pad token named in tokenizer_config.json (a string or `{"content": …}`), else 0.
-fn pad_token_id(dir: &Path, tokenizer: &Tokenizer) -> u32 {
+pub(crate) fn pad_token_id(dir: &Path, tokenizer: &Tokenizer) -> u32 {
     let config: Option<serde_json::Value> = std::fs::read(dir.join("tokenizer_config.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());

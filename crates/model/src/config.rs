@@ -45,6 +45,9 @@ pub struct EncoderShape {
     pub max_position_embeddings: usize,
     pub layer_norm_eps: f64,
     pub activation: Activation,
+    /// A masked-language-model head decodes with the word embeddings (`tie_word_embeddings`,
+    /// Hugging Face's default) rather than a decoder weight of its own.
+    pub tie_word_embeddings: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,7 @@ struct RawConfig {
     position_embedding_type: Option<String>,
     relative_attention_num_buckets: Option<usize>,
     pad_token_id: Option<usize>,
+    tie_word_embeddings: Option<bool>,
     // DistilBERT names
     dim: Option<usize>,
     n_layers: Option<usize>,
@@ -101,6 +105,7 @@ impl RawConfig {
             max_position_embeddings: self.max_position_embeddings.unwrap_or(positions),
             layer_norm_eps: self.layer_norm_eps.unwrap_or(eps),
             activation: Activation::parse(self.hidden_act.as_deref().unwrap_or("gelu"), path)?,
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
         })
     }
 }
@@ -149,6 +154,7 @@ impl ArchitectureConfig {
                             raw.activation.as_deref().unwrap_or("gelu"),
                             path,
                         )?,
+                        tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
                     },
                 }
             }

@@ -15,13 +15,60 @@ use serde_json::Value;
 
 use crate::config::ArchitectureConfig;
 use crate::error::{ModelError, Result, read_json};
-use crate::modules::{DenseActivation, DenseConfig, PoolingConfig, PoolingMode};
+use crate::modules::{
+    DenseActivation, DenseConfig, PoolingConfig, PoolingMode, SpladeActivation, SpladeConfig,
+    SpladeStrategy,
+};
 
 /// One step after the transformer, in `modules.json` order.
 #[derive(Debug, Clone)]
 pub enum HeadConfig {
     Dense(DenseConfig),
     Normalize,
+}
+
+/// What follows the transformer: the two kinds of model sentence-transformers has.
+#[derive(Debug, Clone)]
+pub enum Pipeline {
+    /// A `SentenceTransformer`: Pooling, then Dense / Normalize heads.
+    Dense {
+        pooling: PoolingConfig,
+        heads: Vec<HeadConfig>,
+    },
+    /// A `SparseEncoder` (SPLADE): the MLM head's logits, then SpladePooling. `query` is the
+    /// query route of an inference-free model (ST `Router` with `SparseStaticEmbedding`).
+    Splade {
+        pooling: SpladeConfig,
+        query: Option<StaticEmbeddingConfig>,
+    },
+}
+
+/// Which pipeline a folder without `modules.json` (a plain Hugging Face folder) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Mean pooling, as `SentenceTransformer` does.
+    Dense,
+    /// SpladePooling (max), as `SparseEncoder` does for a `*ForMaskedLM` folder.
+    Sparse,
+}
+
+/// ST's `SparseStaticEmbedding`: a weight per vocabulary entry (IDF-like), given to each token
+/// present in the text, tokenized without special tokens.
+#[derive(Debug, Clone)]
+pub struct StaticEmbeddingConfig {
+    pub dir: PathBuf,
+    /// Truncation length (the tokenizer's `model_max_length`); `None`: no limit.
+    pub max_length: Option<usize>,
+}
+
+impl StaticEmbeddingConfig {
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,18 +80,26 @@ pub struct ModelFolder {
     /// The effective max length, computed as ST does, then capped by the position table.
     pub max_seq_length: usize,
     pub do_lower_case: bool,
-    pub pooling: PoolingConfig,
-    pub heads: Vec<HeadConfig>,
+    pub pipeline: Pipeline,
     pub prompts: BTreeMap<String, String>,
     pub default_prompt_name: Option<String>,
     pub similarity_fn_name: Option<String>,
+    /// A sparse model's `max_active_dims` (config_sentence_transformers.json).
+    pub max_active_dims: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct ModuleEntry {
     path: String,
     #[serde(rename = "type")]
     kind: String,
+}
+
+impl ModuleEntry {
+    /// The class name without its module path (old and new ST paths differ only there).
+    fn class(&self) -> &str {
+        self.kind.rsplit('.').next().unwrap_or_default()
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -52,6 +107,8 @@ struct SentenceBertConfig {
     max_seq_length: Option<usize>,
     #[serde(default)]
     do_lower_case: bool,
+    /// ≥ 5.4: `"fill-mask"` for the transformer of a SPLADE model.
+    transformer_task: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -60,54 +117,263 @@ struct SentenceTransformersConfig {
     prompts: BTreeMap<String, String>,
     default_prompt_name: Option<String>,
     similarity_fn_name: Option<String>,
+    max_active_dims: Option<usize>,
 }
 
-impl ModelFolder {
-    pub fn load(root: &Path) -> Result<Self> {
-        if !root.is_dir() {
-            return Err(ModelError::MissingFile {
-                path: root.to_path_buf(),
-            });
-        }
-        let modules_path = root.join("modules.json");
-        let entries: Vec<ModuleEntry> = if modules_path.exists() {
-            read_json(&modules_path)?
-        } else {
-            vec![ModuleEntry {
-                path: String::new(),
-                kind: "Transformer".into(),
-            }]
-        };
-        let mut transformer_dir = None;
-        let mut pooling = None;
-        let mut heads = Vec::new();
-        for entry in &entries {
-            let dir = root.join(&entry.path);
-            let class = entry.kind.rsplit('.').next().unwrap_or_default();
-            match class {
-                "Transformer" if transformer_dir.is_none() => transformer_dir = Some(dir),
-                "Pooling" => pooling = Some(PoolingConfig::load(&dir.join("config.json"))?),
-                "Dense" => heads.push(HeadConfig::Dense(DenseConfig::load(&dir)?)),
-                "Normalize" => heads.push(HeadConfig::Normalize),
+/// `modules.json` read into the transformer's folder and the pipeline's parts.
+#[derive(Default)]
+struct Modules {
+    transformer: Option<PathBuf>,
+    /// The transformer is a masked-language model (`MLMTransformer`, or task `fill-mask`).
+    masked_lm: bool,
+    pooling: Option<PoolingConfig>,
+    heads: Vec<HeadConfig>,
+    splade: Option<SpladeConfig>,
+    query: Option<StaticEmbeddingConfig>,
+}
+
+const SUPPORTED_MODULES: &str = "Transformer, Pooling, Dense, Normalize, MLMTransformer, SpladePooling, and a Router whose query route is a SparseStaticEmbedding";
+
+impl Modules {
+    fn read(&mut self, entries: &[(PathBuf, ModuleEntry)], source: &Path) -> Result<()> {
+        for (dir, entry) in entries {
+            match entry.class() {
+                "Transformer" | "MLMTransformer" if self.transformer.is_none() => {
+                    let sbert_path = dir.join("sentence_bert_config.json");
+                    let sbert: SentenceBertConfig = if sbert_path.exists() {
+                        read_json(&sbert_path)?
+                    } else {
+                        SentenceBertConfig::default()
+                    };
+                    self.masked_lm = entry.class() == "MLMTransformer"
+                        || sbert.transformer_task.as_deref() == Some("fill-mask");
+                    self.transformer = Some(dir.clone());
+                }
+                "Pooling" => self.pooling = Some(PoolingConfig::load(&dir.join("config.json"))?),
+                "Dense" => self.heads.push(HeadConfig::Dense(DenseConfig::load(dir)?)),
+                "Normalize" => self.heads.push(HeadConfig::Normalize),
+                "SpladePooling" => self.splade = Some(load_splade(&dir.join("config.json"))?),
+                "Router" if entries.len() == 1 => self.read_router(dir)?,
                 _ => {
                     return Err(ModelError::config(
-                        &modules_path,
+                        source,
                         format!(
-                            "unsupported module type {:?} (supported: Transformer, Pooling, Dense, Normalize)",
+                            "unsupported module type {:?} (supported: {SUPPORTED_MODULES})",
                             entry.kind
                         ),
                     ));
                 }
             }
         }
-        let transformer_dir = transformer_dir.ok_or_else(|| {
+        Ok(())
+    }
+
+    /// ST's `Router` (router_config.json): one route runs the transformer pipeline; a
+    /// `query` route may instead be a lone `SparseStaticEmbedding` (inference-free SPLADE).
+    fn read_router(&mut self, dir: &Path) -> Result<()> {
+        #[derive(Deserialize)]
+        struct RouterConfig {
+            types: BTreeMap<String, String>,
+            structure: BTreeMap<String, Vec<String>>,
+            #[serde(default)]
+            parameters: RouterParameters,
+        }
+        #[derive(Deserialize, Default)]
+        struct RouterParameters {
+            default_route: Option<String>,
+        }
+        let path = dir.join("router_config.json");
+        let config: RouterConfig = read_json(&path)?;
+        let entries = |route: &str| -> Result<Vec<(PathBuf, ModuleEntry)>> {
+            config.structure[route]
+                .iter()
+                .map(|name| {
+                    let kind = config.types.get(name).ok_or_else(|| {
+                        ModelError::config(&path, format!("module {name:?} has no entry in types"))
+                    })?;
+                    Ok((
+                        dir.join(name),
+                        ModuleEntry {
+                            path: name.clone(),
+                            kind: kind.clone(),
+                        },
+                    ))
+                })
+                .collect()
+        };
+        let unsupported = |why: String| {
+            Err(ModelError::config(
+                &path,
+                format!("{why} (supported: {SUPPORTED_MODULES})"),
+            ))
+        };
+        let mut main_route = None;
+        for route in config.structure.keys() {
+            let modules = entries(route)?;
+            match modules.as_slice() {
+                [(module_dir, entry)] if entry.class() == "SparseStaticEmbedding" => {
+                    if route != "query" {
+                        return unsupported(format!(
+                            "a SparseStaticEmbedding on route {route:?}; only the query route may be one"
+                        ));
+                    }
+                    self.query = Some(load_static_embedding(module_dir)?);
+                }
+                _ if main_route.is_none() => main_route = Some((route.clone(), modules)),
+                _ => {
+                    return unsupported(format!(
+                        "more than one route runs a transformer ({:?} and {route:?})",
+                        main_route.as_ref().map(|(r, _)| r)
+                    ));
+                }
+            }
+        }
+        let Some((route, modules)) = main_route else {
+            return unsupported("no route runs a transformer".into());
+        };
+        if let Some(default) = &config.parameters.default_route
+            && *default != route
+            && default != "query"
+        {
+            return unsupported(format!(
+                "default route {default:?} is neither the transformer route {route:?} nor the query route"
+            ));
+        }
+        self.read(&modules, &path)
+    }
+}
+
+fn load_splade(path: &Path) -> Result<SpladeConfig> {
+    #[derive(Deserialize)]
+    struct Raw {
+        pooling_strategy: Option<String>,
+        activation_function: Option<String>,
+    }
+    let raw: Raw = read_json(path)?;
+    let strategy = match raw.pooling_strategy.as_deref().unwrap_or("max") {
+        "max" => SpladeStrategy::Max,
+        "sum" => SpladeStrategy::Sum,
+        other => {
+            return Err(ModelError::config(
+                path,
+                format!("pooling_strategy {other:?} is not \"max\" or \"sum\""),
+            ));
+        }
+    };
+    let activation = match raw.activation_function.as_deref().unwrap_or("relu") {
+        "relu" => SpladeActivation::Relu,
+        "log1p_relu" => SpladeActivation::Log1pRelu,
+        other => {
+            return Err(ModelError::config(
+                path,
+                format!("activation_function {other:?} is not \"relu\" or \"log1p_relu\""),
+            ));
+        }
+    };
+    Ok(SpladeConfig {
+        strategy,
+        activation,
+    })
+}
+
+fn load_static_embedding(dir: &Path) -> Result<StaticEmbeddingConfig> {
+    let config_path = dir.join("config.json");
+    if config_path.exists() {
+        let config: serde_json::Map<String, Value> = read_json(&config_path)?;
+        if config.contains_key("path") {
+            return Err(ModelError::config(
+                &config_path,
+                "SparseStaticEmbedding from an IDF json file is not supported; save the model with ST so that its weights are in model.safetensors",
+            ));
+        }
+    }
+    let tokenizer_config = dir.join("tokenizer_config.json");
+    let max_length = if tokenizer_config.exists() {
+        let config: Value = read_json(&tokenizer_config)?;
+        config
+            .get("model_max_length")
+            .and_then(Value::as_f64)
+            .filter(|n| (1.0..1e9).contains(n))
+            .map(|n| n as usize)
+    } else {
+        None
+    };
+    let config = StaticEmbeddingConfig {
+        dir: dir.to_path_buf(),
+        max_length,
+    };
+    for file in [config.weights_path(), config.tokenizer_path()] {
+        if !file.exists() {
+            return Err(ModelError::MissingFile { path: file });
+        }
+    }
+    Ok(config)
+}
+
+impl ModelFolder {
+    /// Reads the folder's pipeline from `modules.json`; a plain Hugging Face folder gets mean
+    /// pooling, as `SentenceTransformer` gives it.
+    pub fn load(root: &Path) -> Result<Self> {
+        Self::load_as(root, ModelKind::Dense)
+    }
+
+    /// As [`load`](Self::load); a plain Hugging Face folder gets the pipeline of `bare`.
+    pub fn load_as(root: &Path, bare: ModelKind) -> Result<Self> {
+        if !root.is_dir() {
+            return Err(ModelError::MissingFile {
+                path: root.to_path_buf(),
+            });
+        }
+        let modules_path = root.join("modules.json");
+        let mut modules = Modules::default();
+        if modules_path.exists() {
+            let entries: Vec<ModuleEntry> = read_json(&modules_path)?;
+            let entries: Vec<(PathBuf, ModuleEntry)> = entries
+                .into_iter()
+                .map(|e| (root.join(&e.path), e))
+                .collect();
+            modules.read(&entries, &modules_path)?;
+        } else {
+            modules.transformer = Some(root.to_path_buf());
+            modules.masked_lm = bare == ModelKind::Sparse;
+        }
+        let transformer_dir = modules.transformer.clone().ok_or_else(|| {
             ModelError::config(&modules_path, "no Transformer module (it must come first)")
         })?;
+        let pipeline = match modules {
+            Modules {
+                masked_lm: true,
+                splade,
+                pooling: None,
+                heads,
+                query,
+                ..
+            } if heads.is_empty() => Pipeline::Splade {
+                pooling: splade.unwrap_or_default(),
+                query,
+            },
+            Modules {
+                masked_lm: false,
+                splade: None,
+                query: None,
+                pooling,
+                heads,
+                ..
+            } => Pipeline::Dense {
+                pooling: pooling.unwrap_or(PoolingConfig {
+                    modes: vec![PoolingMode::Mean],
+                    include_prompt: true,
+                }),
+                heads,
+            },
+            _ => {
+                return Err(ModelError::config(
+                    &modules_path,
+                    "SpladePooling needs a fill-mask (MLM) transformer and no Pooling, Dense or Normalize module",
+                ));
+            }
+        };
         let architecture = ArchitectureConfig::load(&transformer_dir.join("config.json"))?;
-        let pooling = pooling.unwrap_or(PoolingConfig {
-            modes: vec![PoolingMode::Mean],
-            include_prompt: true,
-        });
 
         let sbert_path = transformer_dir.join("sentence_bert_config.json");
         let sbert: SentenceBertConfig = if sbert_path.exists() {
@@ -137,12 +403,19 @@ impl ModelFolder {
             architecture,
             max_seq_length,
             do_lower_case: sbert.do_lower_case,
-            pooling,
-            heads,
+            pipeline,
             prompts: st.prompts,
             default_prompt_name: st.default_prompt_name,
             similarity_fn_name: st.similarity_fn_name,
+            max_active_dims: st.max_active_dims,
         })
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self.pipeline {
+            Pipeline::Dense { .. } => ModelKind::Dense,
+            Pipeline::Splade { .. } => ModelKind::Sparse,
+        }
     }
 
     pub fn tokenizer_path(&self) -> PathBuf {

@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender, IpcSharedMemory};
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions};
+use pool_encode_encoder::model::ModelKind;
+use pool_encode_encoder::{Device, EncodeOptions};
 
 use crate::protocol::{Request, WorkerMessage};
+use crate::rows::{WorkerRows, decode_slot};
 use crate::{PoolConfig, PoolError, WorkerStats};
 
 /// What `CUDA_VISIBLE_DEVICES` a worker for `cuda:k` gets: entry `k` of the coordinator's own
@@ -54,7 +56,7 @@ pub(crate) struct Task {
 pub(crate) enum TaskOutcome {
     Done {
         offset: usize,
-        embeddings: Embeddings,
+        rows: WorkerRows,
     },
     /// The text at row `index` of the call kills every worker that encodes it.
     Poison {
@@ -238,6 +240,10 @@ impl Dispatcher {
                     .gpu_batches_in_flight
                     .map_or("-".into(), |n| n.to_string()),
             )
+            .arg(match self.config.kind {
+                ModelKind::Dense => "dense",
+                ModelKind::Sparse => "sparse",
+            })
             .envs(self.config.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -336,6 +342,7 @@ impl Dispatcher {
                 slot,
                 rows,
                 dim,
+                nnz,
                 tokens,
                 region,
             } => {
@@ -352,25 +359,20 @@ impl Dispatcher {
                     }
                     worker.regions[slot] = Some(region);
                 }
-                let values = worker
+                let result = worker
                     .regions
                     .get(slot)
                     .and_then(Option::as_ref)
-                    .and_then(|r| r.get(..rows * dim * 4))
-                    .map(|bytes| {
-                        bytes
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect::<Vec<f32>>()
-                    });
+                    .ok_or_else(|| "a result in a slot it never received".to_string())
+                    .and_then(|region| decode_slot(region, rows, dim, nnz));
                 if let Some(task) = self.tasks.remove(&task) {
-                    let outcome = match values {
-                        Some(values) => TaskOutcome::Done {
+                    let outcome = match result {
+                        Ok(rows) => TaskOutcome::Done {
                             offset: task.offset,
-                            embeddings: Embeddings::new(values, rows, dim),
+                            rows,
                         },
-                        None => TaskOutcome::Failed(PoolError::Protocol(format!(
-                            "worker {w} reported a result larger than its slot"
+                        Err(why) => TaskOutcome::Failed(PoolError::Protocol(format!(
+                            "worker {w} reported {why}"
                         ))),
                     };
                     let _ = task.reply.send(outcome);

@@ -18,6 +18,7 @@
 
 mod dispatcher;
 mod protocol;
+mod rows;
 mod sorted_stream;
 pub mod worker;
 
@@ -29,9 +30,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision};
+pub use pool_encode_encoder::model::ModelKind;
+use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision, SparseEmbeddings};
 
 use dispatcher::{Control, Dispatcher, Task, TaskOutcome};
+pub use rows::Rows;
 pub use sorted_stream::SortedEncodeStream;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -56,6 +59,9 @@ pub enum PoolError {
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub model: PathBuf,
+    /// Dense (`SentenceTransformer`) or sparse (`SparseEncoder`, SPLADE) model. A model
+    /// folder's `modules.json` must agree; a plain `*ForMaskedLM` folder takes either.
+    pub kind: ModelKind,
     /// One worker process per entry (repeats allowed). Empty: every CUDA GPU the worker program
     /// finds, else one single-threaded CPU worker per core ([`Pool::devices`] tells which).
     pub devices: Vec<Device>,
@@ -90,6 +96,7 @@ impl PoolConfig {
     pub fn new(model: impl Into<PathBuf>, devices: Vec<Device>) -> Self {
         PoolConfig {
             model: model.into(),
+            kind: ModelKind::Dense,
             devices,
             worker_command: None,
             precision: Precision::F32,
@@ -183,11 +190,12 @@ impl Default for PoolEncodeOptions {
     }
 }
 
-/// Rows of one call, in input order, starting at row `offset`.
+/// Rows of one call, in input order, starting at row `offset`: [`Embeddings`] from a dense
+/// model, [`SparseEmbeddings`] from a sparse one.
 #[derive(Debug, Clone)]
-pub struct Encoded {
+pub struct Encoded<R = Embeddings> {
     pub offset: usize,
-    pub embeddings: Embeddings,
+    pub embeddings: R,
     /// Rows (indices within the call) that were skipped as poison (`OnPoison::Skip`).
     pub skipped: Vec<usize>,
 }
@@ -296,6 +304,24 @@ impl Pool {
         texts: &[S],
         options: &PoolEncodeOptions,
     ) -> Result<Encoded, PoolError> {
+        self.encode_rows(texts, options)
+    }
+
+    /// [`encode`](Self::encode) for a pool of a sparse model: sparse rows in input order.
+    pub fn encode_sparse<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &PoolEncodeOptions,
+    ) -> Result<Encoded<SparseEmbeddings>, PoolError> {
+        self.encode_rows(texts, options)
+    }
+
+    /// [`encode`](Self::encode) for either kind of rows.
+    pub fn encode_rows<R: Rows, S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        options: &PoolEncodeOptions,
+    ) -> Result<Encoded<R>, PoolError> {
         let chunk_size = options
             .chunk_size
             .unwrap_or_else(|| st_chunk_size(texts.len(), self.workers()));
@@ -305,13 +331,12 @@ impl Pool {
             chunks_ahead: Some(options.chunks_ahead.unwrap_or(usize::MAX / 2)),
             ..options.clone()
         };
-        let dim = options.encode.output_dimension(self.dimension);
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
-        let mut values = vec![0f32; texts.len() * dim];
+        let mut rows = R::empty(self.output_dimension(&options.encode));
         let mut skipped = Vec::new();
         let sorted = order.iter().map(|&i| texts[i].as_ref().to_string());
-        for piece in self.encode_stream(sorted, &options) {
+        for piece in self.encode_stream_rows::<R, _>(sorted, &options) {
             let piece = piece.map_err(|e| match e {
                 PoolError::PoisonText { index, preview } => PoolError::PoisonText {
                     index: order[index],
@@ -319,18 +344,20 @@ impl Pool {
                 },
                 other => other,
             })?;
-            for (k, row) in piece.embeddings.iter().enumerate() {
-                let i = order[piece.offset + k];
-                values[i * dim..(i + 1) * dim].copy_from_slice(row);
-            }
+            rows.append(piece.embeddings);
             skipped.extend(piece.skipped.iter().map(|&s| order[s]));
         }
         skipped.sort_unstable();
         Ok(Encoded {
             offset: 0,
-            embeddings: Embeddings::new(values, texts.len(), dim),
+            embeddings: rows.unsort(&order),
             skipped,
         })
+    }
+
+    /// Width of the rows a call with `options` returns.
+    fn output_dimension(&self, options: &EncodeOptions) -> usize {
+        options.output_dimension(self.dimension)
     }
 
     /// Encodes a stream of texts, yielding rows chunk by chunk in input order while later
@@ -341,6 +368,15 @@ impl Pool {
         texts: I,
         options: &PoolEncodeOptions,
     ) -> EncodeStream<'_, I::IntoIter> {
+        self.encode_stream_rows(texts, options)
+    }
+
+    /// [`encode_stream`](Self::encode_stream) for either kind of rows.
+    pub fn encode_stream_rows<R: Rows, I: IntoIterator<Item = String>>(
+        &self,
+        texts: I,
+        options: &PoolEncodeOptions,
+    ) -> EncodeStream<'_, I::IntoIter, R> {
         let texts = texts.into_iter();
         let chunk_size = options
             .chunk_size
@@ -381,13 +417,24 @@ impl Pool {
         options: &PoolEncodeOptions,
         window: usize,
     ) -> SortedEncodeStream<'_, I::IntoIter> {
+        self.encode_stream_sorted_rows(texts, options, window)
+    }
+
+    /// [`encode_stream_sorted`](Self::encode_stream_sorted) for either kind of rows.
+    pub fn encode_stream_sorted_rows<R: Rows, I: IntoIterator<Item = String>>(
+        &self,
+        texts: I,
+        options: &PoolEncodeOptions,
+        window: usize,
+    ) -> SortedEncodeStream<'_, I::IntoIter, R> {
         let chunk_size = options.chunk_size.unwrap_or(1000).max(1);
         let options = PoolEncodeOptions {
             chunk_size: Some(chunk_size),
             ..options.clone()
         };
-        SortedEncodeStream::new(texts.into_iter(), window, chunk_size, |windows| {
-            self.encode_stream(windows, &options)
+        let dim = self.output_dimension(&options.encode);
+        SortedEncodeStream::new(texts.into_iter(), window, chunk_size, dim, |windows| {
+            self.encode_stream_rows(windows, &options)
         })
     }
 
@@ -412,6 +459,7 @@ fn st_chunk_size(texts: usize, workers: usize) -> usize {
 }
 
 /// Starts a temporary pool on `devices`, encodes, and stops it (ST's `encode(device=[…])`).
+/// A dense model; for a sparse one, start a [`Pool`] with [`ModelKind::Sparse`].
 pub fn encode<S: AsRef<str>>(
     model: impl Into<PathBuf>,
     devices: Vec<Device>,
@@ -470,7 +518,7 @@ fn default_worker_program() -> Result<PathBuf, PoolError> {
 }
 
 /// The ordered stream of one call's results; see [`Pool::encode_stream`].
-pub struct EncodeStream<'p, I: Iterator<Item = String>> {
+pub struct EncodeStream<'p, I: Iterator<Item = String>, R: Rows = Embeddings> {
     pool: &'p Pool,
     texts: I,
     options: Arc<EncodeOptions>,
@@ -485,11 +533,11 @@ pub struct EncodeStream<'p, I: Iterator<Item = String>> {
     emitted: usize,
     exhausted: bool,
     /// Results that arrived ahead of their turn, by first row.
-    arrived: BTreeMap<usize, Encoded>,
+    arrived: BTreeMap<usize, Encoded<R>>,
     failed: bool,
 }
 
-impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
+impl<I: Iterator<Item = String>, R: Rows> EncodeStream<'_, I, R> {
     fn submit_ahead(&mut self) -> Result<(), PoolError> {
         while !self.exhausted && self.submitted - self.emitted < self.window {
             let texts: Vec<String> = self.texts.by_ref().take(self.chunk_size).collect();
@@ -521,9 +569,9 @@ impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
         // Every task is answered by the dispatcher, or dropped when it stops: never a hang.
         let outcome = self.results.recv().map_err(|_| PoolError::Stopped)?;
         let piece = match outcome {
-            TaskOutcome::Done { offset, embeddings } => Encoded {
+            TaskOutcome::Done { offset, rows } => Encoded {
                 offset,
-                embeddings,
+                embeddings: R::from_worker(rows)?,
                 skipped: Vec::new(),
             },
             TaskOutcome::Poison { index, text } => match self.on_poison {
@@ -537,10 +585,9 @@ impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
                     eprintln!(
                         "pool-encode: skipping text {index}: it kills every worker that encodes it"
                     );
-                    let dim = self.options.output_dimension(self.pool.dimension);
                     Encoded {
                         offset: index,
-                        embeddings: Embeddings::new(vec![f32::NAN; dim], 1, dim),
+                        embeddings: R::skipped_row(self.pool.output_dimension(&self.options)),
                         skipped: vec![index],
                     }
                 }
@@ -551,7 +598,7 @@ impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<Option<Encoded>, PoolError> {
+    fn step(&mut self) -> Result<Option<Encoded<R>>, PoolError> {
         loop {
             self.submit_ahead()?;
             if let Some(piece) = self.arrived.remove(&self.emitted) {
@@ -566,8 +613,8 @@ impl<I: Iterator<Item = String>> EncodeStream<'_, I> {
     }
 }
 
-impl<I: Iterator<Item = String>> Iterator for EncodeStream<'_, I> {
-    type Item = Result<Encoded, PoolError>;
+impl<I: Iterator<Item = String>, R: Rows> Iterator for EncodeStream<'_, I, R> {
+    type Item = Result<Encoded<R>, PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed {
@@ -584,7 +631,7 @@ impl<I: Iterator<Item = String>> Iterator for EncodeStream<'_, I> {
     }
 }
 
-impl<I: Iterator<Item = String>> Drop for EncodeStream<'_, I> {
+impl<I: Iterator<Item = String>, R: Rows> Drop for EncodeStream<'_, I, R> {
     fn drop(&mut self) {
         // Chunks of an abandoned call are not dispatched any more.
         self.cancelled.store(true, Ordering::Relaxed);

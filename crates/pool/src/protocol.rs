@@ -30,12 +30,14 @@ pub enum WorkerMessage {
         pid: u32,
         dimension: usize,
     },
-    /// Embeddings of task `task` (`rows × dim` f32, little-endian) are in slot `slot`.
+    /// The rows of task `task` are in slot `slot` (layout: `rows::encode_slot`).
     Done {
         task: u64,
         slot: usize,
         rows: usize,
         dim: usize,
+        /// Sparse rows: their entries in all; `None` for dense rows.
+        nnz: Option<usize>,
         /// Tokens encoded (special tokens included, after truncation).
         tokens: usize,
         /// A new region for this slot, when the old one was too small (or absent).

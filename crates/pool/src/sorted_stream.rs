@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use pool_encode_encoder::Embeddings;
 
-use crate::{EncodeStream, Encoded, PoolError};
+use crate::{EncodeStream, Encoded, PoolError, Rows};
 
 /// The input side: reads a window, sorts it, records its order, hands out the sorted texts.
 pub(crate) struct SortedWindows<I> {
@@ -47,27 +47,27 @@ impl<I: Iterator<Item = String>> Iterator for SortedWindows<I> {
 }
 
 /// The output side: whole windows, in input order.
-pub struct SortedEncodeStream<'p, I: Iterator<Item = String>> {
-    inner: EncodeStream<'p, SortedWindows<I>>,
+pub struct SortedEncodeStream<'p, I: Iterator<Item = String>, R: Rows = Embeddings> {
+    inner: EncodeStream<'p, SortedWindows<I>, R>,
     orders: Rc<RefCell<VecDeque<Vec<usize>>>>,
     /// Rows of the current window so far, in sorted order, and the skipped among them.
-    rows: Vec<f32>,
+    rows: R,
     filled: usize,
     skipped: Vec<usize>,
-    dim: usize,
     /// Input row where the current window starts.
     window_start: usize,
     done: bool,
 }
 
-impl<'p, I: Iterator<Item = String>> SortedEncodeStream<'p, I> {
+impl<'p, I: Iterator<Item = String>, R: Rows> SortedEncodeStream<'p, I, R> {
     /// `window` is rounded up to a whole number of `chunk_size` chunks, so that no chunk mixes
     /// two windows' texts.
     pub(crate) fn new(
         texts: I,
         window: usize,
         chunk_size: usize,
-        start: impl FnOnce(SortedWindows<I>) -> EncodeStream<'p, SortedWindows<I>>,
+        dim: usize,
+        start: impl FnOnce(SortedWindows<I>) -> EncodeStream<'p, SortedWindows<I>, R>,
     ) -> Self {
         let orders = Rc::new(RefCell::new(VecDeque::new()));
         let windows = SortedWindows {
@@ -79,10 +79,9 @@ impl<'p, I: Iterator<Item = String>> SortedEncodeStream<'p, I> {
         SortedEncodeStream {
             inner: start(windows),
             orders,
-            rows: Vec::new(),
+            rows: R::empty(dim),
             filled: 0,
             skipped: Vec::new(),
-            dim: 0,
             window_start: 0,
             done: false,
         }
@@ -90,20 +89,13 @@ impl<'p, I: Iterator<Item = String>> SortedEncodeStream<'p, I> {
 
     /// The current window once all its rows are in, in input order. Rows and skipped indices
     /// past it (a piece may span windows) stay for the next window.
-    fn take_window(&mut self) -> Option<Encoded> {
+    fn take_window(&mut self) -> Option<Encoded<R>> {
         let len = self.orders.borrow().front()?.len();
         if self.filled < len {
             return None;
         }
         let order = self.orders.borrow_mut().pop_front()?;
-        let dim = self.dim;
-        let rest = self.rows.split_off(len * dim);
-        let sorted_rows = std::mem::replace(&mut self.rows, rest);
-        let mut values = vec![0f32; len * dim];
-        for (sorted, &original) in order.iter().enumerate() {
-            values[original * dim..(original + 1) * dim]
-                .copy_from_slice(&sorted_rows[sorted * dim..(sorted + 1) * dim]);
-        }
+        let window_rows = self.rows.take_front(len).unsort(&order);
         let (mine, later): (Vec<usize>, Vec<usize>) =
             self.skipped.drain(..).partition(|&s| s < len);
         self.skipped = later.into_iter().map(|s| s - len).collect();
@@ -114,7 +106,7 @@ impl<'p, I: Iterator<Item = String>> SortedEncodeStream<'p, I> {
         skipped.sort_unstable();
         let piece = Encoded {
             offset: self.window_start,
-            embeddings: Embeddings::new(values, len, dim),
+            embeddings: window_rows,
             skipped,
         };
         self.window_start += len;
@@ -138,8 +130,8 @@ impl<'p, I: Iterator<Item = String>> SortedEncodeStream<'p, I> {
     }
 }
 
-impl<I: Iterator<Item = String>> Iterator for SortedEncodeStream<'_, I> {
-    type Item = Result<Encoded, PoolError>;
+impl<I: Iterator<Item = String>, R: Rows> Iterator for SortedEncodeStream<'_, I, R> {
+    type Item = Result<Encoded<R>, PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -162,12 +154,11 @@ impl<I: Iterator<Item = String>> Iterator for SortedEncodeStream<'_, I> {
                 }
                 // Pieces come in stream order; one may end one window and start the next.
                 Some(Ok(piece)) => {
-                    self.dim = piece.embeddings.dim();
                     // `skipped` holds stream rows; keep them relative to the current window.
                     let start = self.window_start;
                     self.skipped.extend(piece.skipped.iter().map(|s| s - start));
-                    self.rows.extend_from_slice(piece.embeddings.as_slice());
                     self.filled += piece.embeddings.rows();
+                    self.rows.append(piece.embeddings);
                 }
             }
         }

@@ -19,10 +19,85 @@ use std::sync::Arc;
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 use nix::sys::signal::{SigHandler, Signal, signal};
 use pool_encode_encoder::{
-    Device, EncodeError, EncodeOptions, Precision, PreparedTexts, SentenceEncoder, gpu,
+    Device, EncodeError, EncodeOptions, Precision, PreparedTexts, SentenceEncoder, SparseEncoder,
+    gpu,
 };
 
 use crate::protocol::{Request, WorkerMessage};
+use crate::rows::{WorkerRows, encode_slot};
+
+/// The model a worker serves: dense or sparse, chosen by the pool.
+// One per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Model {
+    Dense(SentenceEncoder),
+    Sparse(SparseEncoder),
+}
+
+impl Model {
+    fn load(model: &str, kind: &str, device: Device, precision: Precision) -> Result<Self, String> {
+        match kind {
+            "dense" => {
+                SentenceEncoder::load_with_precision(model, device, precision).map(Model::Dense)
+            }
+            "sparse" => {
+                SparseEncoder::load_with_precision(model, device, precision).map(Model::Sparse)
+            }
+            other => return Err(format!("bad model kind {other:?}")),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn dimension(&self) -> usize {
+        match self {
+            Model::Dense(m) => m.embedding_dimension(),
+            Model::Sparse(m) => m.embedding_dimension(),
+        }
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Model::Dense(m) => m.device(),
+            Model::Sparse(m) => m.device(),
+        }
+    }
+
+    fn set_max_seq_length(&mut self, n: usize) -> pool_encode_encoder::Result<()> {
+        match self {
+            Model::Dense(m) => m.set_max_seq_length(n),
+            Model::Sparse(m) => m.set_max_seq_length(n),
+        }
+    }
+
+    fn set_concurrent_batches(&mut self, n: usize) -> pool_encode_encoder::Result<()> {
+        match self {
+            Model::Dense(m) => m.set_concurrent_batches(n),
+            Model::Sparse(m) => m.set_concurrent_batches(n),
+        }
+    }
+
+    fn prepare(
+        &self,
+        texts: &[String],
+        options: &EncodeOptions,
+    ) -> pool_encode_encoder::Result<PreparedTexts> {
+        match self {
+            Model::Dense(m) => m.prepare(texts, options),
+            Model::Sparse(m) => m.prepare(texts, options),
+        }
+    }
+
+    fn encode(
+        &self,
+        prepared: &PreparedTexts,
+        options: &EncodeOptions,
+    ) -> pool_encode_encoder::Result<WorkerRows> {
+        Ok(match self {
+            Model::Dense(m) => WorkerRows::Dense(m.encode_prepared(prepared, options)?),
+            Model::Sparse(m) => WorkerRows::Sparse(m.encode_prepared(prepared, options)?),
+        })
+    }
+}
 
 /// Runs a worker; `args` are the eight arguments above (or `--list-devices`).
 pub fn main(args: &[String]) -> ExitCode {
@@ -46,10 +121,11 @@ pub fn main(args: &[String]) -> ExitCode {
         max_seq_length,
         precision,
         gpu_batches_in_flight,
+        kind,
     ] = args
     else {
         eprintln!(
-            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION GPU_BATCHES_IN_FLIGHT (started by the pool, not by hand)"
+            "usage: pool-encode-worker SERVER MODEL DEVICE CORES PARENT_PID MAX_SEQ_LENGTH PRECISION GPU_BATCHES_IN_FLIGHT KIND (started by the pool, not by hand)"
         );
         return ExitCode::from(2);
     };
@@ -77,10 +153,8 @@ pub fn main(args: &[String]) -> ExitCode {
     let encoder = device
         .parse::<Device>()
         .and_then(|device| Ok((device, precision.parse::<Precision>()?)))
-        .and_then(|(device, precision)| {
-            SentenceEncoder::load_with_precision(model, device, precision)
-        })
         .map_err(|e| e.to_string())
+        .and_then(|(device, precision)| Model::load(model, kind, device, precision))
         .and_then(|mut encoder| {
             if max_seq_length != "-" {
                 let n = max_seq_length
@@ -112,7 +186,7 @@ pub fn main(args: &[String]) -> ExitCode {
     let ready = WorkerMessage::Ready {
         requests,
         pid: std::process::id(),
-        dimension: encoder.embedding_dimension(),
+        dimension: encoder.dimension(),
     };
     if to_coordinator.send(ready).is_err() {
         return ExitCode::FAILURE;
@@ -133,18 +207,22 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         }
         let encoded = prepared.and_then(|p| {
-            let embeddings = encoder.encode_prepared(&p, &job.options)?;
-            Ok((embeddings, p.tokens()))
+            let rows = encoder.encode(&p, &job.options)?;
+            Ok((rows, p.tokens()))
         });
         let message = match encoded {
-            Ok((embeddings, tokens)) => {
-                let (rows, dim) = (embeddings.rows(), embeddings.dim());
-                let region = write_slot(&mut slots, job.slot, embeddings.as_slice());
+            Ok((result, tokens)) => {
+                let (rows, dim, nnz) = match &result {
+                    WorkerRows::Dense(e) => (e.rows(), e.dim(), None),
+                    WorkerRows::Sparse(s) => (s.rows(), s.dim(), Some(s.nnz())),
+                };
+                let region = write_slot(&mut slots, job.slot, &encode_slot(&result));
                 WorkerMessage::Done {
                     task: job.task,
                     slot: job.slot,
                     rows,
                     dim,
+                    nnz,
                     tokens,
                     region,
                 }
@@ -191,7 +269,7 @@ struct Job {
 /// Receives chunks and tokenizes them one chunk ahead of the forward passes (the channel holds
 /// one finished chunk). Detached: when the coordinator is gone the process simply exits.
 fn spawn_tokenizer(
-    encoder: Arc<SentenceEncoder>,
+    encoder: Arc<Model>,
     incoming: IpcReceiver<Request>,
 ) -> crossbeam_channel::Receiver<Job> {
     let (jobs, prepared) = crossbeam_channel::bounded(1);
@@ -224,9 +302,9 @@ fn spawn_tokenizer(
 fn write_slot(
     slots: &mut Vec<Option<IpcSharedMemory>>,
     slot: usize,
-    values: &[f32],
+    data: &[u8],
 ) -> Option<IpcSharedMemory> {
-    let bytes = values.len() * 4;
+    let bytes = data.len();
     if slots.len() <= slot {
         slots.resize(slot + 1, None);
     }
@@ -241,9 +319,7 @@ fn write_slot(
     // SAFETY: the coordinator reads this slot only after our `Done` for it and sends no other
     // task for it until it has copied the result out, so nobody reads while we write.
     let target = unsafe { region.deref_mut() };
-    for (dst, v) in target.chunks_exact_mut(4).zip(values) {
-        dst.copy_from_slice(&v.to_le_bytes());
-    }
+    target[..bytes].copy_from_slice(data);
     fresh
 }
 

@@ -540,3 +540,98 @@ fn killing_the_coordinator_leaves_no_worker_behind() {
         "workers {pids:?} outlived their coordinator"
     );
 }
+
+/// A SPLADE model through the pool: sparse rows in input order for any chunking, equal to ST's
+/// `SparseEncoder`; `max_active_dims` per call; a poison text skipped as an empty row; and a
+/// dense call on a sparse pool refused with a clear error.
+#[test]
+fn sparse_models_through_the_pool() {
+    let texts = texts();
+    for name in ["splade-bert-untied-sum-old", "splade-inference-free"] {
+        let mut config = config(2);
+        config.model = tiny_model_dir(name);
+        config.kind = pool_encode_pool::ModelKind::Sparse;
+        let pool = Pool::start(config).unwrap();
+        let dim = pool.embedding_dimension();
+        let expected = read_sparse_jsonl(&reference_dir(name).join("encode.jsonl"), dim);
+        for chunk_size in [None, Some(7), Some(500)] {
+            let out = pool
+                .encode_sparse(&texts, &chunked_or_default(chunk_size))
+                .unwrap();
+            assert_sparse_close(
+                &format!("{name}, chunk size {chunk_size:?}"),
+                &out.embeddings,
+                &expected,
+                SPARSE_ZERO,
+            );
+        }
+        let mut options = chunked(16);
+        options.encode.max_active_dims = Some(8);
+        let top8 = pool.encode_sparse(&texts, &options).unwrap();
+        let expected8 =
+            read_sparse_jsonl(&reference_dir(name).join("max_active_dims_8.jsonl"), dim);
+        assert_sparse_close(
+            &format!("{name}: top 8"),
+            &top8.embeddings,
+            &expected8,
+            SPARSE_ZERO,
+        );
+
+        // Sorted windows stream sparse rows in input order too.
+        let streamed: Vec<_> = pool
+            .encode_stream_sorted_rows::<pool_encode_encoder::SparseEmbeddings, _>(
+                texts.clone(),
+                &chunked(9),
+                40,
+            )
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut all = pool_encode_encoder::SparseEmbeddings::new(dim);
+        for piece in &streamed {
+            all.extend(&piece.embeddings);
+        }
+        assert_sparse_close(
+            &format!("{name}: sorted windows"),
+            &all,
+            &expected,
+            SPARSE_ZERO,
+        );
+
+        let error = pool
+            .encode(&texts[..3], &chunked(2))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("encode_sparse"), "{error}");
+    }
+
+    // A text that kills every worker: skipped as a row without entries.
+    let mut config = config(2);
+    config.model = tiny_model_dir("splade-bert-tied-max");
+    config.kind = pool_encode_pool::ModelKind::Sparse;
+    let pool = Pool::start(config).unwrap();
+    let input = vec![
+        "a text".to_string(),
+        CRASH.to_string(),
+        "another".to_string(),
+    ];
+    let out = pool
+        .encode_sparse(
+            &input,
+            &PoolEncodeOptions {
+                chunk_size: Some(1),
+                on_poison: OnPoison::Skip,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(out.skipped, vec![1]);
+    assert_eq!(out.embeddings.rows(), 3);
+    assert!(out.embeddings.row(1).is_empty() && !out.embeddings.row(0).is_empty());
+}
+
+fn chunked_or_default(chunk_size: Option<usize>) -> PoolEncodeOptions {
+    PoolEncodeOptions {
+        chunk_size,
+        ..Default::default()
+    }
+}

@@ -11,11 +11,20 @@ use super::layers::{
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
+use crate::modules::MlmHeadNames;
 use crate::weights::Weights;
+
+/// `BertForMaskedLM`'s head (`cls.predictions`).
+pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
+    transform: "cls.predictions.transform.dense",
+    norm: "cls.predictions.transform.LayerNorm",
+    decoder: "cls.predictions.decoder",
+    shared_bias: Some("cls.predictions.bias"),
+};
 
 #[derive(Debug)]
 pub struct Bert<B: Backend> {
-    word_embeddings: Embedding<B>,
+    pub(super) word_embeddings: Embedding<B>,
     position_embeddings: Embedding<B>,
     token_type_embeddings: Embedding<B>,
     embeddings_norm: LayerNorm<B>,

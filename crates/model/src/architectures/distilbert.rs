@@ -10,11 +10,20 @@ use super::layers::{
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
+use crate::modules::MlmHeadNames;
 use crate::weights::Weights;
+
+/// `DistilBertForMaskedLM`'s head.
+pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
+    transform: "vocab_transform",
+    norm: "vocab_layer_norm",
+    decoder: "vocab_projector",
+    shared_bias: None,
+};
 
 #[derive(Debug)]
 pub struct DistilBert<B: Backend> {
-    word_embeddings: Embedding<B>,
+    pub(super) word_embeddings: Embedding<B>,
     position_embeddings: Embedding<B>,
     embeddings_norm: LayerNorm<B>,
     layers: Vec<EncoderLayer<B>>,

@@ -5,7 +5,7 @@ mod bert;
 mod distilbert;
 mod layers;
 pub use layers::Attention;
-pub(crate) use layers::load_linear;
+pub(crate) use layers::{activate, load_layer_norm, load_linear};
 mod mpnet;
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
@@ -16,6 +16,7 @@ pub use mpnet::MPNet;
 
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
+use crate::modules::MlmHeadNames;
 use crate::weights::Weights;
 
 /// A right-padded batch of tokenized texts, row-major `[batch, seq_len]`, built on the host.
@@ -91,6 +92,24 @@ impl<B: Backend> Transformer<B> {
                 device,
             )?),
         })
+    }
+
+    /// The `[vocab, hidden]` word embedding table (a tied MLM head decodes with it).
+    pub fn word_embeddings(&self) -> Tensor<B, 2> {
+        match self {
+            Transformer::Bert(m) => m.word_embeddings.weight.val(),
+            Transformer::DistilBert(m) => m.word_embeddings.weight.val(),
+            Transformer::MPNet(m) => m.word_embeddings.weight.val(),
+        }
+    }
+
+    /// Where this architecture's masked-language-model head lives, if we support one.
+    pub fn mlm_head_names(&self) -> Option<&'static MlmHeadNames> {
+        match self {
+            Transformer::Bert(_) => Some(&bert::MLM_HEAD),
+            Transformer::DistilBert(_) => Some(&distilbert::MLM_HEAD),
+            Transformer::MPNet(_) => None,
+        }
     }
 
     /// Token embeddings `[batch, seq_len, hidden]`.

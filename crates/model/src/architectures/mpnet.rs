@@ -17,7 +17,7 @@ const MAX_DISTANCE: i64 = 128;
 
 #[derive(Debug)]
 pub struct MPNet<B: Backend> {
-    word_embeddings: Embedding<B>,
+    pub(super) word_embeddings: Embedding<B>,
     position_embeddings: Embedding<B>,
     embeddings_norm: LayerNorm<B>,
     layers: Vec<EncoderLayer<B>>,

@@ -1,12 +1,17 @@
-//! The sentence-transformers modules that follow the transformer: Pooling, Dense, Normalize.
+//! The sentence-transformers modules that follow the transformer: Pooling, Dense, Normalize for
+//! dense models; the MLM head and SpladePooling for sparse ones.
 
 mod dense;
+mod mlm_head;
 mod pooling;
+mod splade;
 
 use burn::tensor::{Tensor, backend::Backend};
 
 pub use dense::{Dense, DenseActivation, DenseConfig};
+pub use mlm_head::{MlmHead, MlmHeadNames};
 pub use pooling::{PoolingConfig, PoolingMode};
+pub use splade::{SpladeActivation, SpladeConfig, SpladeStrategy};
 
 /// ST's `Normalize` (`F.normalize(x, p=2, dim=-1)`): divide by the L2 norm, floored at 1e-12.
 pub fn normalize<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {

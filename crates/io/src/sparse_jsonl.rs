@@ -1,0 +1,67 @@
+//! Sparse rows as JSON lines, `{"id": …, "indices": [ascending ids], "values": [weights]}`,
+//! one line per input in input order; written under `<name>.partial` and renamed when complete,
+//! as the `.npy` writer does.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{IoError, Result};
+use crate::npy::partial_path;
+
+pub struct SparseJsonlWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    file: BufWriter<File>,
+    rows: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    id: &'a str,
+    indices: &'a [u32],
+    values: &'a [f32],
+}
+
+impl SparseJsonlWriter {
+    pub fn create(path: &Path) -> Result<Self> {
+        let partial = partial_path(path);
+        let file = BufWriter::new(File::create(&partial).map_err(IoError::io(&partial))?);
+        Ok(SparseJsonlWriter {
+            path: path.to_path_buf(),
+            partial,
+            file,
+            rows: 0,
+        })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Appends one row; `indices` ascending, one value each.
+    pub fn write_row(&mut self, id: &str, indices: &[u32], values: &[f32]) -> Result<()> {
+        let line = Line {
+            id,
+            indices,
+            values,
+        };
+        serde_json::to_writer(&mut self.file, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.file.write_all(b"\n"))
+            .map_err(IoError::io(&self.partial))?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames the file to its final name.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.file.flush().map_err(IoError::io(&self.partial))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(IoError::io(&self.partial))?;
+        std::fs::rename(&self.partial, &self.path).map_err(IoError::io(&self.path))?;
+        Ok(self.path)
+    }
+}

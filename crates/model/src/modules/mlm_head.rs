@@ -1,0 +1,88 @@
+//! The masked-language-model head of a `*ForMaskedLM` checkpoint: dense → activation →
+//! LayerNorm → decoder to vocabulary logits. SPLADE pools these logits into sparse vectors.
+
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::architectures::{activate, load_layer_norm, load_linear};
+use crate::config::{Activation, EncoderShape};
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// Where an architecture keeps its MLM head in the checkpoint (each architecture file has one).
+#[derive(Debug, Clone, Copy)]
+pub struct MlmHeadNames {
+    pub transform: &'static str,
+    pub norm: &'static str,
+    /// `{decoder}.weight` (absent when tied to the word embeddings) and `{decoder}.bias`.
+    pub decoder: &'static str,
+    /// A bias kept beside the decoder and tied to its bias (BERT's `cls.predictions.bias`).
+    pub shared_bias: Option<&'static str>,
+}
+
+#[derive(Debug)]
+pub struct MlmHead<B: Backend> {
+    transform: Linear<B>,
+    activation: Activation,
+    norm: LayerNorm<B>,
+    /// `[hidden, vocab]`.
+    decoder: Tensor<B, 2>,
+    bias: Tensor<B, 1>,
+}
+
+impl<B: Backend> MlmHead<B> {
+    /// `word_embeddings`: the encoder's `[vocab, hidden]` table, the decoder when it is tied
+    /// (the config says so, or the checkpoint has no decoder weight).
+    pub fn load(
+        names: &MlmHeadNames,
+        shape: &EncoderShape,
+        weights: &Weights,
+        word_embeddings: Tensor<B, 2>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let (h, v) = (shape.hidden_size, shape.vocab_size);
+        let decoder_weight = format!("{}.weight", names.decoder);
+        let tied = shape.tie_word_embeddings || !weights.contains(&decoder_weight);
+        let decoder = if tied {
+            word_embeddings.transpose()
+        } else {
+            weights
+                .tensor::<B, 2>(&decoder_weight, [v, h], device)?
+                .transpose()
+        };
+        // Hugging Face ties the decoder's bias to the shared one only when the weights are tied;
+        // an untied BERT head decodes with `decoder.bias`.
+        let decoder_bias = format!("{}.bias", names.decoder);
+        let mut candidates = vec![decoder_bias.as_str()];
+        if let Some(shared) = names.shared_bias {
+            if tied {
+                candidates.insert(0, shared);
+            } else {
+                candidates.push(shared);
+            }
+        }
+        let bias_name = candidates
+            .iter()
+            .find(|name| weights.contains(name))
+            .copied()
+            .unwrap_or(candidates[0]);
+        Ok(MlmHead {
+            transform: load_linear(weights, names.transform, h, h, device)?,
+            activation: shape.activation,
+            norm: load_layer_norm(weights, names.norm, h, shape.layer_norm_eps, device)?,
+            decoder,
+            bias: weights.tensor(bias_name, [v], device)?,
+        })
+    }
+
+    /// `[batch, seq, hidden]` → vocabulary logits `[batch, seq, vocab]`.
+    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = activate(self.transform.forward(hidden), self.activation);
+        let x = self.norm.forward(x);
+        let [b, s, h] = x.dims();
+        let v = self.bias.dims()[0];
+        let logits =
+            x.reshape([b * s, h]).matmul(self.decoder.clone()) + self.bias.clone().unsqueeze();
+        logits.reshape([b, s, v])
+    }
+}
