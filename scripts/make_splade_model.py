@@ -1,8 +1,8 @@
 """Makes a SPLADE model the size of a real one for the benchmark: all-MiniLM-L6-v2's encoder
 (6 layers, 384 wide, the 30,522-token BERT vocabulary) under a BERT masked-language-model head
-whose weights are random (tied decoder, bias lowered so rows are sparse), saved in ST's
-SparseEncoder layout. Its outputs mean nothing; its cost per text is a real SPLADE model's
-(the vocabulary-wide logits dominate). No SPLADE checkpoint can be fetched here (no network but
+whose weights are random (tied decoder, bias lowered so that rows keep a few hundred active
+entries, as a trained SPLADE model's do), saved in ST's SparseEncoder layout. Its outputs mean
+nothing; its cost per text is a real SPLADE model's (the vocabulary-wide logits dominate). No SPLADE checkpoint can be fetched here (no network but
 package registries), so the benchmark measures this one.
 
     python scripts/make_splade_model.py --encoder-from models/all-MiniLM-L6-v2 --output DIR
@@ -29,7 +29,7 @@ def main():
     torch.manual_seed(0)
     model = BertForMaskedLM.from_pretrained(args.encoder_from)  # the head is initialised fresh
     with torch.no_grad():
-        model.get_output_embeddings().bias.add_(-2.0)
+        model.get_output_embeddings().bias.add_(-3.8)
     tokenizer = AutoTokenizer.from_pretrained(args.encoder_from)
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)

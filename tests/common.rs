@@ -195,6 +195,18 @@ pub fn read_sparse_jsonl(path: &Path, dim: usize) -> SparseEmbeddings {
     rows
 }
 
+/// The largest |diff| allowed for sparse rows computed in f32 on `device`: [`SPARSE_ZERO`], or on
+/// CUDA 1e-3 of the reference's largest weight (TF32, as [`f32_bounds`] explains).
+pub fn sparse_bound(device: Device, expected: &SparseEmbeddings) -> f32 {
+    match device {
+        Device::Cuda(_) => {
+            let largest = expected.parts().2.iter().fold(1f32, |m, v| m.max(v.abs()));
+            1e-3 * largest
+        }
+        _ => SPARSE_ZERO,
+    }
+}
+
 /// Asserts that every row has the reference's entries above [`SPARSE_ZERO`] and that every
 /// value in either row is within `max_abs` of the other's (0 where a row has no entry).
 /// Returns the largest difference seen.

@@ -186,3 +186,26 @@ fn a_missing_device_is_an_error_not_a_panic() {
         "unclear error: {error}"
     );
 }
+
+/// SPLADE on the GPU: every tiny sparse model against ST's `SparseEncoder` (MLM head, the
+/// sliced pooling's max / sum, log1p_relu, the inference-free router's document route).
+#[test]
+fn sparse_models_match_sentence_transformers() {
+    let Some(device) = gpu_device("sparse_models_match_sentence_transformers") else {
+        return;
+    };
+    let texts = texts();
+    for name in SPARSE_MODELS {
+        let encoder =
+            pool_encode_encoder::SparseEncoder::load(tiny_model_dir(name), device).unwrap();
+        let dim = encoder.embedding_dimension();
+        let expected = read_sparse_jsonl(&reference_dir(name).join("encode.jsonl"), dim);
+        let worst = assert_sparse_close(
+            &format!("{name} on {device}"),
+            &encoder.encode(&texts, &options()).unwrap(),
+            &expected,
+            sparse_bound(device, &expected),
+        );
+        eprintln!("{name} on {device}: max |diff| {worst:e}");
+    }
+}

@@ -292,3 +292,80 @@ fn corrupt_tokenizer() {
     std::fs::write(dir.join("tokenizer.json"), "{\"version\": \"1.0\"}").unwrap();
     expect_error(&dir, "tokenizer.json", "cannot load tokenizer");
 }
+
+/// A private copy of a tiny SPLADE model to break.
+fn copy_sparse_model(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("model");
+    copy_dir(&tiny_model_dir(name), &dst);
+    (tmp, dst)
+}
+
+fn expect_sparse_error(dir: &Path, file: &str, words: &str) {
+    let err = match pool_encode_encoder::SparseEncoder::load(dir, Device::default()) {
+        Ok(_) => panic!("loading a SPLADE model with a broken {file} succeeded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(file), "error does not name {file}: {err}");
+    assert!(err.contains(words), "error does not say {words:?}: {err}");
+}
+
+#[test]
+fn unknown_splade_pooling_strategy() {
+    let (_tmp, dir) = copy_sparse_model("splade-bert-tied-max");
+    let path = dir.join("1_SpladePooling/config.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"max\"", "\"mean\"");
+    std::fs::write(&path, text).unwrap();
+    expect_sparse_error(
+        &dir,
+        "1_SpladePooling/config.json",
+        "pooling_strategy \"mean\"",
+    );
+}
+
+#[test]
+fn missing_mlm_head_weights() {
+    let (_tmp, dir) = copy_sparse_model("splade-bert-tied-max");
+    rewrite_weights(&dir, |tensors| {
+        tensors.retain(|(name, ..)| !name.contains("predictions.transform.dense"));
+    });
+    expect_sparse_error(
+        &dir,
+        "model.safetensors",
+        "cls.predictions.transform.dense.weight",
+    );
+}
+
+#[test]
+fn router_with_two_transformer_routes() {
+    let (_tmp, dir) = copy_sparse_model("splade-inference-free");
+    let path = dir.join("router_config.json");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "\"query_0_SparseStaticEmbedding\"\n        ]",
+        "\"document_0_Transformer\",\n            \"document_1_SpladePooling\"\n        ]",
+    );
+    std::fs::write(&path, text).unwrap();
+    expect_sparse_error(
+        &dir,
+        "router_config.json",
+        "more than one route runs a transformer",
+    );
+}
+
+#[test]
+fn static_embedding_of_the_wrong_size() {
+    let (_tmp, dir) = copy_sparse_model("splade-inference-free");
+    let static_dir = dir.join("query_0_SparseStaticEmbedding");
+    rewrite_weights(&static_dir, |tensors| {
+        let (_, _, shape, bytes) = &mut tensors[0];
+        shape[0] -= 1;
+        bytes.truncate(bytes.len() - 4);
+    });
+    expect_sparse_error(
+        &dir,
+        "query_0_SparseStaticEmbedding/model.safetensors",
+        "shape",
+    );
+}

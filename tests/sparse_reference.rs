@@ -15,17 +15,6 @@ fn options() -> EncodeOptions {
     }
 }
 
-/// 1e-4 on the CPU and wgpu; relative to the largest weight on CUDA (TF32, see `f32_bounds`).
-fn max_abs(reference: &SparseEmbeddings) -> f32 {
-    match test_device() {
-        Device::Cuda(_) => {
-            let largest = reference.parts().2.iter().fold(1f32, |m, v| m.max(v.abs()));
-            1e-3 * largest
-        }
-        _ => SPARSE_ZERO,
-    }
-}
-
 fn reference_rows(name: &str, file: &str, dim: usize) -> SparseEmbeddings {
     read_sparse_jsonl(&reference_dir(name).join(file), dim)
 }
@@ -36,7 +25,7 @@ fn check_rows(name: &str, file: &str, ours: &SparseEmbeddings) {
         &format!("{name}: {file}"),
         ours,
         &expected,
-        max_abs(&expected),
+        sparse_bound(test_device(), &expected),
     );
 }
 

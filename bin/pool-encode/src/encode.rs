@@ -117,6 +117,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     let report = RunReport {
         settings,
         model_folder: model,
+        kind,
         dimension: dim,
         started_at,
         started,

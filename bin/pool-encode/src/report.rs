@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use pool_encode_encoder::model::ModelKind;
 use pool_encode_pool::WorkerStats;
 use serde_json::{Value, json};
 
@@ -23,6 +24,8 @@ pub enum Status {
 pub struct RunReport<'a> {
     pub settings: &'a EncodeSettings,
     pub model_folder: PathBuf,
+    /// Dense or sparse, as resolved (the flag, else the model folder).
+    pub kind: ModelKind,
     pub dimension: usize,
     /// Wall-clock start, for the record; `started` / `ready` for the durations.
     pub started_at: SystemTime,
@@ -108,6 +111,11 @@ impl RunReport<'_> {
                 "restarts": w.restarts,
             })).collect::<Vec<_>>(),
             "settings": {
+                "kind": match self.kind {
+                    ModelKind::Dense => "dense",
+                    ModelKind::Sparse => "sparse",
+                },
+                "max_active_dims": s.max_active_dims,
                 "devices": workers.iter().map(|w| w.device.to_string()).collect::<Vec<_>>(),
                 "precision": s.precision.to_string(),
                 "batch_size": s.batch_size,

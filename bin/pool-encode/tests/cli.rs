@@ -692,6 +692,10 @@ fn sparse_models_through_the_binary() {
     )
     .unwrap();
     assert_eq!(first["id"], "t000");
+    let report = read_report(&tmp.path().join("top8.jsonl.report.json"));
+    assert_eq!(report["settings"]["kind"], "sparse");
+    assert_eq!(report["settings"]["max_active_dims"], 8);
+    assert_eq!(report["texts"], 211);
 
     let error = fails(&[
         "encode",

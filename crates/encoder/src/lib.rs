@@ -1,5 +1,7 @@
 //! Sentence embeddings the way sentence-transformers computes them: tokenize → batch →
-//! transformer → pooling → Dense/Normalize → `truncate_dim` / `normalize_embeddings`.
+//! transformer → pooling → Dense/Normalize → `truncate_dim` / `normalize_embeddings`
+//! ([`SentenceEncoder`]); and sparse SPLADE rows, transformer → MLM head → SpladePooling
+//! ([`SparseEncoder`], same tokenization and batching).
 //!
 //! ```no_run
 //! use pool_encode_encoder::{EncodeOptions, SentenceEncoder};
