@@ -20,6 +20,7 @@ use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::progress;
 use crate::report::{Outcome, RunReport, Status};
 use crate::settings::EncodeSettings;
@@ -67,10 +68,32 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     }
     if output.exists() && !settings.overwrite {
         bail!(
-            "{}: output exists (pass --overwrite to replace it)",
-            output.display()
+            "{}: output exists (pass --overwrite to replace it){}",
+            output.display(),
+            if settings.resume {
+                "; the run it came from is complete"
+            } else {
+                ""
+            }
         );
     }
+    let fingerprint = fingerprint(settings, &model, kind);
+    let resumed = match checkpoint::load(output)? {
+        Some(saved) if settings.resume => {
+            checkpoint::check_fingerprint(output, &saved.fingerprint, &fingerprint)?;
+            Some(saved)
+        }
+        Some(saved) if !settings.overwrite => bail!(
+            "{}: an interrupted run left {} rows in {}; pass --resume to continue it, or --overwrite to start over",
+            checkpoint::path(output).display(),
+            saved.rows,
+            partial_path(output).display()
+        ),
+        _ => {
+            checkpoint::remove(output)?;
+            None
+        }
+    };
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("{}: cannot create folder", parent.display()))?;
@@ -82,6 +105,18 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             id_field: settings.id_field.clone(),
         },
     )?;
+    // A resumed run skips the records whose rows are durable already.
+    let done_rows = resumed.as_ref().map_or(0, |c| c.rows);
+    for skipped in 0..done_rows {
+        match reader.next() {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!(
+                "{}: has {skipped} records, but the interrupted run had written {done_rows} rows: the input changed; --overwrite to start over",
+                settings.input.display()
+            ),
+        }
+    }
 
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
@@ -119,6 +154,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         model_folder: model,
         kind,
         dimension: dim,
+        resumed_rows: done_rows,
         started_at,
         started,
         ready: Instant::now(),
@@ -141,10 +177,26 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             None
         }
     });
-    let mut writer = match kind {
-        ModelKind::Dense => OutputWriter::Dense(NpyWriter::create(output, dim)?),
-        ModelKind::Sparse => OutputWriter::Sparse(SparseJsonlWriter::create(output)?),
+    let mut writer = match (kind, &resumed) {
+        (ModelKind::Dense, None) => OutputWriter::Dense(NpyWriter::create(output, dim)?),
+        (ModelKind::Sparse, None) => OutputWriter::Sparse(SparseJsonlWriter::create(output)?),
+        (ModelKind::Dense, Some(c)) => OutputWriter::Dense(NpyWriter::resume(output, dim, c.rows)?),
+        (ModelKind::Sparse, Some(c)) => {
+            OutputWriter::Sparse(SparseJsonlWriter::resume(output, c.rows, c.bytes)?)
+        }
     };
+    if let Some(c) = &resumed {
+        eprintln!(
+            "pool-encode: resuming after row {} (checkpoint {})",
+            c.rows,
+            checkpoint::path(output).display()
+        );
+    }
+    // Length-sorted windows of 8 chunks per worker: chunks pad little, memory stays flat. A
+    // resumed run keeps the interrupted run's windows, so its chunks are the same.
+    let window = resumed
+        .as_ref()
+        .map_or(settings.chunk_size * pool.workers() * 8, |c| c.window);
     // Ctrl-C / SIGTERM: stop the workers cleanly (they ignore SIGINT themselves) and keep what
     // was computed; the stream then ends with `PoolError::Stopped`.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
@@ -168,12 +220,24 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             scope.spawn(move || progress::report_until(sources, interval, terminal, stopped));
         }
         let result = (|| -> Result<()> {
-            // Length-sorted windows of 8 chunks per worker: chunks pad little, memory stays flat.
-            let window = settings.chunk_size * pool.workers() * 8;
+            // After each window: its rows made durable, then the checkpoint that counts them.
+            let save = |rows: u64, bytes: u64| {
+                checkpoint::save(
+                    output,
+                    &Checkpoint {
+                        rows,
+                        bytes,
+                        window,
+                        fingerprint: fingerprint.clone(),
+                    },
+                )
+            };
             match &mut writer {
                 OutputWriter::Dense(writer) => {
                     for piece in pool.encode_stream_sorted(texts, &options, window) {
                         writer.write_rows(piece?.embeddings.as_slice())?;
+                        writer.sync()?;
+                        save(writer.rows(), writer.bytes())?;
                     }
                 }
                 OutputWriter::Sparse(writer) => {
@@ -184,6 +248,8 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
                             let id = ids.borrow_mut().pop_front().unwrap_or_default();
                             writer.write_row(&id, row.indices, row.values)?;
                         }
+                        writer.sync()?;
+                        save(writer.rows(), writer.bytes())?;
                     }
                 }
             }
@@ -202,7 +268,11 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     };
     let rows = writer.rows();
     let (status, output_file) = match &error {
-        None => (Status::Complete, writer.finish()?),
+        None => {
+            let finished = writer.finish()?;
+            checkpoint::remove(output)?;
+            (Status::Complete, finished)
+        }
         Some(_) if signal != 0 => (Status::Interrupted, partial_path(output)),
         Some(_) => (Status::Failed, partial_path(output)),
     };
@@ -215,8 +285,9 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         workers: &pool.worker_stats(),
     })?;
     eprintln!(
-        "pool-encode: {rows} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s); report in {}",
-        rows as f64 / seconds.max(1e-9),
+        "pool-encode: {} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s); report in {}",
+        rows - done_rows,
+        (rows - done_rows) as f64 / seconds.max(1e-9),
         (report.ready - started).as_secs_f64(),
         report_file.display()
     );
@@ -227,8 +298,12 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         }
         Some(error) => {
             // Nothing computed is lost: the rows so far stay in the `.partial` file.
+            let durable = checkpoint::load(output)
+                .ok()
+                .flatten()
+                .map_or(0, |c| c.rows);
             let kept = format!(
-                "{rows} embeddings computed before this error are in {} (the output was not completed)",
+                "{rows} embeddings computed before this error are in {} (the output was not completed); --resume continues after row {durable}",
                 output_file.display()
             );
             if signal != 0 {
@@ -238,4 +313,29 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             bail!("{error}\n{kept}")
         }
     }
+}
+
+/// What the output's bytes depend on besides the input's records: a resumed run must match.
+fn fingerprint(
+    settings: &EncodeSettings,
+    model: &std::path::Path,
+    kind: ModelKind,
+) -> serde_json::Value {
+    serde_json::json!({
+        "model": model,
+        "kind": format!("{kind:?}"),
+        "input": settings.input,
+        "precision": settings.precision.to_string(),
+        "batch_size": settings.batch_size,
+        "max_batch_tokens": settings.max_batch_tokens,
+        "chunk_size": settings.chunk_size,
+        "max_seq_length": settings.max_seq_length,
+        "text_field": settings.text_field,
+        "id_field": settings.id_field,
+        "normalize": settings.normalize,
+        "truncate_dim": settings.truncate_dim,
+        "max_active_dims": settings.max_active_dims,
+        "prompt_name": settings.prompt_name,
+        "prompt": settings.prompt,
+    })
 }

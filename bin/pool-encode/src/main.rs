@@ -1,5 +1,6 @@
 //! `pool-encode`: the command-line front of the encoder. See `pool-encode encode --help`.
 
+mod checkpoint;
 mod encode;
 mod progress;
 mod report;

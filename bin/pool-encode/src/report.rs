@@ -27,6 +27,8 @@ pub struct RunReport<'a> {
     /// Dense or sparse, as resolved (the flag, else the model folder).
     pub kind: ModelKind,
     pub dimension: usize,
+    /// Rows a resumed run found done already (0 for a fresh run); rates count this run's only.
+    pub resumed_rows: u64,
     /// Wall-clock start, for the record; `started` / `ready` for the durations.
     pub started_at: SystemTime,
     pub started: Instant,
@@ -91,8 +93,9 @@ impl RunReport<'_> {
             "input": s.input,
             "output": output_file,
             "texts": texts,
+            "resumed_after_row": self.resumed_rows,
             "tokens": tokens,
-            "texts_per_second": per_second(texts),
+            "texts_per_second": per_second(texts.saturating_sub(self.resumed_rows)),
             "tokens_per_second": per_second(tokens),
             "started_unix_seconds": self
                 .started_at

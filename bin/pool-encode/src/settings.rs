@@ -80,6 +80,11 @@ pub struct EncodeArgs {
     /// Replace an existing output file.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub overwrite: Option<bool>,
+    /// Continue an interrupted run from its last checkpoint (`<output>.checkpoint.json`); with
+    /// none, start from the beginning. The finished output is the same bytes as an
+    /// uninterrupted run's.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub resume: Option<bool>,
     /// Seconds between progress lines when stderr is not a terminal (default 30; 0: none). On a
     /// terminal one line is redrawn every second.
     #[arg(long)]
@@ -109,6 +114,7 @@ struct ConfigFile {
     prompt_name: Option<String>,
     prompt: Option<String>,
     overwrite: Option<bool>,
+    resume: Option<bool>,
     progress_interval: Option<f64>,
 }
 
@@ -136,6 +142,7 @@ pub struct EncodeSettings {
     pub prompt_name: Option<String>,
     pub prompt: Option<String>,
     pub overwrite: bool,
+    pub resume: bool,
     /// `None`: no progress display.
     pub progress_interval: Option<std::time::Duration>,
 }
@@ -202,6 +209,7 @@ impl EncodeSettings {
             prompt_name: args.prompt_name.or(file.prompt_name),
             prompt: args.prompt.or(file.prompt),
             overwrite: args.overwrite.or(file.overwrite).unwrap_or(false),
+            resume: args.resume.or(file.resume).unwrap_or(false),
             progress_interval: match args.progress_interval.or(file.progress_interval) {
                 None => Some(std::time::Duration::from_secs(30)),
                 Some(0.0) => None,

@@ -742,3 +742,134 @@ fn sparse_models_through_the_binary() {
     ]);
     assert!(error.contains("--kind must be dense or sparse"), "{error}");
 }
+
+/// Runs `args` until its checkpoint counts at least `rows` rows, then sends `signal`; returns
+/// the exit status. Fails if the run finished first (nothing would be left to resume).
+fn interrupt_after(
+    args: &[&str],
+    output: &Path,
+    rows: u64,
+    signal: nix::sys::signal::Signal,
+) -> std::process::ExitStatus {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut name = output.file_name().unwrap().to_os_string();
+    name.push(".checkpoint.json");
+    let checkpoint = output.with_file_name(name);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done = std::fs::read(&checkpoint)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|c| c["rows"].as_u64())
+            .unwrap_or(0);
+        if done >= rows {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before row {rows}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !output.exists(),
+        "an interrupted run must not leave a complete-looking output"
+    );
+    status
+}
+
+/// A run killed (SIGKILL) or interrupted (SIGINT) mid-way and continued with `--resume` ends
+/// with the same bytes as an uninterrupted run, dense and sparse; a leftover checkpoint is
+/// never silently dropped, and a resume with other settings is refused.
+#[test]
+fn killed_or_interrupted_runs_resume_to_the_same_bytes() {
+    use nix::sys::signal::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("many.jsonl");
+    let lines: String = texts()
+        .iter()
+        .cycle()
+        .take(211 * 40)
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    for (model, extension, signal) in [
+        ("bert-mean-normalize-old", "npy", Signal::SIGKILL),
+        ("splade-bert-tied-max", "jsonl", Signal::SIGINT),
+    ] {
+        let run = |output: &Path, extra: &[&str]| -> Vec<String> {
+            let mut args: Vec<String> = [
+                "encode",
+                "--model",
+                s(&tiny_model_dir(model)),
+                "--input",
+                s(&input),
+                "--output",
+                s(output),
+                "--devices",
+                "cpu:1",
+                "--chunk-size",
+                "16",
+                "--progress-interval",
+                "0",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            args.extend(extra.iter().map(|a| a.to_string()));
+            args
+        };
+        let whole = tmp.path().join(format!("whole-{model}.{extension}"));
+        let args = run(&whole, &[]);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+        let resumed = tmp.path().join(format!("resumed-{model}.{extension}"));
+        let args = run(&resumed, &[]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let status = interrupt_after(&args, &resumed, 1000, signal);
+        assert!(!status.success());
+        // Without --resume the leftover run is not thrown away.
+        let error = fails(&args);
+        assert!(error.contains("pass --resume to continue it"), "{error}");
+        // Other settings: refused, naming the one that differs.
+        let other = run(&resumed, &["--resume", "--batch-size", "8"]);
+        let error = fails(&other.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(error.contains("batch_size is 8 now but 32"), "{error}");
+
+        let with_resume = run(&resumed, &["--resume"]);
+        let with_resume: Vec<&str> = with_resume.iter().map(String::as_str).collect();
+        // Killed twice: a second interruption resumes from its own later checkpoint.
+        interrupt_after(&with_resume, &resumed, 4000, Signal::SIGKILL);
+        ok(&with_resume);
+        assert_eq!(
+            std::fs::read(&whole).unwrap(),
+            std::fs::read(&resumed).unwrap(),
+            "{model}: the resumed output differs from an uninterrupted run's"
+        );
+        let report = read_report(&resumed.with_extension(format!("{extension}.report.json")));
+        assert_eq!(report["status"], "complete");
+        assert_eq!(report["texts"], 211 * 40);
+        assert!(report["resumed_after_row"].as_u64().unwrap() >= 4000);
+        // Done: no checkpoint left, and resuming a complete run says so.
+        assert!(
+            !tmp.path()
+                .join(format!("resumed-{model}.{extension}.checkpoint.json"))
+                .exists()
+        );
+        let error = fails(&with_resume);
+        assert!(
+            error.contains("the run it came from is complete"),
+            "{error}"
+        );
+    }
+}

@@ -57,12 +57,54 @@ impl NpyWriter {
         })
     }
 
+    /// Reopens the `.partial` of an interrupted run that had `rows` rows durable (its last
+    /// checkpoint), dropping anything written after them.
+    pub fn resume(path: &Path, dim: usize, rows: u64) -> Result<Self> {
+        let partial = partial_path(path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .map_err(IoError::io(&partial))?;
+        let keep = HEADER_LEN as u64 + rows * dim as u64 * 4;
+        let length = file.metadata().map_err(IoError::io(&partial))?.len();
+        if length < keep {
+            return Err(IoError::format(
+                &partial,
+                format!("holds {length} bytes, fewer than the {keep} its checkpoint recorded"),
+            ));
+        }
+        file.set_len(keep)
+            .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
+            .map_err(IoError::io(&partial))?;
+        Ok(NpyWriter {
+            path: path.to_path_buf(),
+            partial,
+            file: BufWriter::new(file),
+            dim,
+            rows,
+        })
+    }
+
+    /// Makes every row written so far durable (flushed and synced), for a checkpoint.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.flush().map_err(IoError::io(&self.partial))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(IoError::io(&self.partial))
+    }
+
     pub fn dim(&self) -> usize {
         self.dim
     }
 
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Bytes of the file so far (header included).
+    pub fn bytes(&self) -> u64 {
+        HEADER_LEN as u64 + self.rows * self.dim as u64 * 4
     }
 
     /// Appends rows given as one row-major slice (`values.len()` a multiple of `dim`).

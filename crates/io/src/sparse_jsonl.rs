@@ -3,7 +3,7 @@
 //! as the `.npy` writer does.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoError, Result};
@@ -14,6 +14,8 @@ pub struct SparseJsonlWriter {
     partial: PathBuf,
     file: BufWriter<File>,
     rows: u64,
+    /// Bytes written so far (what a checkpoint records, to cut a resumed file back to).
+    bytes: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -32,7 +34,49 @@ impl SparseJsonlWriter {
             partial,
             file,
             rows: 0,
+            bytes: 0,
         })
+    }
+
+    /// Reopens the `.partial` of an interrupted run whose last checkpoint had `rows` lines in
+    /// its first `bytes` bytes, dropping anything written after them.
+    pub fn resume(path: &Path, rows: u64, bytes: u64) -> Result<Self> {
+        let partial = partial_path(path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .map_err(IoError::io(&partial))?;
+        let length = file.metadata().map_err(IoError::io(&partial))?.len();
+        if length < bytes {
+            return Err(IoError::format(
+                &partial,
+                format!("holds {length} bytes, fewer than the {bytes} its checkpoint recorded"),
+            ));
+        }
+        file.set_len(bytes)
+            .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
+            .map_err(IoError::io(&partial))?;
+        Ok(SparseJsonlWriter {
+            path: path.to_path_buf(),
+            partial,
+            file: BufWriter::new(file),
+            rows,
+            bytes,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Makes every line written so far durable (flushed and synced), for a checkpoint.
+    pub fn sync(&mut self) -> Result<()> {
+        self.file.flush().map_err(IoError::io(&self.partial))?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(IoError::io(&self.partial))
     }
 
     pub fn rows(&self) -> u64 {
@@ -46,11 +90,15 @@ impl SparseJsonlWriter {
             indices,
             values,
         };
-        serde_json::to_writer(&mut self.file, &line)
+        let mut text = serde_json::to_vec(&line)
             .map_err(std::io::Error::from)
-            .and_then(|()| self.file.write_all(b"\n"))
+            .map_err(IoError::io(&self.partial))?;
+        text.push(b'\n');
+        self.file
+            .write_all(&text)
             .map_err(IoError::io(&self.partial))?;
         self.rows += 1;
+        self.bytes += text.len() as u64;
         Ok(())
     }
 
