@@ -34,6 +34,33 @@ pub fn partial_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Opens `path`'s `.partial` for appending after its first `keep` bytes (what a checkpoint
+/// recorded as durable), cutting off anything after them.
+pub(crate) fn reopen_partial(path: &Path, keep: u64) -> Result<(PathBuf, BufWriter<File>)> {
+    let partial = partial_path(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&partial)
+        .map_err(IoError::io(&partial))?;
+    let length = file.metadata().map_err(IoError::io(&partial))?.len();
+    if length < keep {
+        return Err(IoError::format(
+            &partial,
+            format!("holds {length} bytes, fewer than the {keep} its checkpoint recorded"),
+        ));
+    }
+    file.set_len(keep)
+        .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
+        .map_err(IoError::io(&partial))?;
+    Ok((partial, BufWriter::new(file)))
+}
+
+/// Flushes and syncs a writer's data.
+pub(crate) fn sync(file: &mut BufWriter<File>, partial: &Path) -> Result<()> {
+    file.flush().map_err(IoError::io(partial))?;
+    file.get_ref().sync_data().map_err(IoError::io(partial))
+}
+
 pub struct NpyWriter {
     path: PathBuf,
     partial: PathBuf,
@@ -60,38 +87,20 @@ impl NpyWriter {
     /// Reopens the `.partial` of an interrupted run that had `rows` rows durable (its last
     /// checkpoint), dropping anything written after them.
     pub fn resume(path: &Path, dim: usize, rows: u64) -> Result<Self> {
-        let partial = partial_path(path);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&partial)
-            .map_err(IoError::io(&partial))?;
         let keep = HEADER_LEN as u64 + rows * dim as u64 * 4;
-        let length = file.metadata().map_err(IoError::io(&partial))?.len();
-        if length < keep {
-            return Err(IoError::format(
-                &partial,
-                format!("holds {length} bytes, fewer than the {keep} its checkpoint recorded"),
-            ));
-        }
-        file.set_len(keep)
-            .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
-            .map_err(IoError::io(&partial))?;
+        let (partial, file) = reopen_partial(path, keep)?;
         Ok(NpyWriter {
             path: path.to_path_buf(),
             partial,
-            file: BufWriter::new(file),
+            file,
             dim,
             rows,
         })
     }
 
-    /// Makes every row written so far durable (flushed and synced), for a checkpoint.
+    /// Makes every row written so far durable, for a checkpoint.
     pub fn sync(&mut self) -> Result<()> {
-        self.file.flush().map_err(IoError::io(&self.partial))?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(IoError::io(&self.partial))
+        sync(&mut self.file, &self.partial)
     }
 
     pub fn dim(&self) -> usize {

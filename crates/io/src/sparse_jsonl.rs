@@ -3,11 +3,11 @@
 //! as the `.npy` writer does.
 
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoError, Result};
-use crate::npy::partial_path;
+use crate::npy::{partial_path, reopen_partial, sync};
 
 pub struct SparseJsonlWriter {
     path: PathBuf,
@@ -41,28 +41,18 @@ impl SparseJsonlWriter {
     /// Reopens the `.partial` of an interrupted run whose last checkpoint had `rows` lines in
     /// its first `bytes` bytes, dropping anything written after them.
     pub fn resume(path: &Path, rows: u64, bytes: u64) -> Result<Self> {
-        let partial = partial_path(path);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&partial)
-            .map_err(IoError::io(&partial))?;
-        let length = file.metadata().map_err(IoError::io(&partial))?.len();
-        if length < bytes {
-            return Err(IoError::format(
-                &partial,
-                format!("holds {length} bytes, fewer than the {bytes} its checkpoint recorded"),
-            ));
-        }
-        file.set_len(bytes)
-            .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
-            .map_err(IoError::io(&partial))?;
+        let (partial, file) = reopen_partial(path, bytes)?;
         Ok(SparseJsonlWriter {
             path: path.to_path_buf(),
             partial,
-            file: BufWriter::new(file),
+            file,
             rows,
             bytes,
         })
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 
     /// Bytes written so far.
@@ -70,17 +60,9 @@ impl SparseJsonlWriter {
         self.bytes
     }
 
-    /// Makes every line written so far durable (flushed and synced), for a checkpoint.
+    /// Makes every line written so far durable, for a checkpoint.
     pub fn sync(&mut self) -> Result<()> {
-        self.file.flush().map_err(IoError::io(&self.partial))?;
-        self.file
-            .get_ref()
-            .sync_data()
-            .map_err(IoError::io(&self.partial))
-    }
-
-    pub fn rows(&self) -> u64 {
-        self.rows
+        sync(&mut self.file, &self.partial)
     }
 
     /// Appends one row; `indices` ascending, one value each.
