@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use pool_encode_encoder::model::{ModelFolder, ModelKind};
 use pool_encode_encoder::{EncodeOptions, SparseEmbeddings};
 use pool_encode_io::{
-    InputOptions, InputReader, IoError, NpyWriter, SparseJsonlWriter, partial_path,
+    DenseFormat, DenseWriter, InputOptions, InputReader, IoError, SparseJsonlWriter, partial_path,
 };
 use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -27,7 +27,7 @@ use crate::settings::EncodeSettings;
 
 /// Where rows go: the writer for the model's kind, each under `<output>.partial`.
 enum OutputWriter {
-    Dense(NpyWriter),
+    Dense(DenseWriter),
     Sparse(SparseJsonlWriter),
 }
 
@@ -55,17 +55,19 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         Some(kind) => kind,
         None => ModelFolder::load(&model)?.kind(),
     };
-    match (kind, output.extension().and_then(|e| e.to_str())) {
-        (ModelKind::Dense, Some("npy")) | (ModelKind::Sparse, Some("jsonl")) => {}
-        (ModelKind::Dense, _) => bail!(
-            "{}: unsupported output format for a dense model (supported: .npy)",
+    // The output's format: a dense matrix file, or (`None`) sparse JSON lines.
+    let dense_format = match (kind, DenseFormat::from_path(output)) {
+        (ModelKind::Dense, Some(format)) => Some(format),
+        (ModelKind::Sparse, _) if output.extension().is_some_and(|e| e == "jsonl") => None,
+        (ModelKind::Dense, None) => bail!(
+            "{}: unsupported output format for a dense model (supported: .npy, .safetensors)",
             output.display()
         ),
         (ModelKind::Sparse, _) => bail!(
             "{}: unsupported output format for a sparse model (supported: .jsonl)",
             output.display()
         ),
-    }
+    };
     if output.exists() && !settings.overwrite {
         bail!(
             "{}: output exists (pass --overwrite to replace it){}",
@@ -177,11 +179,13 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             None
         }
     });
-    let mut writer = match (kind, &resumed) {
-        (ModelKind::Dense, None) => OutputWriter::Dense(NpyWriter::create(output, dim)?),
-        (ModelKind::Sparse, None) => OutputWriter::Sparse(SparseJsonlWriter::create(output)?),
-        (ModelKind::Dense, Some(c)) => OutputWriter::Dense(NpyWriter::resume(output, dim, c.rows)?),
-        (ModelKind::Sparse, Some(c)) => {
+    let mut writer = match (dense_format, &resumed) {
+        (Some(format), None) => OutputWriter::Dense(DenseWriter::create(output, format, dim)?),
+        (Some(format), Some(c)) => {
+            OutputWriter::Dense(DenseWriter::resume(output, format, dim, c.rows)?)
+        }
+        (None, None) => OutputWriter::Sparse(SparseJsonlWriter::create(output)?),
+        (None, Some(c)) => {
             OutputWriter::Sparse(SparseJsonlWriter::resume(output, c.rows, c.bytes)?)
         }
     };

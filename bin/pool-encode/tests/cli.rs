@@ -720,7 +720,7 @@ fn sparse_models_through_the_binary() {
         s(&tmp.path().join("x.jsonl")),
     ]);
     assert!(
-        error.contains("for a dense model (supported: .npy)"),
+        error.contains("for a dense model (supported: .npy, .safetensors)"),
         "{error}"
     );
     let error = fails(&[
@@ -806,6 +806,7 @@ fn killed_or_interrupted_runs_resume_to_the_same_bytes() {
     for (model, extension, signal) in [
         ("bert-mean-normalize-old", "npy", Signal::SIGKILL),
         ("splade-bert-tied-max", "jsonl", Signal::SIGINT),
+        ("distilbert-lowercase-old", "safetensors", Signal::SIGTERM),
     ] {
         let run = |output: &Path, extra: &[&str]| -> Vec<String> {
             let mut args: Vec<String> = [
@@ -872,4 +873,35 @@ fn killed_or_interrupted_runs_resume_to_the_same_bytes() {
             "{error}"
         );
     }
+}
+
+/// `.safetensors` output: one F32 tensor `embeddings` [N, dim], the same rows as `.npy`.
+#[test]
+fn safetensors_output_holds_the_same_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-cls-dense-new");
+    let mut outputs = Vec::new();
+    for extension in ["npy", "safetensors"] {
+        let out = tmp.path().join(format!("e.{extension}"));
+        ok(&[
+            "encode",
+            "--model",
+            s(&model),
+            "--input",
+            &texts_jsonl(),
+            "--output",
+            s(&out),
+            "--devices",
+            "cpu:1,cpu:1",
+            "--chunk-size",
+            "30",
+        ]);
+        outputs.push(pool_encode_io::load_embeddings(&out).unwrap().0);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_close(
+        "safetensors output",
+        &outputs[1],
+        &reference("bert-cls-dense-new", "embeddings.npy"),
+    );
 }

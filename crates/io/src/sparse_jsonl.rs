@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::dense::{partial_path, reopen_partial, sync};
 use crate::error::{IoError, Result};
-use crate::npy::{partial_path, reopen_partial, sync};
 
 pub struct SparseJsonlWriter {
     path: PathBuf,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use pool_encode_encoder::Embeddings;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
+use crate::dense::{DenseFormat, DenseWriter, partial_path, read_npy};
 use crate::error::{IoError, Result};
-use crate::npy::{NpyWriter, partial_path, read_npy};
 
 enum Format {
     Npy,
@@ -51,7 +51,7 @@ pub fn save_embeddings(
     }
     match format_of(path)? {
         Format::Npy => {
-            let mut writer = NpyWriter::create(path, embeddings.dim())?;
+            let mut writer = DenseWriter::create(path, DenseFormat::Npy, embeddings.dim())?;
             writer.write_rows(embeddings.as_slice())?;
             writer.finish()?;
             if let Some(texts) = texts {

@@ -1,9 +1,10 @@
-//! NumPy `.npy` (format 1.0, little-endian f32, C order) written as rows arrive.
+//! Dense rows written as they arrive, as NumPy `.npy` (format 1.0, little-endian f32, C order)
+//! or `.safetensors` (one F32 tensor `embeddings` of shape `[N, dim]`); and `.npy` read back.
 //!
 //! The row count is unknown until the end, so the header is written with room for any count
-//! and rewritten by [`NpyWriter::finish`]. The file is written under `<name>.partial` and only
-//! renamed to its final name once complete, so an interrupted run never leaves an output that
-//! looks finished.
+//! (both formats allow padding it with spaces) and rewritten by [`DenseWriter::finish`]. The file
+//! is written under `<name>.partial` and only renamed to its final name once complete, so an
+//! interrupted run never leaves an output that looks finished.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -12,19 +13,58 @@ use std::path::{Path, PathBuf};
 use crate::error::{IoError, Result};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
-/// Header (magic + version + length + dict) padded to this size: fits any u64 row count.
-const HEADER_LEN: usize = 128;
 
-fn header(rows: u64, dim: usize) -> Vec<u8> {
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
-    let mut h = Vec::with_capacity(HEADER_LEN);
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&[1, 0]);
-    h.extend_from_slice(&((HEADER_LEN - 10) as u16).to_le_bytes());
-    h.extend_from_slice(dict.as_bytes());
-    h.resize(HEADER_LEN - 1, b' ');
-    h.push(b'\n');
-    h
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseFormat {
+    Npy,
+    Safetensors,
+}
+
+impl DenseFormat {
+    /// By the file's extension: `.npy` or `.safetensors`.
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "npy" => Some(DenseFormat::Npy),
+            "safetensors" => Some(DenseFormat::Safetensors),
+            _ => None,
+        }
+    }
+
+    /// The header padded to this size fits any u64 row count (and keeps the data 8-aligned).
+    fn header_len(self) -> usize {
+        match self {
+            DenseFormat::Npy => 128,
+            DenseFormat::Safetensors => 256,
+        }
+    }
+
+    fn header(self, rows: u64, dim: usize) -> Vec<u8> {
+        let len = self.header_len();
+        let mut h = Vec::with_capacity(len);
+        match self {
+            DenseFormat::Npy => {
+                let dict = format!(
+                    "{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+                );
+                h.extend_from_slice(MAGIC);
+                h.extend_from_slice(&[1, 0]);
+                h.extend_from_slice(&((len - 10) as u16).to_le_bytes());
+                h.extend_from_slice(dict.as_bytes());
+                h.resize(len - 1, b' ');
+                h.push(b'\n');
+            }
+            DenseFormat::Safetensors => {
+                let bytes = rows * dim as u64 * 4;
+                let json = format!(
+                    "{{\"embeddings\":{{\"dtype\":\"F32\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
+                );
+                h.extend_from_slice(&((len - 8) as u64).to_le_bytes());
+                h.extend_from_slice(json.as_bytes());
+                h.resize(len, b' ');
+            }
+        }
+        h
+    }
 }
 
 /// The temporary name an output is written under until it is complete.
@@ -61,7 +101,8 @@ pub(crate) fn sync(file: &mut BufWriter<File>, partial: &Path) -> Result<()> {
     file.get_ref().sync_data().map_err(IoError::io(partial))
 }
 
-pub struct NpyWriter {
+pub struct DenseWriter {
+    format: DenseFormat,
     path: PathBuf,
     partial: PathBuf,
     file: BufWriter<File>,
@@ -69,13 +110,14 @@ pub struct NpyWriter {
     rows: u64,
 }
 
-impl NpyWriter {
-    pub fn create(path: &Path, dim: usize) -> Result<Self> {
+impl DenseWriter {
+    pub fn create(path: &Path, format: DenseFormat, dim: usize) -> Result<Self> {
         let partial = partial_path(path);
         let mut file = BufWriter::new(File::create(&partial).map_err(IoError::io(&partial))?);
-        file.write_all(&header(0, dim))
+        file.write_all(&format.header(0, dim))
             .map_err(IoError::io(&partial))?;
-        Ok(NpyWriter {
+        Ok(DenseWriter {
+            format,
             path: path.to_path_buf(),
             partial,
             file,
@@ -86,10 +128,11 @@ impl NpyWriter {
 
     /// Reopens the `.partial` of an interrupted run that had `rows` rows durable (its last
     /// checkpoint), dropping anything written after them.
-    pub fn resume(path: &Path, dim: usize, rows: u64) -> Result<Self> {
-        let keep = HEADER_LEN as u64 + rows * dim as u64 * 4;
+    pub fn resume(path: &Path, format: DenseFormat, dim: usize, rows: u64) -> Result<Self> {
+        let keep = format.header_len() as u64 + rows * dim as u64 * 4;
         let (partial, file) = reopen_partial(path, keep)?;
-        Ok(NpyWriter {
+        Ok(DenseWriter {
+            format,
             path: path.to_path_buf(),
             partial,
             file,
@@ -113,7 +156,7 @@ impl NpyWriter {
 
     /// Bytes of the file so far (header included).
     pub fn bytes(&self) -> u64 {
-        HEADER_LEN as u64 + self.rows * self.dim as u64 * 4
+        self.format.header_len() as u64 + self.rows * self.dim as u64 * 4
     }
 
     /// Appends rows given as one row-major slice (`values.len()` a multiple of `dim`).
@@ -140,7 +183,7 @@ impl NpyWriter {
             .map_err(io)?;
         let io = IoError::io(&self.partial);
         file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.write_all(&header(self.rows, self.dim)))
+            .and_then(|_| file.write_all(&self.format.header(self.rows, self.dim)))
             .and_then(|_| file.sync_all())
             .map_err(io)?;
         std::fs::rename(&self.partial, &self.path).map_err(IoError::io(&self.path))?;
@@ -222,7 +265,7 @@ mod tests {
     fn streamed_rows_read_back_and_partial_file_is_renamed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.npy");
-        let mut writer = NpyWriter::create(&path, 3).unwrap();
+        let mut writer = DenseWriter::create(&path, DenseFormat::Npy, 3).unwrap();
         writer.write_rows(&[1.0, 2.0, 3.0]).unwrap();
         writer.write_rows(&[4.0, 5.0, 6.0, 7.0, 8.0, 9.5]).unwrap();
         assert!(!path.exists(), "final name must not exist before finish");
@@ -235,12 +278,35 @@ mod tests {
     }
 
     #[test]
+    fn safetensors_output_is_read_by_the_safetensors_crate() {
+        let dir = tempfile::tempdir().unwrap();
+        for rows in [0usize, 3] {
+            let path = dir.path().join(format!("out{rows}.safetensors"));
+            let mut writer = DenseWriter::create(&path, DenseFormat::Safetensors, 2).unwrap();
+            let values: Vec<f32> = (0..rows * 2).map(|i| i as f32 * 0.5).collect();
+            writer.write_rows(&values).unwrap();
+            writer.finish().unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let view = tensors.tensor("embeddings").unwrap();
+            assert_eq!(view.dtype(), safetensors::Dtype::F32);
+            assert_eq!(view.shape(), &[rows, 2]);
+            let read: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect();
+            assert_eq!(read, values);
+        }
+    }
+
+    #[test]
     fn rejects_non_npy_and_wrong_sizes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.npy");
         std::fs::write(&path, b"hello").unwrap();
         assert!(read_npy(&path).unwrap_err().to_string().contains("bad.npy"));
-        let mut bytes = header(2, 2);
+        let mut bytes = DenseFormat::Npy.header(2, 2);
         bytes.extend_from_slice(&[0u8; 12]);
         std::fs::write(&path, bytes).unwrap();
         assert!(read_npy(&path).unwrap_err().to_string().contains("length"));
