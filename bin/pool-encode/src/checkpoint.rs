@@ -1,11 +1,11 @@
 //! Resume: `<output>.checkpoint.json` records how many rows of `<output>.partial` are durable.
 //!
-//! Rows are written in input order, a sorted window at a time; after each window the output is
-//! synced and the checkpoint replaced atomically (written aside, synced, renamed). A resumed run
-//! cuts the partial output back to the checkpoint's bytes, skips that many input records, and
-//! cuts the rest of the input into the same windows, so its chunks and batches are the ones an
-//! uninterrupted run would have had: the output is byte for byte the same (given workers that
-//! compute alike, e.g. all `cpu:1` or all on one kind of GPU).
+//! Rows are written in input order, a sorted window at a time; after each window the output (and
+//! the rejects file) is synced and the checkpoint replaced atomically (written aside, synced,
+//! renamed). A resumed run cuts the partial output back to the checkpoint's bytes, skips the
+//! records it counts as done, and cuts the rest of the input into the same windows, so its chunks
+//! and batches are the ones an uninterrupted run would have had: the output is byte for byte the
+//! same (given workers that compute alike, e.g. all `cpu:1` or all on one kind of GPU).
 
 use std::path::{Path, PathBuf};
 
@@ -15,10 +15,15 @@ use serde_json::Value;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Checkpoint {
-    /// Rows durable in the partial output: the input's first `rows` records are done.
+    /// Input records done (from the run's first: a shard's start): encoded or rejected.
+    pub records: u64,
+    /// Rows durable in the partial output.
     pub rows: u64,
     /// Bytes of the partial output those rows fill.
     pub bytes: u64,
+    /// Records set aside in the rejects file so far, and the bytes they take.
+    pub rejected: u64,
+    pub rejects_bytes: u64,
     /// Texts per sorted window; a resumed run keeps it whatever its worker count.
     pub window: usize,
     /// Everything the output's bytes depend on; a resumed run must have the same.

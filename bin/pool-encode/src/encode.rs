@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
@@ -14,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use pool_encode_encoder::model::{ModelFolder, ModelKind};
 use pool_encode_encoder::{EncodeOptions, SparseEmbeddings};
 use pool_encode_io::{
-    DenseFormat, DenseWriter, InputOptions, InputReader, IoError, SparseJsonlWriter, partial_path,
+    InputOptions, InputReader, IoError, OutputFormat, RejectsWriter, RowWriter, ShardManifest,
+    partial_path,
 };
 use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -24,27 +26,17 @@ use crate::checkpoint::{self, Checkpoint};
 use crate::progress;
 use crate::report::{Outcome, RunReport, Status};
 use crate::settings::EncodeSettings;
+use serde_json::Value;
 
-/// Where rows go: the writer for the model's kind, each under `<output>.partial`.
-enum OutputWriter {
-    Dense(DenseWriter),
-    Sparse(SparseJsonlWriter),
-}
-
-impl OutputWriter {
-    fn rows(&self) -> u64 {
-        match self {
-            OutputWriter::Dense(w) => w.rows(),
-            OutputWriter::Sparse(w) => w.rows(),
-        }
-    }
-
-    fn finish(self) -> Result<std::path::PathBuf> {
-        Ok(match self {
-            OutputWriter::Dense(w) => w.finish()?,
-            OutputWriter::Sparse(w) => w.finish()?,
-        })
-    }
+/// One record read and not yet written, in input order: what a checkpoint after its row needs.
+struct Pending {
+    /// Sparse lines carry the record's id.
+    id: Option<String>,
+    /// Index from the run's first record (a shard's start).
+    record: u64,
+    /// The rejects file's (count, bytes) when this record was read: the records before it are
+    /// all encoded or rejected.
+    rejects: (u64, u64),
 }
 
 pub fn run(settings: &EncodeSettings) -> Result<()> {
@@ -55,19 +47,25 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         Some(kind) => kind,
         None => ModelFolder::load(&model)?.kind(),
     };
-    // The output's format: a dense matrix file, or (`None`) sparse JSON lines.
-    let dense_format = match (kind, DenseFormat::from_path(output)) {
-        (ModelKind::Dense, Some(format)) => Some(format),
-        (ModelKind::Sparse, _) if output.extension().is_some_and(|e| e == "jsonl") => None,
-        (ModelKind::Dense, None) => bail!(
-            "{}: unsupported output format for a dense model (supported: .npy, .safetensors)",
-            output.display()
-        ),
-        (ModelKind::Sparse, _) => bail!(
-            "{}: unsupported output format for a sparse model (supported: .jsonl)",
-            output.display()
-        ),
-    };
+    let format = OutputFormat::for_output(output, kind)?;
+    // A shard that completed (its manifest is written last) is done: running it again with
+    // --resume, as a requeued scheduler task does, succeeds without work.
+    let manifest = pool_encode_io::shard::manifest_path(output);
+    if settings.resume
+        && !settings.overwrite
+        && settings.shard.is_some()
+        && output.exists()
+        && manifest.exists()
+    {
+        ShardManifest::load(&manifest)?;
+        eprintln!(
+            "pool-encode: {} is complete already ({})",
+            output.display(),
+            manifest.display()
+        );
+        println!("{}", output.display());
+        return Ok(());
+    }
     if output.exists() && !settings.overwrite {
         bail!(
             "{}: output exists (pass --overwrite to replace it){}",
@@ -79,7 +77,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             }
         );
     }
-    let fingerprint = fingerprint(settings, &model, kind);
+    let fingerprint = fingerprint(settings, &model, kind)?;
     let resumed = match checkpoint::load(output)? {
         Some(saved) if settings.resume => {
             checkpoint::check_fingerprint(output, &saved.fingerprint, &fingerprint)?;
@@ -96,29 +94,48 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             None
         }
     };
+    // A manifest left by an earlier run of this shard no longer describes what will be there.
+    match std::fs::remove_file(&manifest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("{}: cannot remove", manifest.display()));
+        }
+        _ => {}
+    }
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("{}: cannot create folder", parent.display()))?;
     }
-    let mut reader = InputReader::open(
-        &settings.input,
-        InputOptions {
-            text_field: settings.text_field.clone(),
-            id_field: settings.id_field.clone(),
-        },
-    )?;
-    // A resumed run skips the records whose rows are durable already.
-    let done_rows = resumed.as_ref().map_or(0, |c| c.rows);
-    for skipped in 0..done_rows {
-        match reader.next() {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.into()),
-            None => bail!(
-                "{}: has {skipped} records, but the interrupted run had written {done_rows} rows: the input changed; --overwrite to start over",
-                settings.input.display()
-            ),
+    let input_options = InputOptions {
+        text_field: settings.text_field.clone(),
+        id_field: settings.id_field.clone(),
+    };
+    // The records this run covers: a shard's range of the whole input (counted first, without
+    // parsing), else all of them.
+    let (records, input_records) = match settings.shard {
+        Some(shard) => {
+            let total = InputReader::count_records(&settings.input, input_options.clone())?;
+            eprintln!(
+                "pool-encode: shard {shard}: records {}..{} of {total} → {}",
+                shard.range(total).start,
+                shard.range(total).end,
+                output.display()
+            );
+            (shard.range(total), Some(total))
         }
+        None => (0..u64::MAX, None),
+    };
+    let mut reader = InputReader::open(&settings.input, input_options)?;
+    // A resumed run skips the records that are done already (encoded or rejected).
+    let done = resumed.as_ref().map_or(0, |c| c.records);
+    let skip = records.start + done;
+    let skipped = reader.skip_records(skip)?;
+    if skipped < skip {
+        bail!(
+            "{}: has {skipped} records, but this run starts after record {skip}: the input changed; --overwrite to start over",
+            settings.input.display()
+        );
     }
+    let mut to_read = records.end - skip;
 
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
@@ -156,38 +173,54 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         model_folder: model,
         kind,
         dimension: dim,
-        resumed_rows: done_rows,
+        resumed_rows: resumed.as_ref().map_or(0, |c| c.rows),
         started_at,
         started,
         ready: Instant::now(),
     };
 
-    // A bad record ends the input there; the rows before it are still encoded and written.
-    let position = reader.position();
-    let bad_record: RefCell<Option<IoError>> = RefCell::new(None);
-    // Ids of the records read and not yet written (sparse lines carry them), in input order.
-    let ids: RefCell<VecDeque<String>> = RefCell::new(VecDeque::new());
-    let texts = std::iter::from_fn(|| match reader.next()? {
-        Ok(record) => {
-            if kind == ModelKind::Sparse {
-                ids.borrow_mut().push_back(record.id);
-            }
-            Some(record.text)
-        }
-        Err(e) => {
-            *bad_record.borrow_mut() = Some(e);
-            None
-        }
+    // A bad record is set aside in the rejects file when there is one; otherwise it ends the
+    // input there, and the rows before it are still encoded and written.
+    let rejects_cell = RefCell::new(match (&settings.rejects, &resumed) {
+        (None, _) => None,
+        (Some(path), None) => Some(RejectsWriter::create(path)?),
+        (Some(path), Some(c)) => Some(RejectsWriter::resume(path, c.rejected, c.rejects_bytes)?),
     });
-    let mut writer = match (dense_format, &resumed) {
-        (Some(format), None) => OutputWriter::Dense(DenseWriter::create(output, format, dim)?),
-        (Some(format), Some(c)) => {
-            OutputWriter::Dense(DenseWriter::resume(output, format, dim, c.rows)?)
+    let position = reader.position();
+    let stopped_by: RefCell<Option<IoError>> = RefCell::new(None);
+    let pending: RefCell<VecDeque<Pending>> = RefCell::new(VecDeque::new());
+    let texts = std::iter::from_fn(|| {
+        while to_read > 0 {
+            to_read -= 1;
+            let record = reader.records_read() - records.start;
+            let read = reader.next()?;
+            let mut rejects = rejects_cell.borrow_mut();
+            let error = match read {
+                Ok(read) => {
+                    pending.borrow_mut().push_back(Pending {
+                        id: (kind == ModelKind::Sparse).then_some(read.id),
+                        record,
+                        rejects: rejects.as_ref().map_or((0, 0), RejectsWriter::state),
+                    });
+                    return Some(read.text);
+                }
+                Err(e @ IoError::Record { .. }) if rejects.is_some() => {
+                    let writer = rejects.as_mut().expect("checked");
+                    match writer.write(records.start + record, &e) {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    }
+                }
+                Err(e) => e,
+            };
+            *stopped_by.borrow_mut() = Some(error);
+            return None;
         }
-        (None, None) => OutputWriter::Sparse(SparseJsonlWriter::create(output)?),
-        (None, Some(c)) => {
-            OutputWriter::Sparse(SparseJsonlWriter::resume(output, c.rows, c.bytes)?)
-        }
+        None
+    });
+    let mut writer = match &resumed {
+        None => RowWriter::create(output, format, dim)?,
+        Some(c) => RowWriter::resume(output, format, dim, c.rows, c.bytes)?,
     };
     if let Some(c) = &resumed {
         eprintln!(
@@ -219,41 +252,58 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
                 pool: &pool,
                 input: position,
                 since: report.ready,
+                total: input_records.map(|_| records.end - skip),
+                skipped: skip,
             };
             let terminal = std::io::stderr().is_terminal();
             scope.spawn(move || progress::report_until(sources, interval, terminal, stopped));
         }
         let result = (|| -> Result<()> {
-            // After each window: its rows made durable, then the checkpoint that counts them.
-            let save = |rows: u64, bytes: u64| {
+            // After each window: its rows (and the rejects before them) made durable, then the
+            // checkpoint that counts them.
+            let save_checkpoint = |writer: &mut RowWriter, rows: u64| -> Result<()> {
+                let mut last = None;
+                for _ in 0..rows {
+                    last = pending.borrow_mut().pop_front();
+                }
+                let last = last.context("a window with no rows")?;
+                writer.sync()?;
+                if let Some(rejects) = rejects_cell.borrow_mut().as_mut() {
+                    rejects.sync()?;
+                }
                 checkpoint::save(
                     output,
                     &Checkpoint {
-                        rows,
-                        bytes,
+                        records: last.record + 1,
+                        rows: writer.rows(),
+                        bytes: writer.bytes(),
+                        rejected: last.rejects.0,
+                        rejects_bytes: last.rejects.1,
                         window,
                         fingerprint: fingerprint.clone(),
                     },
                 )
             };
-            match &mut writer {
-                OutputWriter::Dense(writer) => {
+            match format {
+                OutputFormat::Npy | OutputFormat::Safetensors => {
                     for piece in pool.encode_stream_sorted(texts, &options, window) {
-                        writer.write_rows(piece?.embeddings.as_slice())?;
-                        writer.sync()?;
-                        save(writer.rows(), writer.bytes())?;
+                        let piece = piece?;
+                        writer.write_dense(piece.embeddings.as_slice())?;
+                        save_checkpoint(&mut writer, piece.embeddings.rows() as u64)?;
                     }
                 }
-                OutputWriter::Sparse(writer) => {
+                OutputFormat::SparseJsonl => {
                     let stream = pool
                         .encode_stream_sorted_rows::<SparseEmbeddings, _>(texts, &options, window);
                     for piece in stream {
-                        for row in piece?.embeddings.iter() {
-                            let id = ids.borrow_mut().pop_front().unwrap_or_default();
-                            writer.write_row(&id, row.indices, row.values)?;
+                        let piece = piece?;
+                        let queue = pending.borrow();
+                        for (row, waiting) in piece.embeddings.iter().zip(queue.iter()) {
+                            let id = waiting.id.as_deref().unwrap_or_default();
+                            writer.write_sparse(id, row.indices, row.values)?;
                         }
-                        writer.sync()?;
-                        save(writer.rows(), writer.bytes())?;
+                        drop(queue);
+                        save_checkpoint(&mut writer, piece.embeddings.rows() as u64)?;
                     }
                 }
             }
@@ -264,16 +314,43 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         result
     });
     let signal = interrupted.load(Ordering::SeqCst);
-    let error = match (outcome, bad_record.into_inner()) {
+    let error = match (outcome, stopped_by.into_inner()) {
         (Err(_), _) if signal != 0 => Some(format!("interrupted by signal {signal}")),
         (Err(e), _) => Some(format!("{e:#}")),
         (Ok(()), Some(e)) => Some(e.to_string()),
         (Ok(()), None) => None,
     };
     let rows = writer.rows();
+    let rejects = rejects_cell.into_inner();
+    let rejected = rejects.as_ref().map_or(0, |r| r.state().0);
     let (status, output_file) = match &error {
         None => {
             let finished = writer.finish()?;
+            if let Some(rejects) = rejects {
+                rejects.finish()?;
+            }
+            if let (Some(shard), Some(input_records)) = (settings.shard, input_records) {
+                save_manifest(
+                    &finished,
+                    ShardManifest {
+                        shard,
+                        input_records,
+                        records: records.clone(),
+                        rows,
+                        rejected,
+                        format,
+                        dimension: dim,
+                        output: String::new(),
+                        bytes: 0,
+                        sha256: String::new(),
+                        settings: fingerprint.clone(),
+                    },
+                )?;
+                eprintln!(
+                    "pool-encode: shard {shard} complete; once every shard is: pool-encode merge --output {}",
+                    settings.merged_output.display()
+                );
+            }
             checkpoint::remove(output)?;
             (Status::Complete, finished)
         }
@@ -285,14 +362,20 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         status,
         error: error.clone(),
         texts: rows,
+        rejected,
         output_file: &output_file,
         workers: &pool.worker_stats(),
     })?;
+    let new_rows = rows - resumed.as_ref().map_or(0, |c| c.rows);
     eprintln!(
-        "pool-encode: {} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s); report in {}",
-        rows - done_rows,
-        (rows - done_rows) as f64 / seconds.max(1e-9),
+        "pool-encode: {new_rows} texts in {seconds:.1}s ({:.1} texts/s; pool started in {:.2}s){}; report in {}",
+        new_rows as f64 / seconds.max(1e-9),
         (report.ready - started).as_secs_f64(),
+        match (&settings.rejects, rejected) {
+            (Some(path), 1..) =>
+                format!("; {rejected} bad records set aside in {}", path.display()),
+            _ => String::new(),
+        },
         report_file.display()
     );
     match error {
@@ -305,9 +388,9 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             let durable = checkpoint::load(output)
                 .ok()
                 .flatten()
-                .map_or(0, |c| c.rows);
+                .map_or(0, |c| records.start + c.records);
             let kept = format!(
-                "{rows} embeddings computed before this error are in {} (the output was not completed); --resume continues after row {durable}",
+                "{rows} embeddings computed before this error are in {} (the output was not completed); --resume continues after input record {durable}",
                 output_file.display()
             );
             if signal != 0 {
@@ -319,16 +402,41 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     }
 }
 
-/// What the output's bytes depend on besides the input's records: a resumed run must match.
-fn fingerprint(
-    settings: &EncodeSettings,
-    model: &std::path::Path,
-    kind: ModelKind,
-) -> serde_json::Value {
-    serde_json::json!({
-        "model": model,
+/// A shard's manifest, with its finished output's name, size and checksum; shard-independent
+/// settings only, so every shard of a run has the same.
+fn save_manifest(output: &Path, mut manifest: ShardManifest) -> Result<()> {
+    manifest.output = output
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    manifest.bytes = std::fs::metadata(output)
+        .with_context(|| format!("{}: cannot read", output.display()))?
+        .len();
+    manifest.sha256 = pool_encode_io::shard::file_sha256(output)?;
+    if let Some(settings) = manifest.settings.as_object_mut() {
+        settings.remove("shard");
+    }
+    manifest.save(output)?;
+    Ok(())
+}
+
+/// What the output's bytes depend on besides the input's records: a resumed run, and every
+/// shard of one run, must have the same. The model and input are identified by content and
+/// size, not by path, so a run can resume, or shards run, where they are mounted elsewhere.
+fn fingerprint(settings: &EncodeSettings, model: &Path, kind: ModelKind) -> Result<Value> {
+    let input_bytes = std::fs::metadata(&settings.input)
+        .with_context(|| format!("{}: cannot read", settings.input.display()))?
+        .len();
+    Ok(serde_json::json!({
+        "model": model_digest(model)?,
         "kind": format!("{kind:?}"),
-        "input": settings.input,
+        "input": {
+            "name": settings.input.file_name().map(|n| n.to_string_lossy()),
+            "bytes": input_bytes,
+        },
+        "shard": settings.shard.map(|s| s.to_string()),
+        "rejects": settings.rejects.is_some(),
         "precision": settings.precision.to_string(),
         "batch_size": settings.batch_size,
         "max_batch_tokens": settings.max_batch_tokens,
@@ -341,5 +449,54 @@ fn fingerprint(
         "max_active_dims": settings.max_active_dims,
         "prompt_name": settings.prompt_name,
         "prompt": settings.prompt,
-    })
+    }))
+}
+
+/// SHA-256 over a model folder's files (names and contents; the folder and its module
+/// subfolders), with files over 64 MiB (the weights) counted by name and size only, which keeps
+/// it quick for large models.
+fn model_digest(folder: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    let mut folders = vec![folder.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("{}: cannot read", dir.display()))?
+        {
+            let path = entry?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                if dir == folder {
+                    folders.push(path);
+                }
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut hasher = Sha256::new();
+    for file in files {
+        let size = std::fs::metadata(&file)?.len();
+        hasher.update(
+            file.strip_prefix(folder)
+                .unwrap_or(&file)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        hasher.update(size.to_le_bytes());
+        if size <= 64 << 20 {
+            hasher.update(
+                std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?,
+            );
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }

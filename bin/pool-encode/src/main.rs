@@ -23,6 +23,17 @@ struct Cli {
 enum Command {
     /// Encode a file of texts into an embeddings file.
     Encode(Box<settings::EncodeArgs>),
+    /// Join the outputs of a sharded run (`encode --shard I/N`) into one file, after checking
+    /// that every shard is complete and that all agree (counts, model, settings, checksums).
+    Merge {
+        /// The output the shards were run with (`--output` of `encode`); the shards' files and
+        /// manifests are found next to it.
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// Replace an existing merged output.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// A worker process of the pool (started by `encode`, not by hand).
     #[command(hide = true)]
     Worker {
@@ -37,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Encode(args) => {
             settings::EncodeSettings::resolve(*args).and_then(|s| encode::run(&s))
         }
+        Command::Merge { output, overwrite } => merge(&output, overwrite),
         Command::Worker { args } => return pool_encode_pool::worker::main(&args),
     };
     match result {
@@ -46,4 +58,20 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn merge(output: &std::path::Path, overwrite: bool) -> anyhow::Result<()> {
+    let merged = pool_encode_io::shard::merge(output, overwrite)?;
+    eprintln!(
+        "pool-encode: merged {} shards: {} rows{} (sha256 {})",
+        merged.shards,
+        merged.rows,
+        match merged.rejected {
+            0 => String::new(),
+            n => format!(", {n} records rejected (see the shards' rejects files)"),
+        },
+        merged.sha256
+    );
+    println!("{}", merged.output.display());
+    Ok(())
 }

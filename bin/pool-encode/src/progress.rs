@@ -21,6 +21,22 @@ pub struct Sources<'a> {
     pub input: InputPosition,
     /// When the pool was ready: the start of the rate the ETA uses.
     pub since: Instant,
+    /// Texts this run will encode, when known beforehand (a shard's range).
+    pub total: Option<u64>,
+    /// Records the reader skipped before this run's first (a resumed run's, a shard's start).
+    pub skipped: u64,
+}
+
+impl Sources<'_> {
+    /// Texts this run encodes in all: exact for a shard, else extrapolated from how far the
+    /// reader is through its file.
+    fn total(&self) -> Option<u64> {
+        self.total.or_else(|| {
+            self.input
+                .estimated_records()
+                .map(|t| t.saturating_sub(self.skipped))
+        })
+    }
 }
 
 /// Reports until `stop` receives or disconnects. `terminal`: redraw one line every second.
@@ -34,7 +50,7 @@ pub fn report_until(sources: Sources, interval: Duration, terminal: bool, stop: 
     while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
         let now = Snapshot::take(&sources);
         let mut line = describe(&sources, &last, &now);
-        if terminal && let Some(total) = sources.input.estimated_records() {
+        if terminal && let Some(total) = sources.total() {
             line = format!("{} {line}", bar(now.done, total));
         }
         let mut stderr = std::io::stderr().lock();
@@ -79,7 +95,7 @@ fn describe(sources: &Sources, last: &Snapshot, now: &Snapshot) -> String {
     let seconds = (now.at - last.at).as_secs_f64().max(1e-9);
     let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds;
     let mut line = format!("pool-encode: {} ", thousands(now.done));
-    match sources.input.estimated_records() {
+    match sources.total() {
         Some(total) => {
             let total = total.max(now.done);
             let share = 100.0 * now.done as f64 / total.max(1) as f64;

@@ -48,6 +48,8 @@ pub struct Outcome<'a> {
     pub error: Option<String>,
     /// Rows written to `output_file`.
     pub texts: u64,
+    /// Bad records set aside in the rejects file.
+    pub rejected: u64,
     /// The finished output, or the `.partial` file holding the rows computed.
     pub output_file: &'a Path,
     pub workers: &'a [WorkerStats],
@@ -71,6 +73,7 @@ impl RunReport<'_> {
             status,
             ref error,
             texts,
+            rejected,
             output_file,
             workers,
         } = outcome;
@@ -93,6 +96,9 @@ impl RunReport<'_> {
             "input": s.input,
             "output": output_file,
             "texts": texts,
+            "rejected": rejected,
+            "rejects": s.rejects,
+            "shard": s.shard.map(|shard| shard.to_string()),
             "resumed_after_row": self.resumed_rows,
             "tokens": tokens,
             "texts_per_second": per_second(texts.saturating_sub(self.resumed_rows)),

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use pool_encode_encoder::model::ModelKind;
 use pool_encode_encoder::{Device, Precision};
+use pool_encode_io::Shard;
 use serde::Deserialize;
 
 /// Flags of `encode`; each is optional here so a config file can supply it.
@@ -89,6 +90,17 @@ pub struct EncodeArgs {
     /// terminal one line is redrawn every second.
     #[arg(long)]
     pub progress_interval: Option<f64>,
+    /// Encode only shard I of N (0-based) of the input: a contiguous range of its records, into
+    /// `<output stem>-IIIII-of-NNNNN.<ext>` with a manifest for `pool-encode merge`. `auto`: the
+    /// index (and count) from a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; give the count as
+    /// auto/N) or a Slurm array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Set bad input records (invalid JSON or UTF-8, missing or non-string text, …) aside in
+    /// this .jsonl file, one `{"record", "line", "error"}` each, and go on; without it, a bad
+    /// record stops the run.
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
 }
 
 /// The config file: same names as the flags; an unknown key is an error.
@@ -116,13 +128,21 @@ struct ConfigFile {
     overwrite: Option<bool>,
     resume: Option<bool>,
     progress_interval: Option<f64>,
+    shard: Option<String>,
+    rejects: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
 pub struct EncodeSettings {
     pub model: String,
     pub input: PathBuf,
+    /// Where this run writes: a shard's own output when sharded.
     pub output: PathBuf,
+    /// The output a sharded run's shards merge into (`output` otherwise).
+    pub merged_output: PathBuf,
+    pub shard: Option<Shard>,
+    /// Bad records go here (a shard's own file when sharded) instead of stopping the run.
+    pub rejects: Option<PathBuf>,
     /// `None`: what the model folder is.
     pub kind: Option<ModelKind>,
     /// Empty: the pool's default (every CUDA GPU, else CPU workers).
@@ -169,10 +189,22 @@ impl EncodeSettings {
                 0 => bail!("--{flag} must be at least 1"),
                 n => Ok(n),
             };
+        let shard = match args.shard.or(file.shard) {
+            Some(spec) => Some(Shard::parse(&spec).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let merged_output: PathBuf = required(args.output.or(file.output), "output")?;
+        let per_shard = |path: PathBuf| match shard {
+            Some(shard) => shard.output_path(&path),
+            None => path,
+        };
         Ok(EncodeSettings {
             model: required(args.model.or(file.model), "model")?,
             input: required(args.input.or(file.input), "input")?,
-            output: required(args.output.or(file.output), "output")?,
+            output: per_shard(merged_output.clone()),
+            merged_output,
+            shard,
+            rejects: args.rejects.or(file.rejects).map(per_shard),
             kind: match args.kind.or(file.kind).as_deref() {
                 None => None,
                 Some("dense") => Some(ModelKind::Dense),
@@ -230,4 +262,25 @@ fn read_config(path: &Path) -> Result<ConfigFile> {
         .with_context(|| format!("{}: cannot read config", path.display()))?;
     // toml's message already names the line, column and key.
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example configs in `configs/` use only keys that exist (each is also a flag).
+    #[test]
+    fn example_configs_parse() {
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let config = read_config(&path).unwrap_or_else(|e| panic!("{e:#}"));
+                assert!(config.model.is_some(), "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 4, "found {seen} configs");
+    }
 }

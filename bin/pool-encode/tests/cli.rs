@@ -905,3 +905,308 @@ fn safetensors_output_holds_the_same_rows() {
         &reference("bert-cls-dense-new", "embeddings.npy"),
     );
 }
+
+/// `n` records cycling through the reference texts, one JSON object a line.
+fn many_texts_jsonl(path: &Path, n: usize) {
+    let lines: String = texts()
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|t| format!("{}\n", serde_json::json!({ "text": t })))
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+/// `encode` arguments for one CPU worker, small chunks and no progress lines, plus `extra`.
+fn encode_args(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Vec<String> {
+    let base = [
+        "encode",
+        "--model",
+        s(model),
+        "--input",
+        s(input),
+        "--output",
+        s(output),
+        "--devices",
+        "cpu:1",
+        "--chunk-size",
+        "16",
+        "--progress-interval",
+        "0",
+    ];
+    base.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Three shards run as separate processes, one killed mid-way and resumed, merged: the rows of
+/// a single run. Merge refuses missing, unfinished, damaged or mismatched shards.
+#[test]
+fn shards_killed_resumed_and_merged_equal_a_single_run() {
+    use nix::sys::signal::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("many.jsonl");
+    many_texts_jsonl(&input, 211 * 20);
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let single = tmp.path().join("single.npy");
+    ok(&strs(&encode_args(&model, &input, &single, &[])));
+
+    let merged = tmp.path().join("out").join("merged.npy");
+    let shard_args = |i: usize, extra: &[&str]| {
+        let spec = format!("{i}/3");
+        let mut extra: Vec<&str> = extra.to_vec();
+        extra.extend(["--shard", &spec]);
+        encode_args(&model, &input, &merged, &extra)
+    };
+    let shard_output = |i: usize| tmp.path().join(format!("out/merged-0000{i}-of-00003.npy"));
+    let error = fails(&["merge", "--output", s(&merged)]);
+    assert!(error.contains("no shard manifests found"), "{error}");
+    // Shards 0 and 2 run alongside shard 1, which is killed and then resumed.
+    let others: Vec<std::process::Child> = [0, 2]
+        .iter()
+        .map(|&i| {
+            Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+                .args(shard_args(i, &[]))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    interrupt_after(
+        &strs(&shard_args(1, &[])),
+        &shard_output(1),
+        300,
+        Signal::SIGKILL,
+    );
+    for mut child in others {
+        assert!(child.wait().unwrap().success());
+    }
+    let error = fails(&["merge", "--output", s(&merged)]);
+    assert!(
+        error.contains("shard 1/3 is not finished") && error.contains("--resume"),
+        "{error}"
+    );
+    ok(&strs(&shard_args(1, &["--resume"])));
+    let printed = ok(&["merge", "--output", s(&merged)]);
+    assert_eq!(printed.trim(), s(&merged));
+    // A requeued task of a complete shard succeeds without work.
+    let again = ok(&strs(&shard_args(1, &["--resume"])));
+    assert_eq!(again.trim(), s(&shard_output(1)));
+
+    // The merged file is a single run's: same shape, and rows equal to float rounding (the
+    // shards cut the input into other length-sorted windows, so batches differ).
+    let (whole, pieces) = (read(&single), read(&merged));
+    assert_eq!((pieces.rows(), pieces.dim()), (whole.rows(), whole.dim()));
+    assert_close("merged shards vs a single run", &pieces, &whole);
+    let error = fails(&["merge", "--output", s(&merged)]);
+    assert!(error.contains("--overwrite"), "{error}");
+
+    // A damaged shard is caught by its checksum; the merged output is not replaced by a bad one.
+    let damaged = shard_output(2);
+    let good = std::fs::read(&damaged).unwrap();
+    let mut bytes = good.clone();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let error = fails(&["merge", "--output", s(&merged), "--overwrite"]);
+    assert!(
+        error.contains("SHA-256") && error.contains("00002-of-00003"),
+        "{error}"
+    );
+    std::fs::write(&damaged, &good).unwrap();
+
+    // A shard from a run with other settings is refused, naming the setting.
+    let manifest = tmp
+        .path()
+        .join("out/merged-00001-of-00003.npy.manifest.json");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&original).unwrap();
+    edited["settings"]["batch_size"] = 8.into();
+    std::fs::write(&manifest, edited.to_string()).unwrap();
+    let error = fails(&["merge", "--output", s(&merged), "--overwrite"]);
+    assert!(
+        error.contains("batch_size") && error.contains("different runs"),
+        "{error}"
+    );
+    std::fs::write(&manifest, original).unwrap();
+    ok(&["merge", "--output", s(&merged), "--overwrite"]);
+    assert_close("merged again", &read(&merged), &whole);
+}
+
+/// Sparse shards merge into the same lines (global record ids included) as a single run, and
+/// `--shard auto` takes the shard from a Slurm array's or a Kubernetes Indexed Job's variables.
+#[test]
+fn sparse_shards_from_scheduler_variables_merge_to_a_single_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = PathBuf::from(texts_jsonl());
+    let model = tiny_model_dir("splade-bert-tied-max");
+    let single = tmp.path().join("single.jsonl");
+    ok(&strs(&encode_args(&model, &input, &single, &[])));
+    let merged = tmp.path().join("sparse.jsonl");
+    let args = encode_args(&model, &input, &merged, &["--shard", "auto"]);
+    for (index, variables) in [
+        (
+            0,
+            vec![("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "1")],
+        ),
+        (
+            1,
+            vec![("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_MIN", "1")],
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+            .args(&args)
+            .envs(variables)
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            tmp.path()
+                .join(format!("sparse-0000{index}-of-00002.jsonl.manifest.json"))
+                .exists()
+        );
+    }
+    ok(&["merge", "--output", s(&merged)]);
+    let lines = |path: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (whole, pieces) = (lines(&single), lines(&merged));
+    assert_eq!(whole.len(), 211);
+    for (a, b) in whole.iter().zip(&pieces) {
+        assert_eq!(a["id"], b["id"]);
+        assert_eq!(a["indices"], b["indices"], "row {}", a["id"]);
+        let (va, vb) = (
+            a["values"].as_array().unwrap(),
+            b["values"].as_array().unwrap(),
+        );
+        for (x, y) in va.iter().zip(vb) {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
+
+    // Kubernetes gives the index only: the count must come with it.
+    let out = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+        .args(&args)
+        .env("JOB_COMPLETION_INDEX", "1")
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && error.contains("auto/N"), "{error}");
+    let k8s = encode_args(&model, &input, &merged, &["--shard", "auto/4"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+        .args(&k8s)
+        .env("JOB_COMPLETION_INDEX", "3")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        lines(&tmp.path().join("sparse-00003-of-00004.jsonl")).len(),
+        211 - 158
+    );
+}
+
+/// With `--rejects`, bad records are set aside (file, line, error) and the run goes on; the
+/// rows are those of the good records alone, and a killed run resumes to the same bytes, rejects
+/// file included.
+#[test]
+fn rejects_file_sets_bad_records_aside_and_resumes() {
+    use nix::sys::signal::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let bad: [&[u8]; 5] = [
+        b"{\"text\": 5}",
+        b"{\"title\": \"no text\"}",
+        b"{\"text\": \"broken\"",
+        b"{\"text\": \"bad \xff utf-8\"}",
+        b"{\"text\": \"nul\0\"}",
+    ];
+    let (mut mixed, mut clean) = (Vec::new(), Vec::new());
+    let mut expected = Vec::new();
+    let (mut line, mut record) = (0u64, 0u64);
+    for (i, text) in texts().iter().cycle().take(211 * 12).enumerate() {
+        if i % 97 == 5 {
+            line += 1;
+            mixed.extend_from_slice(bad[i % 5]);
+            mixed.push(b'\n');
+            expected.push((record, line));
+            record += 1;
+        }
+        let good = format!("{}\n", serde_json::json!({ "text": text }));
+        mixed.extend_from_slice(good.as_bytes());
+        clean.extend_from_slice(good.as_bytes());
+        line += 1;
+        record += 1;
+    }
+    let (mixed_path, clean_path) = (
+        tmp.path().join("mixed.jsonl"),
+        tmp.path().join("clean.jsonl"),
+    );
+    std::fs::write(&mixed_path, mixed).unwrap();
+    std::fs::write(&clean_path, clean).unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let clean_out = tmp.path().join("clean.npy");
+    ok(&strs(&encode_args(&model, &clean_path, &clean_out, &[])));
+
+    let run = |name: &str| {
+        let rejects = tmp.path().join(format!("{name}.rejects.jsonl"));
+        let output = tmp.path().join(format!("{name}.npy"));
+        let args = encode_args(&model, &mixed_path, &output, &["--rejects", s(&rejects)]);
+        (output, rejects, args)
+    };
+    let (output, rejects, args) = run("whole");
+    ok(&strs(&args));
+    assert_eq!(
+        std::fs::read(&output).unwrap(),
+        std::fs::read(&clean_out).unwrap()
+    );
+    let set_aside: Vec<serde_json::Value> = std::fs::read_to_string(&rejects)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(set_aside.len(), expected.len());
+    for (reject, (record, line)) in set_aside.iter().zip(&expected) {
+        assert_eq!(
+            (reject["record"].as_u64(), reject["line"].as_u64()),
+            (Some(*record), Some(*line))
+        );
+        let error = reject["error"].as_str().unwrap();
+        assert!(error.contains(&format!("mixed.jsonl:{line}:")), "{error}");
+    }
+    let report = read_report(&tmp.path().join("whole.npy.report.json"));
+    assert_eq!(report["rejected"], expected.len());
+    assert_eq!(report["texts"], 211 * 12);
+
+    let (output2, rejects2, args2) = run("resumed");
+    interrupt_after(&strs(&args2), &output2, 800, Signal::SIGKILL);
+    assert!(
+        !rejects2.exists(),
+        "rejects stay .partial until the run completes"
+    );
+    let mut resume = args2.clone();
+    resume.push("--resume".into());
+    interrupt_after(&strs(&resume), &output2, 1800, Signal::SIGKILL);
+    ok(&strs(&resume));
+    assert_eq!(
+        std::fs::read(&output2).unwrap(),
+        std::fs::read(&output).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&rejects2).unwrap(),
+        std::fs::read(&rejects).unwrap()
+    );
+}

@@ -31,14 +31,14 @@ impl DenseFormat {
     }
 
     /// The header padded to this size fits any u64 row count (and keeps the data 8-aligned).
-    fn header_len(self) -> usize {
+    pub(crate) fn header_len(self) -> usize {
         match self {
             DenseFormat::Npy => 128,
             DenseFormat::Safetensors => 256,
         }
     }
 
-    fn header(self, rows: u64, dim: usize) -> Vec<u8> {
+    pub(crate) fn header(self, rows: u64, dim: usize) -> Vec<u8> {
         let len = self.header_len();
         let mut h = Vec::with_capacity(len);
         match self {
@@ -144,6 +144,11 @@ impl DenseWriter {
     /// Makes every row written so far durable, for a checkpoint.
     pub fn sync(&mut self) -> Result<()> {
         sync(&mut self.file, &self.partial)
+    }
+
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn dim(&self) -> usize {

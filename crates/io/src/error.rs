@@ -3,11 +3,11 @@ use std::path::PathBuf;
 /// Errors name the file, and for input records the line and field, so a user can find them.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
-    #[error("{path}: {source}")]
+    // The cause is in the message, not a `source`: a chain would print it twice.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}:{line}: {message}")]
     Record {
@@ -23,9 +23,9 @@ pub type Result<T> = std::result::Result<T, IoError>;
 
 impl IoError {
     pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> IoError + '_ {
-        move |source| IoError::Io {
+        move |cause| IoError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         }
     }
 

@@ -178,50 +178,93 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+impl InputReader {
+    /// Reads the next record's line into `self.buffer` (its ending cut off; blank `.jsonl` lines
+    /// skipped) and counts it; `Ok(false)` at the end of the file.
+    fn advance(&mut self) -> Result<bool> {
+        loop {
+            self.buffer.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buffer)
+                .map_err(IoError::io(&self.path))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.position.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.line += 1;
+            let mut end = self.buffer.len();
+            if self.buffer.ends_with(b"\n") {
+                end -= 1;
+                if self.buffer[..end].ends_with(b"\r") {
+                    end -= 1;
+                }
+            }
+            self.buffer.truncate(end);
+            let blank = self.kind == Kind::Jsonl
+                && std::str::from_utf8(&self.buffer).is_ok_and(|l| l.trim().is_empty());
+            if !blank {
+                self.index += 1;
+                self.position.records.store(self.index, Ordering::Relaxed);
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Parses the line `advance` read.
+    fn parse_line(&self) -> Result<(Option<String>, String)> {
+        let bytes = self.buffer.as_slice();
+        if bytes.contains(&0) {
+            return Err(self.error("NUL byte in input (is this a binary file?)"));
+        }
+        let line = std::str::from_utf8(bytes).map_err(|e| {
+            self.error(format!(
+                "invalid UTF-8 at byte {} of the line",
+                e.valid_up_to()
+            ))
+        })?;
+        match self.kind {
+            Kind::Txt => Ok((None, line.to_string())),
+            Kind::Jsonl => self.parse_json(line),
+        }
+    }
+
+    /// Passes over up to `n` records without parsing them (a bad one counts like a good one);
+    /// returns how many there were.
+    pub fn skip_records(&mut self, n: u64) -> Result<u64> {
+        let mut skipped = 0;
+        while skipped < n && self.advance()? {
+            skipped += 1;
+        }
+        Ok(skipped)
+    }
+
+    /// Records read (or skipped) so far: the index the next record will have.
+    pub fn records_read(&self) -> u64 {
+        self.index
+    }
+
+    /// How many records the file holds, counted as a reader would read them.
+    pub fn count_records(path: &Path, options: InputOptions) -> Result<u64> {
+        InputReader::open(path, options)?.skip_records(u64::MAX)
+    }
+}
+
 impl Iterator for InputReader {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            self.buffer.clear();
-            match self.reader.read_until(b'\n', &mut self.buffer) {
-                Ok(0) => return None,
-                Ok(n) => {
-                    self.position.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                }
-                Err(e) => return Some(Err(IoError::io(&self.path)(e))),
-            }
-            self.line += 1;
-            let mut bytes = self.buffer.as_slice();
-            if let Some(rest) = bytes.strip_suffix(b"\n") {
-                bytes = rest.strip_suffix(b"\r").unwrap_or(rest);
-            }
-            if bytes.contains(&0) {
-                return Some(Err(self.error("NUL byte in input (is this a binary file?)")));
-            }
-            let line = match std::str::from_utf8(bytes) {
-                Ok(line) => line,
-                Err(e) => {
-                    return Some(Err(self.error(format!(
-                        "invalid UTF-8 at byte {} of the line",
-                        e.valid_up_to()
-                    ))));
-                }
-            };
-            let parsed = match self.kind {
-                Kind::Txt => Ok((None, line.to_string())),
-                Kind::Jsonl if line.trim().is_empty() => continue,
-                Kind::Jsonl => self.parse_json(line),
-            };
-            let index = self.index;
-            self.index += 1;
-            self.position.records.store(self.index, Ordering::Relaxed);
-            return Some(parsed.map(|(id, text)| Record {
-                id: id.unwrap_or_else(|| index.to_string()),
-                text,
-                line: self.line,
-            }));
+        match self.advance() {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some(Err(e)),
         }
+        let index = self.index - 1;
+        Some(self.parse_line().map(|(id, text)| Record {
+            id: id.unwrap_or_else(|| index.to_string()),
+            text,
+            line: self.line,
+        }))
     }
 }
 
@@ -252,6 +295,30 @@ mod tests {
         assert_eq!(position.estimated_records(), Some(4));
         assert_eq!(reader.count(), 3);
         assert_eq!((position.bytes(), position.records()), (16, 4));
+    }
+
+    #[test]
+    fn skipping_counts_records_like_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl");
+        // Blank and whitespace-only lines are not records; bad ones are.
+        std::fs::write(
+            &path,
+            b"{\"text\": \"a\"}\n\n  \r\n{\"text\": 1}\nbad \xff\n{\"text\": \"d\"}",
+        )
+        .unwrap();
+        let options = InputOptions::default;
+        assert_eq!(InputReader::count_records(&path, options()).unwrap(), 4);
+        let read: Vec<Result<Record>> = InputReader::open(&path, options()).unwrap().collect();
+        assert_eq!(read.len(), 4);
+        let mut reader = InputReader::open(&path, options()).unwrap();
+        assert_eq!(reader.skip_records(3).unwrap(), 3);
+        let last = reader.next().unwrap().unwrap();
+        assert_eq!(
+            (last.id.as_str(), last.text.as_str(), last.line),
+            ("3", "d", 6)
+        );
+        assert_eq!(reader.skip_records(5).unwrap(), 0);
     }
 
     #[test]

@@ -3,11 +3,17 @@
 pub mod dense;
 mod error;
 pub mod input;
+pub mod output;
+pub mod rejects;
+pub mod shard;
 pub mod sparse_jsonl;
 pub mod store;
 
 pub use dense::{DenseFormat, DenseWriter, partial_path, read_npy};
 pub use error::{IoError, Result};
 pub use input::{InputOptions, InputPosition, InputReader, Record};
+pub use output::{OutputFormat, RowWriter};
+pub use rejects::RejectsWriter;
+pub use shard::{Merged, Shard, ShardManifest};
 pub use sparse_jsonl::SparseJsonlWriter;
 pub use store::{load_embeddings, save_embeddings, texts_sidecar};

@@ -51,6 +51,11 @@ impl SparseJsonlWriter {
         })
     }
 
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn rows(&self) -> u64 {
         self.rows
     }
