@@ -30,7 +30,7 @@ use serde_json::Value;
 
 /// One record read and not yet written, in input order: what a checkpoint after its row needs.
 struct Pending {
-    /// Sparse lines carry the record's id.
+    /// The record's id, for formats that keep ids.
     id: Option<String>,
     /// Index from the run's first record (a shard's start).
     record: u64,
@@ -198,7 +198,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             let error = match read {
                 Ok(read) => {
                     pending.borrow_mut().push_back(Pending {
-                        id: (kind == ModelKind::Sparse).then_some(read.id),
+                        id: format.has_ids().then_some(read.id),
                         record,
                         rejects: rejects.as_ref().map_or((0, 0), RejectsWriter::state),
                     });
@@ -217,7 +217,9 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             return None;
         }
         None
-    });
+    })
+    // Fused: once a bad record has ended the input, nothing after it is read.
+    .fuse();
     let mut writer = match &resumed {
         None => RowWriter::create(output, format, dim)?,
         Some(c) => RowWriter::resume(output, format, dim, c.rows, c.bytes)?,
@@ -284,23 +286,27 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
                     },
                 )
             };
-            match format {
-                OutputFormat::Npy | OutputFormat::Safetensors => {
+            fn id(waiting: &Pending) -> &str {
+                waiting.id.as_deref().unwrap_or_default()
+            }
+            match kind {
+                ModelKind::Dense => {
                     for piece in pool.encode_stream_sorted(texts, &options, window) {
                         let piece = piece?;
-                        writer.write_dense(piece.embeddings.as_slice())?;
+                        let queue = pending.borrow();
+                        writer.write_dense(piece.embeddings.as_slice(), dim, |i| id(&queue[i]))?;
+                        drop(queue);
                         save_checkpoint(&mut writer, piece.embeddings.rows() as u64)?;
                     }
                 }
-                OutputFormat::SparseJsonl => {
+                ModelKind::Sparse => {
                     let stream = pool
                         .encode_stream_sorted_rows::<SparseEmbeddings, _>(texts, &options, window);
                     for piece in stream {
                         let piece = piece?;
                         let queue = pending.borrow();
                         for (row, waiting) in piece.embeddings.iter().zip(queue.iter()) {
-                            let id = waiting.id.as_deref().unwrap_or_default();
-                            writer.write_sparse(id, row.indices, row.values)?;
+                            writer.write_sparse(id(waiting), row.indices, row.values)?;
                         }
                         drop(queue);
                         save_checkpoint(&mut writer, piece.embeddings.rows() as u64)?;

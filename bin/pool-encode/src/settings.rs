@@ -21,11 +21,13 @@ pub struct EncodeArgs {
     /// sentence-transformers/all-MiniLM-L6-v2 when built with the `hub` feature.
     #[arg(long)]
     pub model: Option<String>,
-    /// Texts to encode: .jsonl (one object a line) or .txt (one text a line).
+    /// Texts to encode: .jsonl (one object a line), .txt (one text a line) or .parquet (a
+    /// string column).
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Where to write the embeddings, rows in input order: .npy (float32 [N, dim]) for dense
-    /// models; .jsonl (`{"id", "indices", "values"}` a line) for sparse ones.
+    /// Where to write the embeddings, rows in input order. Dense models: .npy or .safetensors
+    /// (float32 [N, dim]) or .parquet (id, embedding); sparse ones: .jsonl (`{"id", "indices",
+    /// "values"}` a line) or .parquet (id, indices, values).
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// dense (a SentenceTransformer model) or sparse (a SPLADE SparseEncoder model). Default:
@@ -57,10 +59,11 @@ pub struct EncodeArgs {
     /// Truncate texts to this many tokens (default: the model's).
     #[arg(long)]
     pub max_seq_length: Option<usize>,
-    /// JSON field holding the text (.jsonl input).
+    /// JSON field (.jsonl) or column (.parquet) holding the text.
     #[arg(long)]
     pub text_field: Option<String>,
-    /// JSON field holding the record id (.jsonl input).
+    /// JSON field (.jsonl) or column (.parquet) holding the record id (default: the record's
+    /// 0-based index).
     #[arg(long)]
     pub id_field: Option<String>,
     /// L2-normalize every embedding.

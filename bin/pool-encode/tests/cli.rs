@@ -1210,3 +1210,164 @@ fn rejects_file_sets_bad_records_aside_and_resumes() {
         std::fs::read(&rejects).unwrap()
     );
 }
+
+/// A Parquet input with the texts in `body` (one null at row `null_row`) and integer ids in `key`.
+fn write_parquet_texts(path: &Path, texts: &[String], null_row: Option<usize>) {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let body: StringArray = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (Some(i) != null_row).then_some(t.as_str()))
+        .collect();
+    let key = Int64Array::from_iter_values((0..texts.len() as i64).map(|i| 1000 + i));
+    let batch = RecordBatch::try_from_iter([
+        ("body", Arc::new(body) as ArrayRef),
+        ("key", Arc::new(key) as ArrayRef),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    // Small row groups, so a reader crosses several.
+    let properties = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(50))
+        .build();
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(properties)).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+/// Parquet in (text and id columns, a null text, a missing or wrong column) and out (dense
+/// `id` + `embedding`, sparse `id` + `indices` + `values`), resumed and sharded like the others.
+#[test]
+fn parquet_input_and_outputs() {
+    use nix::sys::signal::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = texts();
+    let input = tmp.path().join("texts.parquet");
+    write_parquet_texts(&input, &texts, None);
+    let fields = ["--text-field", "body", "--id-field", "key"];
+    let dense = tiny_model_dir("bert-mean-normalize-old");
+
+    // Dense: .parquet rows = .npy rows, ids from the key column, both = the reference.
+    let (npy, parquet) = (tmp.path().join("d.npy"), tmp.path().join("d.parquet"));
+    ok(&strs(&encode_args(&dense, &input, &npy, &fields)));
+    ok(&strs(&encode_args(&dense, &input, &parquet, &fields)));
+    let (ids, values, dim) = pool_encode_io::parquet::read_dense_parquet(&parquet).unwrap();
+    let expected_ids: Vec<String> = (0..texts.len()).map(|i| (1000 + i).to_string()).collect();
+    assert_eq!(ids, expected_ids);
+    let rows = Embeddings::new(values, texts.len(), dim);
+    assert_eq!(rows, read(&npy));
+    assert_close(
+        "parquet in and out",
+        &rows,
+        &reference("bert-mean-normalize-old", "embeddings.npy"),
+    );
+
+    // Sparse: .parquet rows = .jsonl lines.
+    let splade = tiny_model_dir("splade-bert-tied-max");
+    let (jsonl, sparse) = (tmp.path().join("s.jsonl"), tmp.path().join("s.parquet"));
+    ok(&strs(&encode_args(&splade, &input, &jsonl, &fields)));
+    ok(&strs(&encode_args(&splade, &input, &sparse, &fields)));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let table = pool_encode_io::parquet::read_sparse_parquet(&sparse).unwrap();
+    assert_eq!(table.len(), lines.len());
+    for ((id, indices, values), line) in table.iter().zip(&lines) {
+        assert_eq!(line["id"], id.as_str());
+        assert_eq!(line["indices"], serde_json::json!(indices));
+        let written: Vec<f32> = line["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(&written, values);
+    }
+
+    // Errors name the file, the row and the column.
+    let nulls = tmp.path().join("nulls.parquet");
+    write_parquet_texts(&nulls, &texts, Some(120));
+    let out = tmp.path().join("n.npy");
+    let error = fails(&strs(&encode_args(&dense, &nulls, &out, &fields)));
+    assert!(
+        error.contains("nulls.parquet:121: field \"body\" is null"),
+        "{error}"
+    );
+    // Nothing after the bad record was read: the 120 rows before it are kept.
+    assert!(
+        error.contains("120 embeddings computed before this error"),
+        "{error}"
+    );
+    std::fs::remove_file(tmp.path().join("n.npy.checkpoint.json")).unwrap();
+    let rejects = tmp.path().join("n.rejects.jsonl");
+    let mut with_rejects = fields.to_vec();
+    with_rejects.extend(["--rejects", s(&rejects)]);
+    ok(&strs(&encode_args(&dense, &nulls, &out, &with_rejects)));
+    assert_eq!(read(&out).rows(), texts.len() - 1);
+    assert!(
+        std::fs::read_to_string(&rejects)
+            .unwrap()
+            .contains("\"record\":120")
+    );
+    let e = tmp.path().join("e.npy");
+    let error = fails(&strs(&encode_args(
+        &dense,
+        &input,
+        &e,
+        &["--text-field", "title"],
+    )));
+    assert!(
+        error.contains("texts.parquet: has no column \"title\" (its columns: body, key)"),
+        "{error}"
+    );
+    let error = fails(&strs(&encode_args(
+        &dense,
+        &input,
+        &e,
+        &["--text-field", "key"],
+    )));
+    assert!(
+        error.contains("column \"key\" must hold strings, not Int64"),
+        "{error}"
+    );
+
+    // A killed run with Parquet output resumes to the same bytes; shards merge to its rows.
+    let many = tmp.path().join("many.jsonl");
+    many_texts_jsonl(&many, 211 * 20);
+    let whole = tmp.path().join("whole.parquet");
+    ok(&strs(&encode_args(&dense, &many, &whole, &[])));
+    let resumed = tmp.path().join("resumed.parquet");
+    let args = encode_args(&dense, &many, &resumed, &[]);
+    interrupt_after(&strs(&args), &resumed, 1000, Signal::SIGKILL);
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    ok(&strs(&resume));
+    assert_eq!(
+        std::fs::read(&whole).unwrap(),
+        std::fs::read(&resumed).unwrap()
+    );
+    let merged = tmp.path().join("merged.parquet");
+    for shard in ["0/2", "1/2"] {
+        ok(&strs(&encode_args(
+            &dense,
+            &many,
+            &merged,
+            &["--shard", shard],
+        )));
+    }
+    ok(&["merge", "--output", s(&merged)]);
+    let (single, pieces) = (
+        pool_encode_io::parquet::read_dense_parquet(&whole).unwrap(),
+        pool_encode_io::parquet::read_dense_parquet(&merged).unwrap(),
+    );
+    assert_eq!(single.0, pieces.0);
+    assert_close(
+        "merged parquet shards",
+        &Embeddings::new(pieces.1, 211 * 20, pieces.2),
+        &Embeddings::new(single.1, 211 * 20, single.2),
+    );
+}

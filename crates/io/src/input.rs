@@ -4,6 +4,8 @@
 //! - `.jsonl`: one JSON object a line; the text in `text_field` (default `text`), an optional id
 //!   in `id_field`. Blank lines are skipped.
 //! - `.txt`: one text a line (an empty line is an empty text); `\r\n` endings are accepted.
+//! - `.parquet`: the text in the string column `text_field`, the id in `id_field`; a batch of
+//!   rows read at a time. Errors give the 1-based row where other formats give the line.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -14,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::Value;
 
 use crate::error::{IoError, Result};
+use crate::parquet::ParquetTexts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -28,6 +31,12 @@ pub struct Record {
 enum Kind {
     Jsonl,
     Txt,
+    Parquet,
+}
+
+enum Source {
+    Lines(BufReader<File>),
+    Parquet(Box<ParquetTexts>),
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +57,7 @@ impl Default for InputOptions {
 pub struct InputReader {
     path: PathBuf,
     kind: Kind,
-    reader: BufReader<File>,
+    source: Source,
     options: InputOptions,
     line: u64,
     index: u64,
@@ -60,11 +69,11 @@ pub struct InputReader {
 /// elsewhere (a progress display estimates the total from it).
 #[derive(Debug, Clone)]
 pub struct InputPosition {
-    /// Bytes of the file read so far.
+    /// Bytes of the file read so far (rows for Parquet).
     bytes: Arc<AtomicU64>,
     /// Records returned so far.
     records: Arc<AtomicU64>,
-    /// The file's size when it was opened.
+    /// The file's size when it was opened (its rows for Parquet).
     pub file_bytes: u64,
 }
 
@@ -90,19 +99,31 @@ impl InputReader {
         let kind = match path.extension().and_then(|e| e.to_str()) {
             Some("jsonl") | Some("ndjson") => Kind::Jsonl,
             Some("txt") => Kind::Txt,
+            Some("parquet") => Kind::Parquet,
             _ => {
                 return Err(IoError::format(
                     path,
-                    "unsupported input extension (expected .jsonl or .txt)",
+                    "unsupported input extension (expected .jsonl, .txt or .parquet)",
                 ));
             }
         };
-        let file = File::open(path).map_err(IoError::io(path))?;
-        let file_bytes = file.metadata().map_err(IoError::io(path))?.len();
+        let (source, file_bytes) = if kind == Kind::Parquet {
+            let texts =
+                ParquetTexts::open(path, &options.text_field, options.id_field.as_deref(), 0)?;
+            let rows = texts.rows;
+            (Source::Parquet(Box::new(texts)), rows)
+        } else {
+            let file = File::open(path).map_err(IoError::io(path))?;
+            let bytes = file.metadata().map_err(IoError::io(path))?.len();
+            (
+                Source::Lines(BufReader::with_capacity(1 << 20, file)),
+                bytes,
+            )
+        };
         Ok(InputReader {
             path: path.to_path_buf(),
             kind,
-            reader: BufReader::with_capacity(1 << 20, file),
+            source,
             options,
             line: 0,
             index: 0,
@@ -182,10 +203,12 @@ impl InputReader {
     /// Reads the next record's line into `self.buffer` (its ending cut off; blank `.jsonl` lines
     /// skipped) and counts it; `Ok(false)` at the end of the file.
     fn advance(&mut self) -> Result<bool> {
+        let Source::Lines(reader) = &mut self.source else {
+            unreachable!("Parquet rows are read by next_parquet")
+        };
         loop {
             self.buffer.clear();
-            let n = self
-                .reader
+            let n = reader
                 .read_until(b'\n', &mut self.buffer)
                 .map_err(IoError::io(&self.path))?;
             if n == 0 {
@@ -226,12 +249,27 @@ impl InputReader {
         match self.kind {
             Kind::Txt => Ok((None, line.to_string())),
             Kind::Jsonl => self.parse_json(line),
+            Kind::Parquet => unreachable!("Parquet rows are read by next_parquet"),
         }
     }
 
     /// Passes over up to `n` records without parsing them (a bad one counts like a good one);
     /// returns how many there were.
     pub fn skip_records(&mut self, n: u64) -> Result<u64> {
+        if let Source::Parquet(texts) = &mut self.source {
+            // Reopened at the new row: Parquet skips whole pages without decoding them.
+            let skipped = n.min(texts.rows - self.index);
+            let options = &self.options;
+            let at = self.index + skipped;
+            **texts = ParquetTexts::open(
+                &self.path,
+                &options.text_field,
+                options.id_field.as_deref(),
+                at,
+            )?;
+            self.count_parquet_rows(skipped);
+            return Ok(skipped);
+        }
         let mut skipped = 0;
         while skipped < n && self.advance()? {
             skipped += 1;
@@ -248,12 +286,44 @@ impl InputReader {
     pub fn count_records(path: &Path, options: InputOptions) -> Result<u64> {
         InputReader::open(path, options)?.skip_records(u64::MAX)
     }
+
+    fn count_parquet_rows(&mut self, n: u64) {
+        self.index += n;
+        self.line = self.index;
+        self.position.bytes.store(self.index, Ordering::Relaxed);
+        self.position.records.store(self.index, Ordering::Relaxed);
+    }
+
+    fn next_parquet(&mut self) -> Option<Result<Record>> {
+        let Source::Parquet(texts) = &mut self.source else {
+            unreachable!("a Parquet reader")
+        };
+        let row = texts.next_row(self.index + 1)?;
+        self.count_parquet_rows(1);
+        let index = self.index - 1;
+        let null = |field: &str| self.error(format!("field {field:?} is null"));
+        Some(row.and_then(|(id, text)| {
+            let text = text.ok_or_else(|| null(&self.options.text_field))?;
+            let id = match (&self.options.id_field, id) {
+                (Some(field), None) => return Err(null(field)),
+                (_, id) => id.unwrap_or_else(|| index.to_string()),
+            };
+            Ok(Record {
+                id,
+                text,
+                line: self.line,
+            })
+        }))
+    }
 }
 
 impl Iterator for InputReader {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.kind == Kind::Parquet {
+            return self.next_parquet();
+        }
         match self.advance() {
             Ok(true) => {}
             Ok(false) => return None,

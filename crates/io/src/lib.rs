@@ -4,6 +4,7 @@ pub mod dense;
 mod error;
 pub mod input;
 pub mod output;
+pub mod parquet;
 pub mod rejects;
 pub mod shard;
 pub mod sparse_jsonl;

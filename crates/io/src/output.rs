@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dense::{DenseFormat, DenseWriter};
 use crate::error::{IoError, Result};
+use crate::parquet::{ParquetRows, ParquetWriter};
 use crate::sparse_jsonl::SparseJsonlWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +20,10 @@ pub enum OutputFormat {
     Safetensors,
     /// Sparse rows, `{"id", "indices", "values"}` a line.
     SparseJsonl,
+    /// Dense rows, columns `id` and `embedding` (fixed-size list of float32).
+    DenseParquet,
+    /// Sparse rows, columns `id`, `indices` (list of uint32) and `values` (list of float32).
+    SparseParquet,
 }
 
 impl OutputFormat {
@@ -28,30 +33,48 @@ impl OutputFormat {
         match (kind, extension) {
             (ModelKind::Dense, "npy") => Ok(OutputFormat::Npy),
             (ModelKind::Dense, "safetensors") => Ok(OutputFormat::Safetensors),
+            (ModelKind::Dense, "parquet") => Ok(OutputFormat::DenseParquet),
             (ModelKind::Sparse, "jsonl") => Ok(OutputFormat::SparseJsonl),
+            (ModelKind::Sparse, "parquet") => Ok(OutputFormat::SparseParquet),
             (ModelKind::Dense, _) => Err(IoError::format(
                 path,
-                "unsupported output format for a dense model (supported: .npy, .safetensors)",
+                "unsupported output format for a dense model (supported: .npy, .safetensors, .parquet)",
             )),
             (ModelKind::Sparse, _) => Err(IoError::format(
                 path,
-                "unsupported output format for a sparse model (supported: .jsonl)",
+                "unsupported output format for a sparse model (supported: .jsonl, .parquet)",
             )),
         }
     }
 
-    /// The format a merged output named `path` has, whatever the model's kind.
-    pub(crate) fn for_output_name(path: &Path) -> Option<Self> {
-        [ModelKind::Dense, ModelKind::Sparse]
-            .into_iter()
-            .find_map(|kind| Self::for_output(path, kind).ok())
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Npy => "npy",
+            OutputFormat::Safetensors => "safetensors",
+            OutputFormat::SparseJsonl => "jsonl",
+            OutputFormat::DenseParquet | OutputFormat::SparseParquet => "parquet",
+        }
+    }
+
+    /// Whether each row is written with its record's id.
+    pub fn has_ids(self) -> bool {
+        !matches!(self, OutputFormat::Npy | OutputFormat::Safetensors)
     }
 
     fn dense(self) -> Option<DenseFormat> {
         match self {
             OutputFormat::Npy => Some(DenseFormat::Npy),
             OutputFormat::Safetensors => Some(DenseFormat::Safetensors),
-            OutputFormat::SparseJsonl => None,
+            _ => None,
+        }
+    }
+
+    /// The rows of a Parquet output; `None` for other formats.
+    pub(crate) fn parquet(self, dim: usize) -> Option<ParquetRows> {
+        match self {
+            OutputFormat::DenseParquet => Some(ParquetRows::Dense { dim }),
+            OutputFormat::SparseParquet => Some(ParquetRows::Sparse),
+            _ => None,
         }
     }
 
@@ -70,13 +93,15 @@ impl OutputFormat {
 pub enum RowWriter {
     Dense(DenseWriter),
     Sparse(SparseJsonlWriter),
+    Parquet(ParquetWriter),
 }
 
 impl RowWriter {
     pub fn create(path: &Path, format: OutputFormat, dim: usize) -> Result<Self> {
-        Ok(match format.dense() {
-            Some(dense) => RowWriter::Dense(DenseWriter::create(path, dense, dim)?),
-            None => RowWriter::Sparse(SparseJsonlWriter::create(path)?),
+        Ok(match (format.dense(), format.parquet(dim)) {
+            (Some(dense), _) => RowWriter::Dense(DenseWriter::create(path, dense, dim)?),
+            (_, Some(rows)) => RowWriter::Parquet(ParquetWriter::create(path, rows)?),
+            _ => RowWriter::Sparse(SparseJsonlWriter::create(path)?),
         })
     }
 
@@ -89,9 +114,10 @@ impl RowWriter {
         rows: u64,
         bytes: u64,
     ) -> Result<Self> {
-        Ok(match format.dense() {
-            Some(dense) => RowWriter::Dense(DenseWriter::resume(path, dense, dim, rows)?),
-            None => RowWriter::Sparse(SparseJsonlWriter::resume(path, rows, bytes)?),
+        Ok(match (format.dense(), format.parquet(dim)) {
+            (Some(dense), _) => RowWriter::Dense(DenseWriter::resume(path, dense, dim, rows)?),
+            (_, Some(kind)) => RowWriter::Parquet(ParquetWriter::resume(path, kind, rows, bytes)?),
+            _ => RowWriter::Sparse(SparseJsonlWriter::resume(path, rows, bytes)?),
         })
     }
 
@@ -99,6 +125,7 @@ impl RowWriter {
         match self {
             RowWriter::Dense(w) => w.rows(),
             RowWriter::Sparse(w) => w.rows(),
+            RowWriter::Parquet(w) => w.rows(),
         }
     }
 
@@ -106,13 +133,24 @@ impl RowWriter {
         match self {
             RowWriter::Dense(w) => w.bytes(),
             RowWriter::Sparse(w) => w.bytes(),
+            RowWriter::Parquet(w) => w.bytes(),
         }
     }
 
-    /// Appends dense rows given as one row-major slice.
-    pub fn write_dense(&mut self, values: &[f32]) -> Result<()> {
+    /// Appends dense rows given as one row-major slice of `dim`-value rows; `id(i)` is row
+    /// `i`'s record id (for formats that keep ids).
+    pub fn write_dense<'a>(
+        &mut self,
+        values: &[f32],
+        dim: usize,
+        id: impl Fn(usize) -> &'a str,
+    ) -> Result<()> {
         match self {
             RowWriter::Dense(w) => w.write_rows(values),
+            RowWriter::Parquet(w) => values
+                .chunks_exact(dim.max(1))
+                .enumerate()
+                .try_for_each(|(i, row)| w.write_dense_row(id(i), row)),
             RowWriter::Sparse(w) => Err(IoError::format(
                 w.path(),
                 "dense rows cannot go to a sparse output",
@@ -124,6 +162,7 @@ impl RowWriter {
     pub fn write_sparse(&mut self, id: &str, indices: &[u32], values: &[f32]) -> Result<()> {
         match self {
             RowWriter::Sparse(w) => w.write_row(id, indices, values),
+            RowWriter::Parquet(w) => w.write_sparse_row(id, indices, values),
             RowWriter::Dense(w) => Err(IoError::format(
                 w.path(),
                 "sparse rows cannot go to a dense output",
@@ -135,6 +174,7 @@ impl RowWriter {
         match self {
             RowWriter::Dense(w) => w.sync(),
             RowWriter::Sparse(w) => w.sync(),
+            RowWriter::Parquet(w) => w.sync(),
         }
     }
 
@@ -143,6 +183,7 @@ impl RowWriter {
         match self {
             RowWriter::Dense(w) => w.finish(),
             RowWriter::Sparse(w) => w.finish(),
+            RowWriter::Parquet(w) => w.finish(),
         }
     }
 }

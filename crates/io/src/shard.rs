@@ -238,15 +238,36 @@ pub fn merge(output: &Path, overwrite: bool) -> Result<Merged> {
             ),
         ));
     }
-    let expected = OutputFormat::for_output_name(output);
-    if expected != Some(first.format) {
+    if output.extension().and_then(|e| e.to_str()) != Some(first.format.extension()) {
         return Err(IoError::format(
             output,
             format!(
-                "the shards are {:?} files: give the merged output the same extension",
-                first.format
+                "the shards are .{} files: give the merged output the same extension",
+                first.format.extension()
             ),
         ));
+    }
+    if let Some(rows_kind) = first.format.parquet(first.dimension) {
+        // Parquet files are not concatenated byte-wise: each shard is checked, then its rows
+        // are written again into one file.
+        let parts: Vec<PathBuf> = manifests
+            .iter()
+            .map(|m| m.shard.output_path(output))
+            .collect();
+        for (manifest, part) in manifests.iter().zip(&parts) {
+            check_file(part, manifest, file_sha256(part)?)?;
+        }
+        let partial = partial_path(output);
+        crate::parquet::concatenate(&parts, &partial, rows_kind)?;
+        let sha256 = file_sha256(&partial)?;
+        std::fs::rename(&partial, output).map_err(IoError::io(output))?;
+        return Ok(Merged {
+            output: output.to_path_buf(),
+            shards: count,
+            rows: manifests.iter().map(|m| m.rows).sum(),
+            rejected: manifests.iter().map(|m| m.rejected).sum(),
+            sha256,
+        });
     }
 
     let rows: u64 = manifests.iter().map(|m| m.rows).sum();
@@ -261,13 +282,6 @@ pub fn merge(output: &Path, overwrite: bool) -> Result<Merged> {
     for manifest in &manifests {
         let shard_output = manifest.shard.output_path(output);
         let mut input = File::open(&shard_output).map_err(IoError::io(&shard_output))?;
-        let size = input.metadata().map_err(IoError::io(&shard_output))?.len();
-        if size != manifest.bytes {
-            return Err(IoError::format(
-                &shard_output,
-                format!("holds {size} bytes, its manifest says {}", manifest.bytes),
-            ));
-        }
         let mut hasher = Sha256::new();
         let mut at = 0u64;
         loop {
@@ -285,17 +299,10 @@ pub fn merge(output: &Path, overwrite: bool) -> Result<Merged> {
             file.write_all(&buffer[from..n])
                 .map_err(IoError::io(&partial))?;
         }
-        let sha = hex(&hasher.finalize());
-        if sha != manifest.sha256 {
+        if let Err(e) = check_file(&shard_output, manifest, hex(&hasher.finalize())) {
             drop(file);
             let _ = std::fs::remove_file(&partial);
-            return Err(IoError::format(
-                &shard_output,
-                format!(
-                    "SHA-256 {sha} differs from its manifest's {}: the file changed or is damaged; run the shard again",
-                    manifest.sha256
-                ),
-            ));
+            return Err(e);
         }
     }
     file.flush().map_err(IoError::io(&partial))?;
@@ -309,6 +316,27 @@ pub fn merge(output: &Path, overwrite: bool) -> Result<Merged> {
         rejected: manifests.iter().map(|m| m.rejected).sum(),
         sha256: hex(&merged_hash.finalize()),
     })
+}
+
+/// A shard's file against its manifest: size, and the SHA-256 computed over it.
+fn check_file(path: &Path, manifest: &ShardManifest, sha256: String) -> Result<()> {
+    let size = std::fs::metadata(path).map_err(IoError::io(path))?.len();
+    if size != manifest.bytes {
+        return Err(IoError::format(
+            path,
+            format!("holds {size} bytes, its manifest says {}", manifest.bytes),
+        ));
+    }
+    if sha256 != manifest.sha256 {
+        return Err(IoError::format(
+            path,
+            format!(
+                "SHA-256 {sha256} differs from its manifest's {}: the file changed or is damaged; run the shard again",
+                manifest.sha256
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The `N` of the `<stem>-IIIII-of-NNNNN.<ext>.manifest.json` files next to `output`.
