@@ -707,7 +707,8 @@ fn sparse_models_through_the_binary() {
         s(&tmp.path().join("x.npy")),
     ]);
     assert!(
-        error.contains("unsupported output format for a sparse model (supported: .jsonl)"),
+        error
+            .contains("unsupported output format for a sparse model (supported: .jsonl, .parquet)"),
         "{error}"
     );
     let error = fails(&[
@@ -720,7 +721,7 @@ fn sparse_models_through_the_binary() {
         s(&tmp.path().join("x.jsonl")),
     ]);
     assert!(
-        error.contains("for a dense model (supported: .npy, .safetensors)"),
+        error.contains("for a dense model (supported: .npy, .safetensors, .parquet)"),
         "{error}"
     );
     let error = fails(&[
