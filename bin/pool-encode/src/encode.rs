@@ -77,6 +77,10 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             }
         );
     }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{}: cannot create folder", parent.display()))?;
+    }
     let fingerprint = fingerprint(settings, &model, kind)?;
     let resumed = match checkpoint::load(output)? {
         Some(saved) if settings.resume => {
@@ -101,10 +105,6 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         }
         _ => {}
     }
-    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("{}: cannot create folder", parent.display()))?;
-    }
     let input_options = InputOptions {
         text_field: settings.text_field.clone(),
         id_field: settings.id_field.clone(),
@@ -125,6 +125,12 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         None => (0..u64::MAX, None),
     };
     let mut reader = InputReader::open(&settings.input, input_options)?;
+    if reader.position().file_bytes == 0 {
+        bail!(
+            "{}: the input is empty (no records to encode)",
+            settings.input.display()
+        );
+    }
     // A resumed run skips the records that are done already (encoded or rejected).
     let done = resumed.as_ref().map_or(0, |c| c.records);
     let skip = records.start + done;

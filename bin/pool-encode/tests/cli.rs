@@ -520,22 +520,40 @@ fn usage_errors() {
 }
 
 #[test]
-fn empty_input_gives_an_empty_matrix() {
+fn empty_input_and_unwritable_output_are_errors() {
     let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
     let input = tmp.path().join("empty.jsonl");
     std::fs::write(&input, b"").unwrap();
     let out = tmp.path().join("e.npy");
-    ok(&[
+    let error = fails(&[
         "encode",
         "--model",
-        s(&tiny_model_dir("bert-mean-normalize-old")),
+        s(&model),
         "--input",
         s(&input),
         "--output",
         s(&out),
     ]);
-    let e = read(&out);
-    assert_eq!((e.rows(), e.dim()), (0, 32));
+    assert!(
+        error.contains("empty.jsonl: the input is empty (no records to encode)"),
+        "{error}"
+    );
+    assert!(!out.exists());
+    // An output under a regular file cannot be created (whoever runs the test).
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let out = blocker.join("out.npy");
+    let error = fails(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--input",
+        &texts_jsonl(),
+        "--output",
+        s(&out),
+    ]);
+    assert!(error.contains("a-file: cannot create folder"), "{error}");
 }
 
 /// Pids of the processes whose parent is `parent`.
