@@ -28,9 +28,16 @@ struct Args {
     /// Model folder.
     #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
     model: PathBuf,
-    /// `fortunes` (Debian's package) or a .jsonl / .txt file.
+    /// `fortunes` (Debian's package, ~42 tokens a text), `fortunes-long` (consecutive fortunes
+    /// joined into texts of at least 200 words: ~256 tokens each once truncated to MiniLM's
+    /// max_seq_length), or a .jsonl / .txt file.
     #[arg(long, default_value = "fortunes")]
     corpus: String,
+    /// The machine's f32 peak in GFLOP/s for the threads used, for the fraction-of-peak line
+    /// (default: threads × the CPU's clock from /proc/cpuinfo × 32 FLOP/cycle, AVX2's two FMA
+    /// units of eight lanes).
+    #[arg(long)]
+    peak_gflops: Option<f64>,
     /// Use only the first N texts.
     #[arg(long)]
     limit: Option<usize>,
@@ -100,7 +107,7 @@ fn main() -> Result<()> {
 /// The CPU comparison: ours in process and in pools of CPU workers, ST single and its own
 /// multi-process pool, all with `--threads` threads in all.
 fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
-    let (encoder, options, tokens) = load_encoder(
+    let (encoder, options, work) = load_encoder(
         args,
         texts,
         Device::Cpu {
@@ -171,7 +178,7 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
         results.push(pool);
         Some(seconds)
     };
-    report(&results, texts.len(), tokens, st_single);
+    report(&results, texts.len(), work, peak_gflops(args), st_single);
     Ok(())
 }
 
@@ -340,7 +347,7 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     // burn fixes one float type per device and process: only the first precision runs in this
     // process; every precision runs in pool workers (fresh processes) below.
     let precision = args.precisions.first().copied().unwrap_or_default();
-    let (mut encoder, options, tokens) = load_encoder(
+    let (mut encoder, options, work) = load_encoder(
         args,
         texts,
         args.device,
@@ -407,7 +414,7 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
         std::fs::remove_dir_all(&dir).ok();
         Some(seconds)
     };
-    report(&results, texts.len(), tokens, st_f32);
+    report(&results, texts.len(), work, None, st_f32);
     Ok(())
 }
 
@@ -419,7 +426,7 @@ fn load_encoder(
     device: Device,
     precision: Precision,
     setup: &str,
-) -> Result<(SentenceEncoder, EncodeOptions, usize)> {
+) -> Result<(SentenceEncoder, EncodeOptions, Work)> {
     let options = EncodeOptions {
         batch_size: args.batch_size,
         max_batch_tokens: args.max_batch_tokens,
@@ -429,7 +436,13 @@ fn load_encoder(
     if let Some(n) = args.max_seq_length {
         encoder.set_max_seq_length(n)?;
     }
-    let tokens = encoder.prepare(texts, &options)?.tokens();
+    let prepared = encoder.prepare(texts, &options)?;
+    let tokens = prepared.tokens();
+    let flops = useful_flops(&encoder, &prepared.token_counts());
+    println!(
+        "useful work: {:.3} TFLOP (real tokens only: linear layers and attention)",
+        flops / 1e12
+    );
     println!(
         "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {setup}",
         args.corpus,
@@ -438,7 +451,54 @@ fn load_encoder(
         encoder.max_seq_length(),
         args.model.display(),
     );
-    Ok((encoder, options, tokens))
+    Ok((encoder, options, Work { tokens, flops }))
+}
+
+/// What a corpus costs the model: its tokens and the FLOPs of the useful (unpadded) work.
+#[derive(Clone, Copy)]
+struct Work {
+    tokens: usize,
+    flops: f64,
+}
+
+/// FLOPs of one encoder pass over texts of `lengths` tokens, padding excluded: per layer and
+/// token 2·(4h² + 2·h·ffn) for the projections and the feed-forward, plus 4·n·h for Q·Kᵀ and P·V.
+fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
+    let shape = encoder.folder().architecture.shape();
+    let (h, ffn, layers) = (
+        shape.hidden_size as f64,
+        shape.intermediate_size as f64,
+        shape.num_layers as f64,
+    );
+    lengths
+        .iter()
+        .map(|&n| {
+            let n = n as f64;
+            layers * (2.0 * n * (4.0 * h * h + 2.0 * h * ffn) + 4.0 * n * n * h)
+        })
+        .sum()
+}
+
+/// The f32 peak of `threads` cores: `--peak-gflops`, else clock × 32 FLOP/cycle (AVX2 + FMA:
+/// two 8-lane FMA units), the clock from /proc/cpuinfo.
+fn peak_gflops(args: &Args) -> Option<(f64, String)> {
+    if let Some(peak) = args.peak_gflops {
+        return Some((peak, "--peak-gflops".into()));
+    }
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    let peak = args.threads as f64 * mhz / 1000.0 * 32.0;
+    Some((
+        peak,
+        format!("{} threads × {mhz:.0} MHz × 32 FLOP/cycle", args.threads),
+    ))
 }
 
 /// A pool on `devices` whose workers are this program (`worker` subcommand).
@@ -481,20 +541,49 @@ fn measure_pool(
 }
 
 /// Prints the table, each row's ratio to the first ST row, and every row's agreement with it.
-fn report(results: &[Measured], texts: usize, tokens: usize, st_seconds: Option<f64>) {
+fn report(
+    results: &[Measured],
+    texts: usize,
+    work: Work,
+    peak: Option<(f64, String)>,
+    st_seconds: Option<f64>,
+) {
+    let tokens = work.tokens;
     println!();
     for r in results {
         let ratio = st_seconds.map_or(String::new(), |st| format!("{:>6.2}x ST", st / r.seconds));
         let gpu = r.gpu.map_or(String::new(), |(util, mem)| {
             format!("  GPU {util:>3.0}% busy, {mem:>6.0} MiB")
         });
+        let of_peak = peak.as_ref().map_or(String::new(), |(peak, _)| {
+            format!(
+                "  {:>4.1}% of peak",
+                100.0 * work.flops / r.seconds / 1e9 / peak
+            )
+        });
         println!(
-            "{:<62} {:>8.1} texts/s {:>9.0} tokens/s {:>8.2} s {ratio}{gpu}",
+            "{:<62} {:>8.1} texts/s {:>9.0} tokens/s {:>8.2} s {ratio}{gpu}{of_peak}",
             r.name,
             texts as f64 / r.seconds,
             tokens as f64 / r.seconds,
             r.seconds
         );
+    }
+    if let Some((peak, how)) = &peak {
+        println!("peak: {peak:.1} GFLOP/s ({how}); % of peak = useful FLOPs per second / peak");
+    }
+    if let Some(st) = st_seconds {
+        let best = results
+            .iter()
+            .filter(|r| r.name.starts_with("pool-encode"))
+            .min_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        if let Some(best) = best {
+            println!(
+                "best of ours: {} at {:.2}x sentence-transformers' single process",
+                best.name,
+                st / best.seconds
+            );
+        }
     }
     // Every row against the first ST row (ST f32 on the same device).
     let Some(reference) = results.iter().find(|r| r.name.starts_with("sentence")) else {
@@ -678,10 +767,28 @@ fn agreement(ours: &Embeddings, reference: &Embeddings) -> (f64, f32) {
     (worst_cosine, worst_diff)
 }
 
+/// Consecutive `texts` joined (blank line between) until each has at least `words` words.
+fn join_into_long_texts(texts: Vec<String>, words: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for text in texts {
+        if !current.is_empty() {
+            current.push_str("\n\n");
+        }
+        current.push_str(&text);
+        if current.split_whitespace().count() >= words {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    out
+}
+
 /// Debian's fortunes (texts separated by lines holding `%`), or a .jsonl / .txt file.
 fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
     let mut texts = Vec::new();
-    if corpus == "fortunes" {
+    if corpus == "fortunes-long" {
+        // Made from the whole corpus below.
+    } else if corpus == "fortunes" {
         let dir = Path::new("/usr/share/games/fortunes");
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .context("no /usr/share/games/fortunes: apt-get install fortunes")?
@@ -709,6 +816,9 @@ fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
         for record in reader {
             texts.push(record?.text);
         }
+    }
+    if corpus == "fortunes-long" {
+        texts = join_into_long_texts(load_corpus("fortunes", None)?, 200);
     }
     if let Some(n) = limit {
         texts.truncate(n);

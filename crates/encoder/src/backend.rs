@@ -5,7 +5,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use burn::tensor::{Tensor, backend::Backend};
-use pool_encode_model::{Attention, Cpu, ModelFolder, SentenceModel, TokenBatch};
+use pool_encode_model::{Attention, Cpu, EncoderBackend, ModelFolder, SentenceModel, TokenBatch};
 
 use crate::device::{Device, Precision};
 use crate::error::{EncodeError, Result};
@@ -32,7 +32,7 @@ pub(crate) trait ModelInfo {
     fn hidden_size(&self) -> usize;
 }
 
-impl<B: Backend> ModelInfo for SentenceModel<B> {
+impl<B: EncoderBackend> ModelInfo for SentenceModel<B> {
     fn folder(&self) -> &ModelFolder {
         SentenceModel::folder(self)
     }
@@ -44,7 +44,7 @@ impl<B: Backend> ModelInfo for SentenceModel<B> {
     }
 }
 
-struct BurnRunner<B: Backend> {
+struct BurnRunner<B: EncoderBackend> {
     model: SentenceModel<B>,
     device: B::Device,
     /// Set for `cpu:N`: every forward runs inside this pool of N threads.
@@ -54,7 +54,7 @@ struct BurnRunner<B: Backend> {
     device_panics_at_load: Option<u64>,
 }
 
-impl<B: Backend> BurnRunner<B> {
+impl<B: EncoderBackend> BurnRunner<B> {
     fn load(
         folder: &ModelFolder,
         device: B::Device,
@@ -155,7 +155,7 @@ mod device_panics {
     }
 }
 
-impl<B: Backend> ModelRunner for BurnRunner<B>
+impl<B: EncoderBackend> ModelRunner for BurnRunner<B>
 where
     B::Device: Send + Sync,
     SentenceModel<B>: Send + Sync,

@@ -119,6 +119,11 @@ impl PreparedTexts {
     pub fn tokens(&self) -> usize {
         self.encodings.iter().map(Encoding::len).sum()
     }
+
+    /// Tokens of each text (special tokens included), in input order.
+    pub fn token_counts(&self) -> Vec<usize> {
+        self.encodings.iter().map(Encoding::len).collect()
+    }
 }
 
 /// A loaded model, ready to encode on one device.

@@ -16,6 +16,7 @@ pub mod folder;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod modules;
+pub mod ops;
 pub mod weights;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
@@ -25,6 +26,7 @@ pub use config::ArchitectureConfig;
 pub use error::{ModelError, Result};
 pub use folder::{HeadConfig, ModelFolder, ModelKind, Pipeline, StaticEmbeddingConfig};
 use modules::{Dense, MlmHead, PoolingConfig, SpladeConfig};
+pub use ops::EncoderBackend;
 
 /// The default CPU backend.
 pub type Cpu = burn::backend::Flex;
@@ -67,7 +69,7 @@ pub struct SentenceModel<B: Backend> {
     splade_slice_values: usize,
 }
 
-impl<B: Backend> SentenceModel<B> {
+impl<B: EncoderBackend> SentenceModel<B> {
     pub fn load(folder: &ModelFolder, device: &B::Device) -> Result<Self> {
         let weights =
             weights::Weights::open(&folder.weights_path(), folder.architecture.weight_prefix())?;

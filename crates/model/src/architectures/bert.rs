@@ -6,12 +6,13 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
-    sequential_positions,
+    Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
+    load_layers, row_ids, run_layers, sequential_positions, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
+use crate::ops::{EncoderBackend, TokenRows};
 use crate::weights::Weights;
 
 /// `BertForMaskedLM`'s head (`cls.predictions`).
@@ -31,7 +32,7 @@ pub struct Bert<B: Backend> {
     layers: Vec<EncoderLayer<B>>,
 }
 
-impl<B: Backend> Bert<B> {
+impl<B: EncoderBackend> Bert<B> {
     pub fn load(
         shape: &EncoderShape,
         type_vocab_size: usize,
@@ -91,14 +92,19 @@ impl<B: Backend> Bert<B> {
         attention: Attention,
         device: &B::Device,
     ) -> Tensor<B, 3> {
-        let embeddings = self.word_embeddings.forward(batch.input_ids(device))
-            + self
-                .position_embeddings
-                .forward(sequential_positions(batch, device))
+        let rows = TokenRows::of::<B>(batch);
+        let embeddings = self
+            .word_embeddings
+            .forward(row_ids(&rows, &widen(&batch.ids), device))
+            + self.position_embeddings.forward(row_ids(
+                &rows,
+                &sequential_positions(batch),
+                device,
+            ))
             + self
                 .token_type_embeddings
-                .forward(batch.token_type_ids(device));
-        let x = self.embeddings_norm.forward(embeddings);
-        run_layers(&self.layers, x, batch, None, attention, device)
+                .forward(row_ids(&rows, &widen(&batch.type_ids), device));
+        let x = self.embeddings_norm.forward(flatten_rows(embeddings));
+        run_layers(&self.layers, x, batch, rows, None, attention, device)
     }
 }

@@ -5,12 +5,13 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
-    sequential_positions,
+    Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
+    load_layers, row_ids, run_layers, sequential_positions, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
+use crate::ops::{EncoderBackend, TokenRows};
 use crate::weights::Weights;
 
 /// `DistilBertForMaskedLM`'s head.
@@ -29,7 +30,7 @@ pub struct DistilBert<B: Backend> {
     layers: Vec<EncoderLayer<B>>,
 }
 
-impl<B: Backend> DistilBert<B> {
+impl<B: EncoderBackend> DistilBert<B> {
     pub fn load(shape: &EncoderShape, weights: &Weights, device: &B::Device) -> Result<Self> {
         let d = shape.hidden_size;
         let layers = load_layers(weights, shape, device, |i| {
@@ -77,11 +78,16 @@ impl<B: Backend> DistilBert<B> {
         attention: Attention,
         device: &B::Device,
     ) -> Tensor<B, 3> {
-        let embeddings = self.word_embeddings.forward(batch.input_ids(device))
-            + self
-                .position_embeddings
-                .forward(sequential_positions(batch, device));
-        let x = self.embeddings_norm.forward(embeddings);
-        run_layers(&self.layers, x, batch, None, attention, device)
+        let rows = TokenRows::of::<B>(batch);
+        let embeddings = self
+            .word_embeddings
+            .forward(row_ids(&rows, &widen(&batch.ids), device))
+            + self.position_embeddings.forward(row_ids(
+                &rows,
+                &sequential_positions(batch),
+                device,
+            ));
+        let x = self.embeddings_norm.forward(flatten_rows(embeddings));
+        run_layers(&self.layers, x, batch, rows, None, attention, device)
     }
 }

@@ -3,17 +3,16 @@
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{gelu, gelu_approximate, relu, silu, softmax};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
+use crate::ops::{AttentionInput, EncoderBackend, TokenRows};
 use crate::weights::Weights;
 
-/// A PyTorch `nn.Linear` (`weight` is `[out, in]`), kept as burn's `[in, out]` by a transposed view.
+/// A PyTorch `nn.Linear` (`weight` is `[out, in]`) as burn's `[in, out]`.
 pub fn load_linear<B: Backend>(
     weights: &Weights,
     name: &str,
@@ -21,20 +20,45 @@ pub fn load_linear<B: Backend>(
     d_out: usize,
     device: &B::Device,
 ) -> Result<Linear<B>> {
-    let weight = weights.tensor::<B, 2>(&format!("{name}.weight"), [d_out, d_in], device)?;
-    let bias_name = format!("{name}.bias");
-    let bias = if weights.contains(&bias_name) {
-        Some(Param::from_tensor(weights.tensor::<B, 1>(
-            &bias_name,
-            [d_out],
-            device,
-        )?))
-    } else {
-        None
-    };
+    load_stacked_linear(weights, &[name], d_in, d_out, device)
+}
+
+/// Several PyTorch linears with the same input, side by side as one `[in, Σ out]` linear (a
+/// missing bias is zeros when another has one).
+pub fn load_stacked_linear<B: Backend>(
+    weights: &Weights,
+    names: &[&str],
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Result<Linear<B>> {
+    let mut weight = Vec::with_capacity(names.len() * d_out * d_in);
+    let mut bias = Vec::with_capacity(names.len() * d_out);
+    let mut any_bias = false;
+    for name in names {
+        weight.extend(weights.values(&format!("{name}.weight"), &[d_out, d_in])?);
+        let bias_name = format!("{name}.bias");
+        if weights.contains(&bias_name) {
+            bias.extend(weights.values(&bias_name, &[d_out])?);
+            any_bias = true;
+        } else {
+            bias.extend(std::iter::repeat_n(0.0, d_out));
+        }
+    }
+    // Stored `[in, out]` row-major, transposed here once: the CPU's GEMM then reads the
+    // weights in the order its kernel wants and needs not repack them on every call.
+    let total = names.len() * d_out;
+    let mut transposed = vec![0f32; weight.len()];
+    for (o, row) in weight.chunks_exact(d_in).enumerate() {
+        for (i, &w) in row.iter().enumerate() {
+            transposed[i * total + o] = w;
+        }
+    }
+    let weight = Tensor::<B, 2>::from_data(TensorData::new(transposed, [d_in, total]), device);
     Ok(Linear {
-        weight: Param::from_tensor(weight.transpose()),
-        bias,
+        weight: Param::from_tensor(weight),
+        bias: any_bias
+            .then(|| Param::from_tensor(Tensor::from_data(TensorData::new(bias, [total]), device))),
     })
 }
 
@@ -67,10 +91,10 @@ pub fn activate<B: Backend, const D: usize>(
     }
 }
 
-/// How a layer computes attention; the results agree, the speed and robustness differ by backend.
+/// How the default (GPU) attention is computed; the results agree, robustness differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Attention {
-    /// burn's fused `attention` op: on the CPU it avoids flex's slow Q·Kᵀ batched-matmul shape.
+    /// burn's fused `attention` op.
     #[default]
     Fused,
     /// softmax(Q·Kᵀ/√d + bias, padding masked)·V in plain ops: on burn 0.21's GPU backends the
@@ -91,13 +115,13 @@ pub struct LayerNames {
     pub output_norm: String,
 }
 
-/// One post-LayerNorm transformer layer:
+/// One post-LayerNorm transformer layer over hidden states `[rows, hidden]`:
 /// `h = LN(x + Attn(x)); out = LN(h + W2·act(W1·h))`.
 #[derive(Debug)]
 pub struct EncoderLayer<B: Backend> {
-    query: Linear<B>,
-    key: Linear<B>,
-    value: Linear<B>,
+    /// Query, key and value projections as one `[hidden, 3 × hidden]` linear: one GEMM
+    /// instead of three.
+    qkv: Linear<B>,
     attention_output: Linear<B>,
     attention_norm: LayerNorm<B>,
     ffn_in: Linear<B>,
@@ -105,9 +129,10 @@ pub struct EncoderLayer<B: Backend> {
     output_norm: LayerNorm<B>,
     num_heads: usize,
     activation: Activation,
+    layer_norm_eps: f64,
 }
 
-impl<B: Backend> EncoderLayer<B> {
+impl<B: EncoderBackend> EncoderLayer<B> {
     pub fn load(
         weights: &Weights,
         names: &LayerNames,
@@ -120,9 +145,13 @@ impl<B: Backend> EncoderLayer<B> {
             shape.layer_norm_eps,
         );
         Ok(EncoderLayer {
-            query: load_linear(weights, &names.query, d, d, device)?,
-            key: load_linear(weights, &names.key, d, d, device)?,
-            value: load_linear(weights, &names.value, d, d, device)?,
+            qkv: load_stacked_linear(
+                weights,
+                &[&names.query, &names.key, &names.value],
+                d,
+                d,
+                device,
+            )?,
             attention_output: load_linear(weights, &names.attention_output, d, d, device)?,
             attention_norm: load_layer_norm(weights, &names.attention_norm, d, eps, device)?,
             ffn_in: load_linear(weights, &names.ffn_in, d, ffn, device)?,
@@ -130,58 +159,18 @@ impl<B: Backend> EncoderLayer<B> {
             output_norm: load_layer_norm(weights, &names.output_norm, d, eps, device)?,
             num_heads: shape.num_heads,
             activation: shape.activation,
+            layer_norm_eps: eps,
         })
     }
 
-    /// `padding`: `[batch, 1, seq, seq]`, true where a key position is padding.
-    /// `bias`: optional additive attention bias broadcastable to `[batch, heads, seq, seq]`.
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        padding: Tensor<B, 4, Bool>,
-        bias: Option<Tensor<B, 4>>,
-        kind: Attention,
-    ) -> Tensor<B, 3> {
-        let [batch, seq, hidden] = x.dims();
-        let head_dim = hidden / self.num_heads;
-        let heads = |t: Tensor<B, 3>| {
-            t.reshape([batch, seq, self.num_heads, head_dim])
-                .swap_dims(1, 2)
-        };
-        let (q, k, v) = (
-            heads(self.query.forward(x.clone())),
-            heads(self.key.forward(x.clone())),
-            heads(self.value.forward(x.clone())),
-        );
-        let context = match kind {
-            Attention::Fused => attention(
-                q,
-                k,
-                v,
-                Some(padding),
-                bias,
-                AttentionModuleOptions::default(),
-            ),
-            Attention::Explicit => {
-                let mut scores = q
-                    .matmul(k.swap_dims(2, 3))
-                    .div_scalar((head_dim as f64).sqrt());
-                if let Some(bias) = bias {
-                    scores = scores + bias;
-                }
-                // The most negative f16 value: finite in every precision, zero after softmax.
-                let scores = scores.mask_fill(padding, -65504.0);
-                softmax(scores, 3).matmul(v)
-            }
-        };
-        let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
-        let h = self
-            .attention_norm
-            .forward(x + self.attention_output.forward(context));
-        let ffn = self
-            .ffn_out
-            .forward(activate(self.ffn_in.forward(h.clone()), self.activation));
-        self.output_norm.forward(h + ffn)
+    pub fn forward(&self, x: Tensor<B, 2>, attention: &AttentionInput<B>) -> Tensor<B, 2> {
+        let qkv = B::fused_linear(x.clone(), &self.qkv, None);
+        let context = B::self_attention(qkv, self.num_heads, attention);
+        let attended = B::fused_linear(context, &self.attention_output, None);
+        let h = B::add_layer_norm(attended, x, &self.attention_norm, self.layer_norm_eps);
+        let ffn = B::fused_linear(h.clone(), &self.ffn_in, Some(self.activation));
+        let ffn = B::fused_linear(ffn, &self.ffn_out, None);
+        B::add_layer_norm(ffn, h, &self.output_norm, self.layer_norm_eps)
     }
 }
 
@@ -199,7 +188,7 @@ pub fn load_embedding<B: Backend>(
 }
 
 /// The `num_layers` layers, named by `names(i)`.
-pub fn load_layers<B: Backend>(
+pub fn load_layers<B: EncoderBackend>(
     weights: &Weights,
     shape: &EncoderShape,
     device: &B::Device,
@@ -210,28 +199,49 @@ pub fn load_layers<B: Backend>(
         .collect()
 }
 
-/// Runs `layers` in turn over the embedded batch.
-pub fn run_layers<B: Backend>(
+/// Runs `layers` in turn over the embedded rows; returns the padded `[batch, seq, hidden]`.
+pub fn run_layers<B: EncoderBackend>(
     layers: &[EncoderLayer<B>],
-    mut x: Tensor<B, 3>,
+    mut x: Tensor<B, 2>,
     batch: &TokenBatch,
+    rows: TokenRows,
     bias: Option<Tensor<B, 4>>,
     attention: Attention,
     device: &B::Device,
 ) -> Tensor<B, 3> {
-    let padding = batch.padding_mask(device);
+    let input = AttentionInput::new(rows, batch, bias, attention, device);
     for layer in layers {
-        x = layer.forward(x, padding.clone(), bias.clone(), attention);
+        x = layer.forward(x, &input);
     }
-    x
+    input.rows.unpack(x, device)
 }
 
-/// Positions `0..seq_len` for every row: BERT's and DistilBERT's absolute positions.
-pub fn sequential_positions<B: Backend>(
-    batch: &TokenBatch,
+/// Token-level ids (`[batch × seq_len]`, one per padded position) as the `[1, rows]` tensor an
+/// embedding table reads.
+pub fn row_ids<B: Backend>(
+    rows: &TokenRows,
+    per_position: &[i64],
     device: &B::Device,
 ) -> Tensor<B, 2, Int> {
-    Tensor::<B, 1, Int>::arange(0..batch.seq_len as i64, device)
-        .reshape([1, batch.seq_len])
-        .expand([batch.batch, batch.seq_len])
+    let values = rows.per_row(per_position);
+    let n = values.len();
+    Tensor::from_data(TensorData::new(values, [1, n]), device)
+}
+
+/// `[1, rows, hidden]` embeddings as `[rows, hidden]`.
+pub fn flatten_rows<B: Backend>(embeddings: Tensor<B, 3>) -> Tensor<B, 2> {
+    let [_, rows, hidden] = embeddings.dims();
+    embeddings.reshape([rows, hidden])
+}
+
+/// Positions `0..seq_len` of every text: BERT's and DistilBERT's absolute positions.
+pub fn sequential_positions(batch: &TokenBatch) -> Vec<i64> {
+    (0..batch.batch)
+        .flat_map(|_| 0..batch.seq_len as i64)
+        .collect()
+}
+
+/// Widens token ids for an embedding lookup.
+pub fn widen(ids: &[u32]) -> Vec<i64> {
+    ids.iter().map(|&id| id as i64).collect()
 }

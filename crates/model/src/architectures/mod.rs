@@ -8,7 +8,7 @@ pub use layers::Attention;
 pub(crate) use layers::{activate, load_layer_norm, load_linear};
 mod mpnet;
 
-use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 pub use bert::Bert;
 pub use distilbert::DistilBert;
@@ -17,6 +17,7 @@ pub use mpnet::MPNet;
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
+use crate::ops::EncoderBackend;
 use crate::weights::Weights;
 
 /// A right-padded batch of tokenized texts, row-major `[batch, seq_len]`, built on the host.
@@ -31,23 +32,6 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
-    fn ids_tensor<B: Backend>(
-        values: &[u32],
-        shape: [usize; 2],
-        device: &B::Device,
-    ) -> Tensor<B, 2, Int> {
-        let values: Vec<i64> = values.iter().map(|&v| v as i64).collect();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
-
-    pub fn input_ids<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, Int> {
-        Self::ids_tensor(&self.ids, [self.batch, self.seq_len], device)
-    }
-
-    pub fn token_type_ids<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, Int> {
-        Self::ids_tensor(&self.type_ids, [self.batch, self.seq_len], device)
-    }
-
     /// `[batch, 1, seq, seq]`, true where the key position is padding (the attention op's mask).
     pub fn padding_mask<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
         let (b, s) = (self.batch, self.seq_len);
@@ -66,7 +50,7 @@ pub enum Transformer<B: Backend> {
     MPNet(MPNet<B>),
 }
 
-impl<B: Backend> Transformer<B> {
+impl<B: EncoderBackend> Transformer<B> {
     pub fn load(
         config: &ArchitectureConfig,
         weights: &Weights,

@@ -2,14 +2,16 @@
 //! by all layers, and RoBERTa-style absolute positions counted from `pad_token_id + 1`.
 
 use burn::nn::{Embedding, LayerNorm};
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, run_layers,
+    Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
+    load_layers, row_ids, run_layers, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
+use crate::ops::{EncoderBackend, TokenRows};
 use crate::weights::Weights;
 
 /// Hugging Face's MPNet uses this fixed distance for the largest relative-position bucket.
@@ -28,7 +30,7 @@ pub struct MPNet<B: Backend> {
     pad_token_id: u32,
 }
 
-impl<B: Backend> MPNet<B> {
+impl<B: EncoderBackend> MPNet<B> {
     pub fn load(
         shape: &EncoderShape,
         num_buckets: usize,
@@ -89,18 +91,21 @@ impl<B: Backend> MPNet<B> {
         attention: Attention,
         device: &B::Device,
     ) -> Tensor<B, 3> {
-        let embeddings = self.word_embeddings.forward(batch.input_ids(device))
+        let rows = TokenRows::of::<B>(batch);
+        let embeddings = self
+            .word_embeddings
+            .forward(row_ids(&rows, &widen(&batch.ids), device))
             + self
                 .position_embeddings
-                .forward(self.position_ids(batch, device));
-        let x = self.embeddings_norm.forward(embeddings);
+                .forward(row_ids(&rows, &self.position_ids(batch), device));
+        let x = self.embeddings_norm.forward(flatten_rows(embeddings));
         let bias = self.position_bias(batch.seq_len, device);
-        run_layers(&self.layers, x, batch, Some(bias), attention, device)
+        run_layers(&self.layers, x, batch, rows, Some(bias), attention, device)
     }
 
     /// Hugging Face's `create_position_ids_from_input_ids`: tokens that are not the pad id are
-    /// numbered from `pad + 1`; pad ids get position `pad`.
-    fn position_ids(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 2, Int> {
+    /// numbered from `pad + 1`; pad ids get position `pad`. One per padded position.
+    fn position_ids(&self, batch: &TokenBatch) -> Vec<i64> {
         let pad = self.pad_token_id as i64;
         let mut positions = Vec::with_capacity(batch.ids.len());
         for row in batch.ids.chunks(batch.seq_len) {
@@ -114,13 +119,9 @@ impl<B: Backend> MPNet<B> {
                 }
             }
         }
-        Tensor::from_data(
-            TensorData::new(positions, [batch.batch, batch.seq_len]),
-            device,
-        )
+        positions
     }
 
-    /// `[1, heads, seq, seq]` bias from bucketed relative distances (shared by every layer).
     fn position_bias(&self, seq: usize, device: &B::Device) -> Tensor<B, 4> {
         let heads = self.num_heads;
         let mut values = vec![0f32; heads * seq * seq];

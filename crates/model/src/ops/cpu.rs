@@ -1,0 +1,254 @@
+//! The CPU backend's (`flex`) encoder ops, on the raw f32 buffers: one GEMM per linear layer
+//! with the bias added by the GEMM itself and the activation in one vectorised pass; the
+//! residual add fused into layer norm; attention per text and head over that text's real
+//! tokens, reading Q, K and V where the fused projection left them (no head transposes).
+//! Each op splits its work over the threads of the rayon pool it is called in (`cpu:N`).
+
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+use super::{AttentionInput, math};
+use crate::Cpu;
+use crate::config::Activation;
+
+/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it saves.
+const PARALLEL_GEMM_WORK: usize = 1 << 20;
+/// Rows per task of the row-wise kernels.
+const ROWS_PER_TASK: usize = 16;
+
+fn flex(tensor: Tensor<Cpu, 2>) -> FlexTensor {
+    tensor.into_primitive().tensor()
+}
+
+fn flex1(tensor: Tensor<Cpu, 1>) -> FlexTensor {
+    tensor.into_primitive().tensor()
+}
+
+/// A contiguous f32 view of `tensor` (copied only if it is not contiguous already).
+fn contiguous(tensor: FlexTensor) -> FlexTensor {
+    if tensor.as_slice::<f32>().is_some() {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    }
+}
+
+fn values(tensor: &FlexTensor) -> &[f32] {
+    tensor.as_slice::<f32>().expect("made contiguous")
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 2]) -> Tensor<Cpu, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(
+        TensorData::new(values, shape),
+    )))
+}
+
+/// `activation(x · W + b)`.
+pub fn linear(
+    x: Tensor<Cpu, 2>,
+    linear: &Linear<Cpu>,
+    activation: Option<Activation>,
+) -> Tensor<Cpu, 2> {
+    let x = contiguous(flex(x));
+    let weight = flex(linear.weight.val());
+    let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
+    let n = weight.layout().shape()[1];
+    let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
+    let w_start = weight.layout().start_offset();
+    let w: &[f32] = weight.storage();
+
+    // The GEMM adds its product to rows that already hold the bias.
+    let mut out = match &linear.bias {
+        Some(bias) => {
+            let bias = contiguous(flex1(bias.val()));
+            let bias = values(&bias);
+            let mut out = Vec::with_capacity(m * n);
+            for _ in 0..m {
+                out.extend_from_slice(bias);
+            }
+            out
+        }
+        None => vec![0f32; m * n],
+    };
+    let threads = rayon::current_num_threads();
+    let parallelism = if m * n * k >= PARALLEL_GEMM_WORK && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every pointer and stride describes a buffer of the stated shape: `x` [m, k]
+    // row-major, `weight` [k, n] with its own strides, `out` [m, n] row-major.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            linear.bias.is_some(),
+            values(&x).as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr().add(w_start),
+            w_cs,
+            w_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    if let Some(activation) = activation {
+        let kernel = match activation {
+            Activation::Gelu => math::gelu,
+            Activation::GeluTanh => math::gelu_tanh,
+            Activation::Relu => math::relu,
+            Activation::Silu => math::silu,
+        };
+        out.par_chunks_mut(n * ROWS_PER_TASK).for_each(kernel);
+    }
+    tensor(out, [m, n])
+}
+
+/// `LayerNorm(x + residual)`.
+pub fn add_layer_norm(
+    x: Tensor<Cpu, 2>,
+    residual: Tensor<Cpu, 2>,
+    norm: &LayerNorm<Cpu>,
+    epsilon: f64,
+) -> Tensor<Cpu, 2> {
+    let [rows, width] = x.dims();
+    let (x, residual) = (contiguous(flex(x)), contiguous(flex(residual)));
+    let gamma = contiguous(flex1(norm.gamma.val()));
+    let beta = match &norm.beta {
+        Some(beta) => contiguous(flex1(beta.val())),
+        None => FlexTensor::from_data(TensorData::new(vec![0f32; width], [width])),
+    };
+    let (gamma, beta) = (values(&gamma), values(&beta));
+    let mut out = vec![0f32; rows * width];
+    out.par_chunks_mut(width * ROWS_PER_TASK)
+        .zip(values(&x).par_chunks(width * ROWS_PER_TASK))
+        .zip(values(&residual).par_chunks(width * ROWS_PER_TASK))
+        .for_each(|((out, x), residual)| {
+            for ((o, x), r) in out
+                .chunks_mut(width)
+                .zip(x.chunks(width))
+                .zip(residual.chunks(width))
+            {
+                math::add_layer_norm(x, r, gamma, beta, epsilon as f32, o);
+            }
+        });
+    tensor(out, [rows, width])
+}
+
+/// A raw pointer that rayon tasks may share: each task writes its own disjoint part.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The element `offset` places in (a method, so closures capture the `Sync` wrapper and not
+    /// the raw pointer inside it).
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY (of callers): `offset` lies inside the buffer this was made from.
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// Per text and head: softmax(Q·Kᵀ/√d + bias)·V over the text's own rows, any layout.
+pub fn self_attention(
+    qkv: Tensor<Cpu, 2>,
+    heads: usize,
+    input: &AttentionInput<Cpu>,
+) -> Tensor<Cpu, 2> {
+    let [rows, width] = qkv.dims();
+    let hidden = width / 3;
+    let head_dim = hidden / heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let qkv = contiguous(flex(qkv));
+    let qkv = values(&qkv);
+    let bias = input
+        .bias
+        .clone()
+        .map(|b| contiguous(b.into_primitive().tensor()));
+    let bias = bias.as_ref().map(|b| (values(b), b.layout().shape()[2]));
+    let layout = &input.rows;
+
+    let mut out = vec![0f32; rows * hidden];
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..layout.batch * heads).into_par_iter().for_each(|task| {
+        let (text, head) = (task / heads, task % heads);
+        let (start, len) = (layout.starts[text], layout.lengths[text]);
+        if len == 0 {
+            return;
+        }
+        let q = &qkv[start * width + head * head_dim..];
+        let k = &qkv[start * width + hidden + head * head_dim..];
+        let v = &qkv[start * width + 2 * hidden + head * head_dim..];
+        let mut scores = vec![0f32; len * len];
+        // SAFETY: Q, K, V are [len, head_dim] blocks with row stride `width` inside `qkv`;
+        // `scores` is [len, len]; this task's output block (its text's rows, its head's
+        // columns) is written by no other task.
+        unsafe {
+            // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
+            gemm::gemm(
+                len,
+                len,
+                head_dim,
+                scores.as_mut_ptr(),
+                1,
+                len as isize,
+                false,
+                q.as_ptr(),
+                1,
+                width as isize,
+                k.as_ptr(),
+                width as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+            if let Some((bias, seq)) = bias {
+                let block = &bias[head * seq * seq..];
+                for (i, row) in scores.chunks_mut(len).enumerate() {
+                    for (s, b) in row.iter_mut().zip(&block[i * seq..i * seq + len]) {
+                        *s += b;
+                    }
+                }
+            }
+            math::softmax_rows(&mut scores, len);
+            gemm::gemm(
+                len,
+                head_dim,
+                len,
+                shared.at(start * hidden + head * head_dim),
+                1,
+                hidden as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                len as isize,
+                v.as_ptr(),
+                1,
+                width as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    tensor(out, [rows, hidden])
+}

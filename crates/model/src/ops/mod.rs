@@ -1,0 +1,455 @@
+//! The few operations of an encoder layer whose speed decides the CPU's throughput, as a burn
+//! backend extension: [`EncoderBackend`] has a default body for each, written with burn's tensor
+//! ops (what the GPU backends run), and the CPU backend overrides them with fused kernels
+//! (`cpu.rs`). The architectures call these and stay backend-agnostic.
+//!
+//! Hidden states are 2-D, `[rows, hidden]`, one row per token. [`TokenRows`] says which rows
+//! belong to which text: on the GPU every text owns `seq_len` rows (a padded batch, regular
+//! shapes for the kernels); on the CPU only its real tokens (packed), so the linear layers do
+//! no work on padding and attention runs per text over its own length.
+
+mod cpu;
+mod math;
+
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+
+use crate::architectures::{Attention, TokenBatch, activate};
+use crate::config::Activation;
+
+/// A burn backend that can run the encoder: every backend can (the defaults), and a backend may
+/// supply faster versions.
+pub trait EncoderBackend: Backend {
+    /// Whether hidden states hold only real tokens (see [`TokenRows`]). Packing pays where
+    /// work is proportional to rows and attention can run per text (the CPU); GPUs want padded,
+    /// regular shapes.
+    fn packs_tokens() -> bool {
+        false
+    }
+
+    /// `activation(x · W + b)` for `x: [rows, in]`.
+    fn fused_linear(
+        x: Tensor<Self, 2>,
+        linear: &Linear<Self>,
+        activation: Option<Activation>,
+    ) -> Tensor<Self, 2> {
+        let y = linear.forward(x);
+        match activation {
+            Some(activation) => activate(y, activation),
+            None => y,
+        }
+    }
+
+    /// `LayerNorm(x + residual)`, both `[rows, hidden]`; `epsilon` is `norm`'s (burn keeps it
+    /// private).
+    fn add_layer_norm(
+        x: Tensor<Self, 2>,
+        residual: Tensor<Self, 2>,
+        norm: &LayerNorm<Self>,
+        epsilon: f64,
+    ) -> Tensor<Self, 2> {
+        let _ = epsilon;
+        norm.forward(x + residual)
+    }
+
+    /// Multi-head self-attention: `qkv` is `[rows, 3 × hidden]` (queries, keys, values side by
+    /// side, each `heads × head_dim`); returns the context `[rows, hidden]`. Each text attends to
+    /// its own real tokens only.
+    fn self_attention(
+        qkv: Tensor<Self, 2>,
+        heads: usize,
+        input: &AttentionInput<Self>,
+    ) -> Tensor<Self, 2> {
+        padded_self_attention(qkv, heads, input)
+    }
+}
+
+impl EncoderBackend for crate::Cpu {
+    fn packs_tokens() -> bool {
+        true
+    }
+
+    fn fused_linear(
+        x: Tensor<Self, 2>,
+        linear: &Linear<Self>,
+        activation: Option<Activation>,
+    ) -> Tensor<Self, 2> {
+        cpu::linear(x, linear, activation)
+    }
+
+    fn add_layer_norm(
+        x: Tensor<Self, 2>,
+        residual: Tensor<Self, 2>,
+        norm: &LayerNorm<Self>,
+        epsilon: f64,
+    ) -> Tensor<Self, 2> {
+        cpu::add_layer_norm(x, residual, norm, epsilon)
+    }
+
+    fn self_attention(
+        qkv: Tensor<Self, 2>,
+        heads: usize,
+        input: &AttentionInput<Self>,
+    ) -> Tensor<Self, 2> {
+        if input.rows.packed {
+            cpu::self_attention(qkv, heads, input)
+        } else {
+            padded_self_attention(qkv, heads, input)
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl EncoderBackend for burn::backend::Cuda {}
+
+#[cfg(feature = "wgpu")]
+impl EncoderBackend for burn::backend::Wgpu {}
+
+/// Where each text's tokens sit among the rows of the hidden states.
+#[derive(Debug, Clone)]
+pub struct TokenRows {
+    /// First row of each text.
+    pub starts: Vec<usize>,
+    /// Real tokens of each text.
+    pub lengths: Vec<usize>,
+    /// Rows in all: `batch × seq_len` when padded, the sum of `lengths` when packed.
+    pub rows: usize,
+    pub packed: bool,
+    pub batch: usize,
+    pub seq_len: usize,
+}
+
+impl TokenRows {
+    /// The layout `B` wants for `batch`. Packing needs each text's real tokens to come first in
+    /// its padded row (right padding, no masked token inside a text); a batch that breaks this
+    /// stays padded, so the attention mask keeps its meaning.
+    pub fn of<B: EncoderBackend>(batch: &TokenBatch) -> Self {
+        let (b, s) = (batch.batch, batch.seq_len);
+        let lengths: Vec<usize> = (0..b)
+            .map(|i| {
+                batch.mask[i * s..(i + 1) * s]
+                    .iter()
+                    .take_while(|&&m| m != 0)
+                    .count()
+            })
+            .collect();
+        let prefix_masks = (0..b).all(|i| {
+            batch.mask[i * s + lengths[i]..(i + 1) * s]
+                .iter()
+                .all(|&m| m == 0)
+        });
+        if B::packs_tokens() && prefix_masks {
+            let starts = lengths
+                .iter()
+                .scan(0, |next, &len| {
+                    let start = *next;
+                    *next += len;
+                    Some(start)
+                })
+                .collect();
+            TokenRows {
+                starts,
+                rows: lengths.iter().sum(),
+                lengths,
+                packed: true,
+                batch: b,
+                seq_len: s,
+            }
+        } else {
+            TokenRows {
+                starts: (0..b).map(|i| i * s).collect(),
+                lengths,
+                rows: b * s,
+                packed: false,
+                batch: b,
+                seq_len: s,
+            }
+        }
+    }
+
+    /// `values` (one per padded position, `[batch × seq_len]`) as one per row: unchanged when
+    /// padded, the real tokens' only when packed.
+    pub fn per_row<T: Copy>(&self, values: &[T]) -> Vec<T> {
+        if !self.packed {
+            return values.to_vec();
+        }
+        let mut out = Vec::with_capacity(self.rows);
+        for (i, &len) in self.lengths.iter().enumerate() {
+            let start = i * self.seq_len;
+            out.extend_from_slice(&values[start..start + len]);
+        }
+        out
+    }
+
+    /// Hidden states `[rows, hidden]` as the padded `[batch, seq_len, hidden]` that pooling and
+    /// callers expect; padding positions are zero.
+    pub fn unpack<B: Backend>(&self, x: Tensor<B, 2>, device: &B::Device) -> Tensor<B, 3> {
+        let [rows, hidden] = x.dims();
+        let (b, s) = (self.batch, self.seq_len);
+        if !self.packed {
+            return x.reshape([b, s, hidden]);
+        }
+        // Every padding position reads an appended zero row.
+        let mut index = vec![rows as i64; b * s];
+        for (i, (&start, &len)) in self.starts.iter().zip(&self.lengths).enumerate() {
+            for p in 0..len {
+                index[i * s + p] = (start + p) as i64;
+            }
+        }
+        let padded = Tensor::cat(vec![x, Tensor::zeros([1, hidden], device)], 0);
+        padded
+            .select(
+                0,
+                Tensor::<B, 1, Int>::from_data(TensorData::new(index, [b * s]), device),
+            )
+            .reshape([b, s, hidden])
+    }
+}
+
+/// What attention needs besides the projections; built once per forward pass.
+pub struct AttentionInput<B: Backend> {
+    pub rows: TokenRows,
+    /// `[batch, 1, seq, seq]`, true where the key is padding: the padded layout's mask.
+    pub padding: Option<Tensor<B, 4, Bool>>,
+    /// Additive bias `[1, heads, seq, seq]` (MPNet's relative positions), the same for every text.
+    pub bias: Option<Tensor<B, 4>>,
+    pub kind: Attention,
+}
+
+impl<B: Backend> AttentionInput<B> {
+    pub fn new(
+        rows: TokenRows,
+        batch: &TokenBatch,
+        bias: Option<Tensor<B, 4>>,
+        kind: Attention,
+        device: &B::Device,
+    ) -> Self {
+        let padding = (!rows.packed).then(|| batch.padding_mask(device));
+        AttentionInput {
+            rows,
+            padding,
+            bias,
+            kind,
+        }
+    }
+}
+
+/// The default attention, on a padded batch: burn's fused `attention` op, or softmax(Q·Kᵀ/√d +
+/// bias)·V in plain ops where the fused op is not robust ([`Attention`]).
+fn padded_self_attention<B: Backend>(
+    qkv: Tensor<B, 2>,
+    heads: usize,
+    input: &AttentionInput<B>,
+) -> Tensor<B, 2> {
+    let rows = &input.rows;
+    assert!(!rows.packed, "the default attention needs a padded batch");
+    let (batch, seq) = (rows.batch, rows.seq_len);
+    let hidden = qkv.dims()[1] / 3;
+    let head_dim = hidden / heads;
+    let part = |i: usize| {
+        qkv.clone()
+            .slice([0..batch * seq, i * hidden..(i + 1) * hidden])
+            .reshape([batch, seq, heads, head_dim])
+            .swap_dims(1, 2)
+    };
+    let (q, k, v) = (part(0), part(1), part(2));
+    let padding = input
+        .padding
+        .clone()
+        .expect("a padded batch has a padding mask");
+    let context = match input.kind {
+        Attention::Fused => attention(
+            q,
+            k,
+            v,
+            Some(padding),
+            input.bias.clone(),
+            AttentionModuleOptions::default(),
+        ),
+        Attention::Explicit => {
+            let mut scores = q
+                .matmul(k.swap_dims(2, 3))
+                .div_scalar((head_dim as f64).sqrt());
+            if let Some(bias) = &input.bias {
+                scores = scores + bias.clone();
+            }
+            // The most negative f16 value: finite in every precision, zero after softmax.
+            let scores = scores.mask_fill(padding, -65504.0);
+            burn::tensor::activation::softmax(scores, 3).matmul(v)
+        }
+    };
+    context.swap_dims(1, 2).reshape([batch * seq, hidden])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::nn::LayerNormConfig;
+
+    use super::*;
+    use crate::Cpu;
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<Cpu, D> {
+        Tensor::from_data(TensorData::new(values, shape), &Default::default())
+    }
+
+    fn max_diff<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>) -> f32 {
+        let (a, b) = (
+            a.into_data().to_vec::<f32>().unwrap(),
+            b.into_data().to_vec::<f32>().unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The trait's default body, on the CPU backend.
+    fn default_linear(
+        x: Tensor<Cpu, 2>,
+        linear: &Linear<Cpu>,
+        activation: Option<Activation>,
+    ) -> Tensor<Cpu, 2> {
+        let y = linear.forward(x);
+        activation.map_or(y.clone(), |a| activate(y, a))
+    }
+
+    #[test]
+    fn cpu_linear_and_layer_norm_match_burn() {
+        let (rows, d_in, d_out) = (37, 24, 40);
+        let x = tensor(random(rows * d_in, 1), [rows, d_in]);
+        for activation in [
+            None,
+            Some(Activation::Gelu),
+            Some(Activation::GeluTanh),
+            Some(Activation::Relu),
+            Some(Activation::Silu),
+        ] {
+            for bias in [true, false] {
+                let linear = Linear {
+                    weight: Param::from_tensor(tensor(random(d_in * d_out, 2), [d_in, d_out])),
+                    bias: bias.then(|| Param::from_tensor(tensor(random(d_out, 3), [d_out]))),
+                };
+                let ours = Cpu::fused_linear(x.clone(), &linear, activation);
+                let theirs = default_linear(x.clone(), &linear, activation);
+                assert!(max_diff(ours, theirs) < 1e-5, "{activation:?}, bias {bias}");
+                // A transposed view as the weight, as other callers may build it.
+                let transposed = Linear {
+                    weight: Param::from_tensor(
+                        tensor(random(d_in * d_out, 2), [d_out, d_in]).transpose(),
+                    ),
+                    bias: None,
+                };
+                let ours = Cpu::fused_linear(x.clone(), &transposed, activation);
+                assert!(max_diff(ours, default_linear(x.clone(), &transposed, activation)) < 1e-5);
+            }
+        }
+
+        let mut norm = LayerNormConfig::new(d_in)
+            .with_epsilon(1e-12)
+            .init::<Cpu>(&Default::default());
+        norm.gamma = Param::from_tensor(tensor(random(d_in, 4), [d_in]));
+        norm.beta = Some(Param::from_tensor(tensor(random(d_in, 5), [d_in])));
+        let residual = tensor(random(rows * d_in, 6), [rows, d_in]);
+        let ours = Cpu::add_layer_norm(x.clone(), residual.clone(), &norm, 1e-12);
+        let theirs = norm.forward(x + residual);
+        assert!(max_diff(ours, theirs) < 1e-5);
+    }
+
+    /// Packed attention per text equals burn's masked attention over the padded batch, with
+    /// and without a relative-position bias, for texts of every length down to none.
+    #[test]
+    fn packed_cpu_attention_matches_padded_burn_attention() {
+        let (heads, head_dim, seq) = (3, 4, 9);
+        let hidden = heads * head_dim;
+        let lengths = [9, 1, 5, 0, 7];
+        let batch = TokenBatch {
+            ids: vec![0; lengths.len() * seq],
+            type_ids: vec![0; lengths.len() * seq],
+            mask: lengths
+                .iter()
+                .flat_map(|&n| (0..seq).map(move |p| (p < n) as u32))
+                .collect(),
+            batch: lengths.len(),
+            seq_len: seq,
+        };
+        let packed_rows = TokenRows::of::<Cpu>(&batch);
+        assert!(packed_rows.packed);
+        assert_eq!(packed_rows.rows, lengths.iter().sum::<usize>());
+        let padded_rows = TokenRows {
+            starts: (0..lengths.len()).map(|i| i * seq).collect(),
+            rows: lengths.len() * seq,
+            packed: false,
+            ..packed_rows.clone()
+        };
+        let device = Default::default();
+        let padded_qkv = tensor(
+            random(padded_rows.rows * 3 * hidden, 7),
+            [padded_rows.rows, 3 * hidden],
+        );
+        let packed_qkv_values: Vec<f32> = {
+            let all = padded_qkv.clone().into_data().to_vec::<f32>().unwrap();
+            let rows: Vec<usize> = (0..lengths.len())
+                .flat_map(|i| (0..lengths[i]).map(move |p| i * seq + p))
+                .collect();
+            rows.iter()
+                .flat_map(|&r| all[r * 3 * hidden..(r + 1) * 3 * hidden].to_vec())
+                .collect()
+        };
+        let packed_qkv = tensor(packed_qkv_values, [packed_rows.rows, 3 * hidden]);
+        for bias in [
+            None,
+            Some(tensor(random(heads * seq * seq, 8), [1, heads, seq, seq])),
+        ] {
+            let padded_input = AttentionInput::<Cpu>::new(
+                padded_rows.clone(),
+                &batch,
+                bias.clone(),
+                Attention::Explicit,
+                &device,
+            );
+            let packed_input = AttentionInput::<Cpu>::new(
+                packed_rows.clone(),
+                &batch,
+                bias.clone(),
+                Attention::Fused,
+                &device,
+            );
+            let theirs = padded_rows.unpack(
+                padded_self_attention(padded_qkv.clone(), heads, &padded_input),
+                &device,
+            );
+            let ours = packed_rows.unpack(
+                Cpu::self_attention(packed_qkv.clone(), heads, &packed_input),
+                &device,
+            );
+            // Compare real tokens only: padding rows are zero in ours, arbitrary in burn's.
+            let mask = tensor(
+                batch.mask.iter().map(|&m| m as f32).collect(),
+                [lengths.len(), seq, 1],
+            );
+            assert!(
+                max_diff(ours * mask.clone(), theirs * mask) < 1e-5,
+                "bias {}",
+                bias.is_some()
+            );
+        }
+    }
+}
