@@ -4,9 +4,10 @@
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::architectures::{activate, load_layer_norm, load_linear};
+use crate::architectures::{load_layer_norm, load_linear};
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
+use crate::ops::EncoderBackend;
 use crate::weights::Weights;
 
 /// Where an architecture keeps its MLM head in the checkpoint (each architecture file has one).
@@ -30,7 +31,7 @@ pub struct MlmHead<B: Backend> {
     bias: Tensor<B, 1>,
 }
 
-impl<B: Backend> MlmHead<B> {
+impl<B: EncoderBackend> MlmHead<B> {
     /// `word_embeddings`: the encoder's `[vocab, hidden]` table, the decoder when it is tied
     /// (the config says so, or the checkpoint has no decoder weight).
     pub fn load(
@@ -77,12 +78,15 @@ impl<B: Backend> MlmHead<B> {
 
     /// `[batch, seq, hidden]` → vocabulary logits `[batch, seq, vocab]`.
     pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = activate(self.transform.forward(hidden), self.activation);
+        let [b, s, h] = hidden.dims();
+        let x = B::fused_linear(
+            hidden.reshape([b * s, h]),
+            &self.transform,
+            Some(self.activation),
+        );
         let x = self.norm.forward(x);
-        let [b, s, h] = x.dims();
         let v = self.bias.dims()[0];
-        let logits =
-            x.reshape([b * s, h]).matmul(self.decoder.clone()) + self.bias.clone().unsqueeze();
+        let logits = x.matmul(self.decoder.clone()) + self.bias.clone().unsqueeze();
         logits.reshape([b, s, v])
     }
 }

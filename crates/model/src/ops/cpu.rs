@@ -154,6 +154,12 @@ pub fn add_layer_norm(
     tensor(out, [rows, width])
 }
 
+thread_local! {
+    /// One text-and-head's attention scores, reused: a fresh 256 KB buffer per task (256
+    /// tokens) was an mmap, page faults and an munmap each time.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A raw pointer that rayon tasks may share: each task writes its own disjoint part.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
@@ -199,64 +205,67 @@ pub fn self_attention(
         let q = &qkv[start * width + head * head_dim..];
         let k = &qkv[start * width + hidden + head * head_dim..];
         let v = &qkv[start * width + 2 * hidden + head * head_dim..];
-        let mut scores = vec![0f32; len * len];
-        // SAFETY: Q, K, V are [len, head_dim] blocks with row stride `width` inside `qkv`;
-        // `scores` is [len, len]; this task's output block (its text's rows, its head's
-        // columns) is written by no other task.
-        unsafe {
-            // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
-            gemm::gemm(
-                len,
-                len,
-                head_dim,
-                scores.as_mut_ptr(),
-                1,
-                len as isize,
-                false,
-                q.as_ptr(),
-                1,
-                width as isize,
-                k.as_ptr(),
-                width as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-            if let Some((bias, seq)) = bias {
-                let block = &bias[head * seq * seq..];
-                for (i, row) in scores.chunks_mut(len).enumerate() {
-                    for (s, b) in row.iter_mut().zip(&block[i * seq..i * seq + len]) {
-                        *s += b;
+        SCORES.with_borrow_mut(|scores| {
+            scores.clear();
+            scores.resize(len * len, 0.0);
+            // SAFETY: Q, K, V are [len, head_dim] blocks with row stride `width` inside `qkv`;
+            // `scores` is [len, len]; this task's output block (its text's rows, its head's
+            // columns) is written by no other task.
+            unsafe {
+                // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
+                gemm::gemm(
+                    len,
+                    len,
+                    head_dim,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    width as isize,
+                    k.as_ptr(),
+                    width as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                if let Some((bias, seq)) = bias {
+                    let block = &bias[head * seq * seq..];
+                    for (i, row) in scores.chunks_mut(len).enumerate() {
+                        for (s, b) in row.iter_mut().zip(&block[i * seq..i * seq + len]) {
+                            *s += b;
+                        }
                     }
                 }
+                math::softmax_rows(scores, len);
+                gemm::gemm(
+                    len,
+                    head_dim,
+                    len,
+                    shared.at(start * hidden + head * head_dim),
+                    1,
+                    hidden as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    v.as_ptr(),
+                    1,
+                    width as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
-            math::softmax_rows(&mut scores, len);
-            gemm::gemm(
-                len,
-                head_dim,
-                len,
-                shared.at(start * hidden + head * head_dim),
-                1,
-                hidden as isize,
-                false,
-                scores.as_ptr(),
-                1,
-                len as isize,
-                v.as_ptr(),
-                1,
-                width as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        });
     });
     tensor(out, [rows, hidden])
 }
