@@ -101,11 +101,20 @@ impl EncoderBackend for crate::Cpu {
     }
 }
 
+/// The GPU backends, in every precision the encoder loads them in, use the default bodies.
+macro_rules! default_ops {
+    ($backend:ident) => {
+        impl EncoderBackend for burn::backend::$backend<f32> {}
+        impl EncoderBackend for burn::backend::$backend<half::f16> {}
+        impl EncoderBackend for burn::backend::$backend<half::bf16> {}
+    };
+}
+
 #[cfg(feature = "cuda")]
-impl EncoderBackend for burn::backend::Cuda {}
+default_ops!(Cuda);
 
 #[cfg(feature = "wgpu")]
-impl EncoderBackend for burn::backend::Wgpu {}
+default_ops!(Wgpu);
 
 /// Where each text's tokens sit among the rows of the hidden states.
 #[derive(Debug, Clone)]
