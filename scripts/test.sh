@@ -11,5 +11,7 @@ scripts/install-lavapipe.sh
 features=(--workspace --features cuda,wgpu --locked)
 cargo fmt --all -- --check
 cargo clippy --release --all-targets "${features[@]}" -- -D warnings
+# Default features too: code behind a GPU feature can leave items unused without it.
+cargo clippy --release --all-targets --workspace --locked -- -D warnings
 POOL_ENCODE_GPU_TEST_DEVICE="${POOL_ENCODE_GPU_TEST_DEVICE:-wgpu:0}" \
   cargo test --release "${features[@]}"

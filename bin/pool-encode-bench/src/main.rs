@@ -787,7 +787,7 @@ fn join_into_long_texts(texts: Vec<String>, words: usize) -> Vec<String> {
 fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
     let mut texts = Vec::new();
     if corpus == "fortunes-long" {
-        // Made from the whole corpus below.
+        texts = join_into_long_texts(load_corpus("fortunes", None)?, 200);
     } else if corpus == "fortunes" {
         let dir = Path::new("/usr/share/games/fortunes");
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -816,9 +816,6 @@ fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
         for record in reader {
             texts.push(record?.text);
         }
-    }
-    if corpus == "fortunes-long" {
-        texts = join_into_long_texts(load_corpus("fortunes", None)?, 200);
     }
     if let Some(n) = limit {
         texts.truncate(n);

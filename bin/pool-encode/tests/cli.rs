@@ -7,15 +7,22 @@ use std::process::{Command, Output};
 use pool_encode_encoder::Embeddings;
 use pool_encode_tests::*;
 
-fn pool_encode(args: &[&str]) -> Output {
+/// Runs the binary with `env` added to the environment (scheduler variables).
+fn pool_encode_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pool-encode"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run pool-encode")
 }
 
-fn ok(args: &[&str]) -> String {
-    let out = pool_encode(args);
+fn pool_encode(args: &[&str]) -> Output {
+    pool_encode_env(args, &[])
+}
+
+/// Runs a command that must succeed, returning its stdout.
+fn ok_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = pool_encode_env(args, env);
     assert!(
         out.status.success(),
         "pool-encode {args:?} failed:\n{}",
@@ -24,11 +31,19 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+fn ok(args: &[&str]) -> String {
+    ok_env(args, &[])
+}
+
 /// Runs a command that must fail, returning its stderr.
-fn fails(args: &[&str]) -> String {
-    let out = pool_encode(args);
+fn fails_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = pool_encode_env(args, env);
     assert!(!out.status.success(), "pool-encode {args:?} succeeded");
     String::from_utf8(out.stderr).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    fails_env(args, &[])
 }
 
 fn read(path: &Path) -> Embeddings {
@@ -1065,26 +1080,14 @@ fn sparse_shards_from_scheduler_variables_merge_to_a_single_run() {
     ok(&strs(&encode_args(&model, &input, &single, &[])));
     let merged = tmp.path().join("sparse.jsonl");
     let args = encode_args(&model, &input, &merged, &["--shard", "auto"]);
-    for (index, variables) in [
-        (
-            0,
-            vec![("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "1")],
-        ),
-        (
-            1,
-            vec![("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_MIN", "1")],
-        ),
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
-            .args(&args)
-            .envs(variables)
-            .env("SLURM_ARRAY_TASK_COUNT", "2")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+    for (index, task) in [(0, "1"), (1, "2")] {
+        ok_env(
+            &strs(&args),
+            &[
+                ("SLURM_ARRAY_TASK_ID", task),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ],
         );
         assert!(
             tmp.path()
@@ -1115,24 +1118,10 @@ fn sparse_shards_from_scheduler_variables_merge_to_a_single_run() {
     }
 
     // Kubernetes gives the index only: the count must come with it.
-    let out = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
-        .args(&args)
-        .env("JOB_COMPLETION_INDEX", "1")
-        .output()
-        .unwrap();
-    let error = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && error.contains("auto/N"), "{error}");
+    let error = fails_env(&strs(&args), &[("JOB_COMPLETION_INDEX", "1")]);
+    assert!(error.contains("auto/N"), "{error}");
     let k8s = encode_args(&model, &input, &merged, &["--shard", "auto/4"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_pool-encode"))
-        .args(&k8s)
-        .env("JOB_COMPLETION_INDEX", "3")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok_env(&strs(&k8s), &[("JOB_COMPLETION_INDEX", "3")]);
     assert_eq!(
         lines(&tmp.path().join("sparse-00003-of-00004.jsonl")).len(),
         211 - 158

@@ -3,6 +3,7 @@
 pub mod dense;
 mod error;
 pub mod input;
+mod json_lines;
 pub mod output;
 pub mod parquet;
 pub mod rejects;

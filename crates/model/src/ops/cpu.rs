@@ -21,11 +21,7 @@ const GEMM_ROW_BLOCK: usize = 256;
 /// Rows per task of the row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
 
-fn flex(tensor: Tensor<Cpu, 2>) -> FlexTensor {
-    tensor.into_primitive().tensor()
-}
-
-fn flex1(tensor: Tensor<Cpu, 1>) -> FlexTensor {
+fn flex<const D: usize>(tensor: Tensor<Cpu, D>) -> FlexTensor {
     tensor.into_primitive().tensor()
 }
 
@@ -66,7 +62,7 @@ pub fn linear(
     let bias = linear.bias.is_some();
     let mut out = match &linear.bias {
         Some(bias) => {
-            let bias = contiguous(flex1(bias.val()));
+            let bias = contiguous(flex(bias.val()));
             let bias = values(&bias);
             let mut out = Vec::with_capacity(m * n);
             for _ in 0..m {
@@ -132,9 +128,9 @@ pub fn add_layer_norm(
 ) -> Tensor<Cpu, 2> {
     let [rows, width] = x.dims();
     let (x, residual) = (contiguous(flex(x)), contiguous(flex(residual)));
-    let gamma = contiguous(flex1(norm.gamma.val()));
+    let gamma = contiguous(flex(norm.gamma.val()));
     let beta = match &norm.beta {
-        Some(beta) => contiguous(flex1(beta.val())),
+        Some(beta) => contiguous(flex(beta.val())),
         None => FlexTensor::from_data(TensorData::new(vec![0f32; width], [width])),
     };
     let (gamma, beta) = (values(&gamma), values(&beta));
@@ -187,10 +183,7 @@ pub fn self_attention(
     let scale = 1.0 / (head_dim as f32).sqrt();
     let qkv = contiguous(flex(qkv));
     let qkv = values(&qkv);
-    let bias = input
-        .bias
-        .clone()
-        .map(|b| contiguous(b.into_primitive().tensor()));
+    let bias = input.bias.clone().map(|b| contiguous(flex(b)));
     let bias = bias.as_ref().map(|b| (values(b), b.layout().shape()[2]));
     let layout = &input.rows;
 

@@ -35,11 +35,7 @@ pub trait EncoderBackend: Backend {
         linear: &Linear<Self>,
         activation: Option<Activation>,
     ) -> Tensor<Self, 2> {
-        let y = linear.forward(x);
-        match activation {
-            Some(activation) => activate(y, activation),
-            None => y,
-        }
+        burn_linear(x, linear, activation)
     }
 
     /// `LayerNorm(x + residual)`, both `[rows, hidden]`; `epsilon` is `norm`'s (burn keeps it
@@ -102,6 +98,7 @@ impl EncoderBackend for crate::Cpu {
 }
 
 /// The GPU backends, in every precision the encoder loads them in, use the default bodies.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 macro_rules! default_ops {
     ($backend:ident) => {
         impl EncoderBackend for burn::backend::$backend<f32> {}
@@ -245,6 +242,19 @@ impl<B: Backend> AttentionInput<B> {
     }
 }
 
+/// The default linear: burn's `Linear` then the activation.
+fn burn_linear<B: Backend>(
+    x: Tensor<B, 2>,
+    linear: &Linear<B>,
+    activation: Option<Activation>,
+) -> Tensor<B, 2> {
+    let y = linear.forward(x);
+    match activation {
+        Some(activation) => activate(y, activation),
+        None => y,
+    }
+}
+
 /// The default attention, on a padded batch: burn's fused `attention` op, or softmax(Q·Kᵀ/√d +
 /// bias)·V in plain ops where the fused op is not robust ([`Attention`]).
 fn padded_self_attention<B: Backend>(
@@ -330,16 +340,6 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// The trait's default body, on the CPU backend.
-    fn default_linear(
-        x: Tensor<Cpu, 2>,
-        linear: &Linear<Cpu>,
-        activation: Option<Activation>,
-    ) -> Tensor<Cpu, 2> {
-        let y = linear.forward(x);
-        activation.map_or(y.clone(), |a| activate(y, a))
-    }
-
     #[test]
     fn cpu_linear_and_layer_norm_match_burn() {
         let (rows, d_in, d_out) = (37, 24, 40);
@@ -357,7 +357,7 @@ mod tests {
                     bias: bias.then(|| Param::from_tensor(tensor(random(d_out, 3), [d_out]))),
                 };
                 let ours = Cpu::fused_linear(x.clone(), &linear, activation);
-                let theirs = default_linear(x.clone(), &linear, activation);
+                let theirs = burn_linear(x.clone(), &linear, activation);
                 assert!(max_diff(ours, theirs) < 1e-5, "{activation:?}, bias {bias}");
                 // A transposed view as the weight, as other callers may build it.
                 let transposed = Linear {
@@ -367,7 +367,7 @@ mod tests {
                     bias: None,
                 };
                 let ours = Cpu::fused_linear(x.clone(), &transposed, activation);
-                assert!(max_diff(ours, default_linear(x.clone(), &transposed, activation)) < 1e-5);
+                assert!(max_diff(ours, burn_linear(x.clone(), &transposed, activation)) < 1e-5);
             }
         }
 
