@@ -19,7 +19,7 @@ pub mod modules;
 pub mod ops;
 pub mod weights;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 pub use architectures::{Attention, TokenBatch, Transformer};
 pub use config::ArchitectureConfig;
@@ -45,16 +45,17 @@ enum Output<B: Backend> {
         pooling: PoolingConfig,
         heads: Vec<Head<B>>,
     },
-    /// Vocabulary-wide SPLADE weights; the MLM logits are computed a slice of positions at a
-    /// time, so `[batch, seq, vocab]` never exists at once (ST's `chunk_size`, always on).
+    /// Vocabulary-wide SPLADE weights; the MLM logits are computed a part at a time, so
+    /// `[batch, seq, vocab]` never exists at once (ST's `chunk_size`, always on).
     Splade {
         head: Box<MlmHead<B>>,
         pooling: SpladeConfig,
     },
 }
 
-/// Logit values (batch × positions × vocab) one SPLADE slice may hold: 64 MiB of f32.
-const SPLADE_SLICE_VALUES: usize = 1 << 24;
+/// SPLADE logits that may exist at once where a backend computes them a slice of positions
+/// at a time (`EncoderBackend::splade_pool`): 64 MiB of f32.
+const MAX_SPLADE_LOGITS: usize = 1 << 24;
 
 /// The whole ST pipeline for one model: transformer, then pooling and Dense/Normalize heads
 /// (dense models) or the MLM head and SpladePooling (sparse models).
@@ -65,8 +66,6 @@ pub struct SentenceModel<B: Backend> {
     output: Output<B>,
     embedding_dimension: usize,
     attention: Attention,
-    /// [`SPLADE_SLICE_VALUES`]; a field so that a test can force many slices.
-    splade_slice_values: usize,
 }
 
 impl<B: EncoderBackend> SentenceModel<B> {
@@ -130,7 +129,6 @@ impl<B: EncoderBackend> SentenceModel<B> {
             output,
             embedding_dimension: dimension,
             attention: Attention::default(),
-            splade_slice_values: SPLADE_SLICE_VALUES,
         })
     }
 
@@ -155,7 +153,9 @@ impl<B: EncoderBackend> SentenceModel<B> {
 
     /// `[batch, seq, hidden]`: ST's `output_value="token_embeddings"`.
     pub fn token_embeddings(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
-        self.transformer.forward(batch, self.attention, device)
+        self.transformer
+            .forward(batch, self.attention, device)
+            .padded(device)
     }
 
     /// `[batch, embedding_dimension]`: ST's `sentence_embedding` (pooling and every head, or
@@ -166,9 +166,9 @@ impl<B: EncoderBackend> SentenceModel<B> {
         prompt_length: Option<usize>,
         device: &B::Device,
     ) -> Tensor<B, 2> {
-        let tokens = self.token_embeddings(batch, device);
         match &self.output {
             Output::Dense { pooling, heads } => {
+                let tokens = self.token_embeddings(batch, device);
                 let mut x = pooling.forward(tokens, batch, prompt_length, device);
                 for head in heads {
                     x = match head {
@@ -178,70 +178,13 @@ impl<B: EncoderBackend> SentenceModel<B> {
                 }
                 x
             }
-            Output::Splade { head, pooling } => {
-                let (b, s) = (batch.batch, batch.seq_len);
-                let mask: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
-                let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]), device);
-                let step =
-                    (self.splade_slice_values / (b * self.embedding_dimension).max(1)).max(1);
-                let mut pooled: Option<Tensor<B, 2>> = None;
-                for start in (0..s).step_by(step) {
-                    let end = (start + step).min(s);
-                    let logits = head.forward(tokens.clone().slice([0..b, start..end]));
-                    let part = pooling.pool(logits, mask.clone().slice([0..b, start..end]));
-                    pooled = Some(match pooled {
-                        Some(p) => pooling.combine(p, part),
-                        None => part,
-                    });
-                }
-                pooled.unwrap_or_else(|| Tensor::zeros([b, self.embedding_dimension], device))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pooling SPLADE logits a few positions at a time gives what one pass gives, for max
-    /// (combined by maximum) and sum (combined by addition).
-    #[test]
-    fn splade_slices_combine_to_the_whole() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/models");
-        for name in ["splade-bert-tied-max", "splade-bert-untied-sum-old"] {
-            let folder = ModelFolder::load(&root.join(name)).unwrap();
-            let device = Default::default();
-            let mut model = SentenceModel::<Cpu>::load(&folder, &device).unwrap();
-            let batch = TokenBatch {
-                ids: vec![2, 40, 50, 60, 70, 80, 3, 2, 90, 3, 0, 0, 0, 0],
-                type_ids: vec![0; 14],
-                mask: vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
-                batch: 2,
-                seq_len: 7,
-            };
-            let whole: Vec<f32> = model
-                .sentence_embeddings(&batch, None, &device)
-                .into_data()
-                .to_vec()
-                .unwrap();
-            // Two positions per slice: four slices, the last one of a single position.
-            model.splade_slice_values = 2 * 2 * model.embedding_dimension();
-            let sliced: Vec<f32> = model
-                .sentence_embeddings(&batch, None, &device)
-                .into_data()
-                .to_vec()
-                .unwrap();
-            assert!(
-                whole.iter().any(|&v| v > 0.0),
-                "{name}: some active entries"
-            );
-            for (a, b) in whole.iter().zip(&sliced) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * a.abs().max(1.0),
-                    "{name}: {a} vs {b}"
-                );
-            }
+            Output::Splade { head, pooling } => head.splade(
+                self.transformer.forward(batch, self.attention, device),
+                *pooling,
+                batch,
+                MAX_SPLADE_LOGITS,
+                device,
+            ),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! Checkpoint names follow Hugging Face's `BertModel`.
 
 use burn::nn::{Embedding, LayerNorm};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
@@ -12,7 +12,7 @@ use super::layers::{
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{EncoderBackend, TokenRows};
+use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 /// `BertForMaskedLM`'s head (`cls.predictions`).
@@ -91,7 +91,7 @@ impl<B: EncoderBackend> Bert<B> {
         batch: &TokenBatch,
         attention: Attention,
         device: &B::Device,
-    ) -> Tensor<B, 3> {
+    ) -> HiddenStates<B> {
         let rows = TokenRows::of::<B>(batch);
         let embeddings = self
             .word_embeddings

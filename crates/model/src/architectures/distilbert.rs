@@ -1,7 +1,7 @@
 //! DistilBERT (Sanh et al. 2019): BERT without token types, six layers, different weight names.
 
 use burn::nn::{Embedding, LayerNorm};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
@@ -11,7 +11,7 @@ use super::layers::{
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{EncoderBackend, TokenRows};
+use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 /// `DistilBertForMaskedLM`'s head.
@@ -77,7 +77,7 @@ impl<B: EncoderBackend> DistilBert<B> {
         batch: &TokenBatch,
         attention: Attention,
         device: &B::Device,
-    ) -> Tensor<B, 3> {
+    ) -> HiddenStates<B> {
         let rows = TokenRows::of::<B>(batch);
         let embeddings = self
             .word_embeddings

@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, TokenRows};
+use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 /// A PyTorch `nn.Linear` (`weight` is `[out, in]`) as burn's `[in, out]`.
@@ -199,7 +199,7 @@ pub fn load_layers<B: EncoderBackend>(
         .collect()
 }
 
-/// Runs `layers` in turn over the embedded rows; returns the padded `[batch, seq, hidden]`.
+/// Runs `layers` in turn over the embedded rows.
 pub fn run_layers<B: EncoderBackend>(
     layers: &[EncoderLayer<B>],
     mut x: Tensor<B, 2>,
@@ -208,12 +208,15 @@ pub fn run_layers<B: EncoderBackend>(
     bias: Option<Tensor<B, 4>>,
     attention: Attention,
     device: &B::Device,
-) -> Tensor<B, 3> {
+) -> HiddenStates<B> {
     let input = AttentionInput::new(rows, batch, bias, attention, device);
     for layer in layers {
         x = layer.forward(x, &input);
     }
-    input.rows.unpack(x, device)
+    HiddenStates {
+        x,
+        rows: input.rows,
+    }
 }
 
 /// Token-level ids (`[batch × seq_len]`, one per padded position) as the `[1, rows]` tensor an

@@ -17,7 +17,7 @@ pub use mpnet::MPNet;
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::EncoderBackend;
+use crate::ops::{EncoderBackend, HiddenStates};
 use crate::weights::Weights;
 
 /// A right-padded batch of tokenized texts, row-major `[batch, seq_len]`, built on the host.
@@ -96,13 +96,13 @@ impl<B: EncoderBackend> Transformer<B> {
         }
     }
 
-    /// Token embeddings `[batch, seq_len, hidden]`.
+    /// The last hidden states (`last_hidden_state`), one row per token.
     pub fn forward(
         &self,
         batch: &TokenBatch,
         attention: Attention,
         device: &B::Device,
-    ) -> Tensor<B, 3> {
+    ) -> HiddenStates<B> {
         match self {
             Transformer::Bert(m) => m.forward(batch, attention, device),
             Transformer::DistilBert(m) => m.forward(batch, attention, device),

@@ -11,7 +11,7 @@ use super::layers::{
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
-use crate::ops::{EncoderBackend, TokenRows};
+use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 /// Hugging Face's MPNet uses this fixed distance for the largest relative-position bucket.
@@ -90,7 +90,7 @@ impl<B: EncoderBackend> MPNet<B> {
         batch: &TokenBatch,
         attention: Attention,
         device: &B::Device,
-    ) -> Tensor<B, 3> {
+    ) -> HiddenStates<B> {
         let rows = TokenRows::of::<B>(batch);
         let embeddings = self
             .word_embeddings

@@ -1,13 +1,15 @@
 //! The masked-language-model head of a `*ForMaskedLM` checkpoint: dense → activation →
 //! LayerNorm → decoder to vocabulary logits. SPLADE pools these logits into sparse vectors.
 
+use burn::module::Param;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::architectures::{load_layer_norm, load_linear};
+use super::SpladeConfig;
+use crate::architectures::{TokenBatch, load_layer_norm, load_linear};
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
-use crate::ops::EncoderBackend;
+use crate::ops::{EncoderBackend, HiddenStates};
 use crate::weights::Weights;
 
 /// Where an architecture keeps its MLM head in the checkpoint (each architecture file has one).
@@ -26,9 +28,8 @@ pub struct MlmHead<B: Backend> {
     transform: Linear<B>,
     activation: Activation,
     norm: LayerNorm<B>,
-    /// `[hidden, vocab]`.
-    decoder: Tensor<B, 2>,
-    bias: Tensor<B, 1>,
+    /// `[hidden, vocab]` (a transposed view of the word embeddings when tied), with its bias.
+    decoder: Linear<B>,
 }
 
 impl<B: EncoderBackend> MlmHead<B> {
@@ -71,22 +72,33 @@ impl<B: EncoderBackend> MlmHead<B> {
             transform: load_linear(weights, names.transform, h, h, device)?,
             activation: shape.activation,
             norm: load_layer_norm(weights, names.norm, h, shape.layer_norm_eps, device)?,
-            decoder,
-            bias: weights.tensor(bias_name, [v], device)?,
+            decoder: Linear {
+                weight: Param::from_tensor(decoder),
+                bias: Some(Param::from_tensor(weights.tensor(
+                    bias_name,
+                    [v],
+                    device,
+                )?)),
+            },
         })
     }
 
-    /// `[batch, seq, hidden]` → vocabulary logits `[batch, seq, vocab]`.
-    pub fn forward(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, s, h] = hidden.dims();
-        let x = B::fused_linear(
-            hidden.reshape([b * s, h]),
-            &self.transform,
-            Some(self.activation),
-        );
-        let x = self.norm.forward(x);
-        let v = self.bias.dims()[0];
-        let logits = x.matmul(self.decoder.clone()) + self.bias.clone().unsqueeze();
-        logits.reshape([b, s, v])
+    /// SPLADE's weights `[batch, vocab]` from the encoder's hidden states: the head's
+    /// transform on every row, then the vocabulary logits pooled by `pooling` (at most about
+    /// `max_logits` of them at once on backends that hold a slice of them).
+    pub fn splade(
+        &self,
+        hidden: HiddenStates<B>,
+        pooling: SpladeConfig,
+        batch: &TokenBatch,
+        max_logits: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let x = B::fused_linear(hidden.x, &self.transform, Some(self.activation));
+        let hidden = HiddenStates {
+            x: self.norm.forward(x),
+            rows: hidden.rows,
+        };
+        B::splade_pool(hidden, &self.decoder, pooling, batch, max_logits, device)
     }
 }

@@ -9,15 +9,20 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{AttentionInput, math};
+use super::{AttentionInput, HiddenStates, math};
 use crate::Cpu;
+use crate::architectures::TokenBatch;
 use crate::config::Activation;
+use crate::modules::{SpladeActivation, SpladeConfig, SpladeStrategy};
 
 /// A linear layer's rows go through the GEMM in blocks of about this many, each block on one
 /// thread: the gemm crate ran 10–20 % faster on 256–512-row blocks than on 8,192 rows at once
 /// (this machine, MiniLM's shapes), and blocks split over threads without synchronisation
 /// inside the GEMM.
 const GEMM_ROW_BLOCK: usize = 256;
+/// SPLADE decodes a tile of this many rows × vocabulary columns at a time (256 KB: folded
+/// into the texts' weights while it is still in cache); each task owns a band of columns.
+const SPLADE_TILE: [usize; 2] = [128, 512];
 /// Rows per task of the row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
 
@@ -38,6 +43,25 @@ fn values(tensor: &FlexTensor) -> &[f32] {
     tensor.as_slice::<f32>().expect("made contiguous")
 }
 
+/// A matrix as the GEMM reads it: its storage from its first element, its row stride and its
+/// column stride (any layout: a transposed view is read in place).
+fn strided(matrix: &FlexTensor) -> (&[f32], isize, isize) {
+    let layout = matrix.layout();
+    let storage: &[f32] = matrix.storage();
+    (
+        &storage[layout.start_offset()..],
+        layout.strides()[0],
+        layout.strides()[1],
+    )
+}
+
+fn bias_of(linear: &Linear<Cpu>) -> Option<FlexTensor> {
+    linear
+        .bias
+        .as_ref()
+        .map(|bias| contiguous(flex(bias.val())))
+}
+
 fn tensor(values: Vec<f32>, shape: [usize; 2]) -> Tensor<Cpu, 2> {
     Tensor::from_primitive(TensorPrimitive::Float(FlexTensor::from_data(
         TensorData::new(values, shape),
@@ -51,32 +75,23 @@ pub fn linear(
     activation: Option<Activation>,
 ) -> Tensor<Cpu, 2> {
     let x = contiguous(flex(x));
-    let weight = flex(linear.weight.val());
     let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
+    let weight = flex(linear.weight.val());
+    let (w, w_rs, w_cs) = strided(&weight);
     let n = weight.layout().shape()[1];
-    let (w_rs, w_cs) = (weight.layout().strides()[0], weight.layout().strides()[1]);
-    let w_start = weight.layout().start_offset();
-    let w: &[f32] = weight.storage();
 
     // The GEMM adds its product to rows that already hold the bias.
-    let bias = linear.bias.is_some();
-    let mut out = match &linear.bias {
-        Some(bias) => {
-            let bias = contiguous(flex(bias.val()));
-            let bias = values(&bias);
-            let mut out = Vec::with_capacity(m * n);
-            for _ in 0..m {
-                out.extend_from_slice(bias);
-            }
-            out
-        }
+    let bias = bias_of(linear);
+    let mut out = match &bias {
+        Some(bias) => values(bias).repeat(m),
         None => vec![0f32; m * n],
     };
+    let bias = bias.is_some();
     // Blocks of about GEMM_ROW_BLOCK rows, their count a multiple of the threads.
     let threads = rayon::current_num_threads();
     let blocks = m.div_ceil(GEMM_ROW_BLOCK).next_multiple_of(threads).max(1);
     let block_rows = m.div_ceil(blocks).max(1);
-    let (x, w) = (values(&x), &w[w_start..]);
+    let x = values(&x);
     out.par_chunks_mut(block_rows * n)
         .zip(x.par_chunks(block_rows * k))
         .for_each(|(out, x)| {
@@ -261,4 +276,113 @@ pub fn self_attention(
         });
     });
     tensor(out, [rows, hidden])
+}
+
+/// SPLADE's weights `[batch, vocab]` for the decoder's logits `x · W + b`: each task decodes a
+/// band of vocabulary columns for every row, a tile at a time, and folds each tile into its
+/// texts' weights at once, so no text's `[tokens, vocab]` logits ever exist. Max pooling keeps
+/// the largest logit and activates it once at the end (`log1p ∘ relu` is non-decreasing, so
+/// that is the largest activated value); sum pooling activates each positive logit (the others
+/// add 0).
+pub fn splade_pool(
+    hidden: HiddenStates<Cpu>,
+    decoder: &Linear<Cpu>,
+    pooling: SpladeConfig,
+    batch: &TokenBatch,
+) -> Tensor<Cpu, 2> {
+    let texts = hidden.rows.batch;
+    let row_texts = hidden.row_texts(batch);
+    let x = contiguous(flex(hidden.x));
+    let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
+    let x = values(&x);
+    let weight = flex(decoder.weight.val());
+    let (w, w_rs, w_cs) = strided(&weight);
+    let vocab = weight.layout().shape()[1];
+    let bias = bias_of(decoder);
+    let bias = bias.as_ref().map(values);
+    let activate = |logit: f32| match pooling.activation {
+        SpladeActivation::Relu => logit.max(0.0).ln_1p(),
+        SpladeActivation::Log1pRelu => logit.max(0.0).ln_1p().ln_1p(),
+    };
+    let [tile_rows, band] = SPLADE_TILE;
+
+    let mut out = vec![0f32; texts * vocab];
+    let shared = SharedOut(out.as_mut_ptr());
+    (0..vocab.div_ceil(band)).into_par_iter().for_each(|b| {
+        let first = b * band;
+        let width = band.min(vocab - first);
+        let initial = match pooling.strategy {
+            SpladeStrategy::Max => f32::NEG_INFINITY,
+            SpladeStrategy::Sum => 0.0,
+        };
+        let mut weights = vec![initial; texts * width];
+        let mut tile = vec![0f32; tile_rows * width];
+        for r0 in (0..m).step_by(tile_rows) {
+            let rows = tile_rows.min(m - r0);
+            let owners = &row_texts[r0..r0 + rows];
+            if owners.iter().all(Option::is_none) {
+                continue;
+            }
+            let tile = &mut tile[..rows * width];
+            if let Some(bias) = bias {
+                for row in tile.chunks_mut(width) {
+                    row.copy_from_slice(&bias[first..first + width]);
+                }
+            }
+            // SAFETY: `x` is [m, k] row-major; the band's columns of `w` start `first` columns
+            // in, with `w`'s strides (all of it in the slice); `tile` is [rows, width].
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    width,
+                    k,
+                    tile.as_mut_ptr(),
+                    1,
+                    width as isize,
+                    bias.is_some(),
+                    x[r0 * k..].as_ptr(),
+                    1,
+                    k as isize,
+                    w[first * w_cs as usize..].as_ptr(),
+                    w_cs,
+                    w_rs,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (logits, owner) in tile.chunks(width).zip(owners) {
+                let Some(text) = *owner else { continue };
+                let weights = &mut weights[text * width..(text + 1) * width];
+                match pooling.strategy {
+                    SpladeStrategy::Max => {
+                        for (w, &l) in weights.iter_mut().zip(logits) {
+                            *w = w.max(l);
+                        }
+                    }
+                    SpladeStrategy::Sum => {
+                        for (w, &l) in weights.iter_mut().zip(logits) {
+                            if l > 0.0 {
+                                *w += activate(l);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (text, weights) in weights.chunks(width).enumerate() {
+            for (j, &w) in weights.iter().enumerate() {
+                let value = match pooling.strategy {
+                    SpladeStrategy::Max => activate(w),
+                    SpladeStrategy::Sum => w,
+                };
+                // SAFETY: (text, first + j) lies in `out`, in this task's band of columns.
+                unsafe { *shared.at(text * vocab + first + j) = value };
+            }
+        }
+    });
+    tensor(out, [texts, vocab])
 }

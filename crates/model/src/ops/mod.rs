@@ -18,6 +18,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::architectures::{Attention, TokenBatch, activate};
 use crate::config::Activation;
+use crate::modules::SpladeConfig;
 
 /// A burn backend that can run the encoder: every backend can (the defaults), and a backend may
 /// supply faster versions.
@@ -60,6 +61,20 @@ pub trait EncoderBackend: Backend {
     ) -> Tensor<Self, 2> {
         padded_self_attention(qkv, heads, input)
     }
+
+    /// SPLADE's weights `[batch, vocab]`: each text's rows decoded to vocabulary logits
+    /// (`x · W + b`; `hidden` holds the MLM head's transformed rows), activated and pooled over
+    /// the text's real tokens. At most about `max_logits` logits exist at once.
+    fn splade_pool(
+        hidden: HiddenStates<Self>,
+        decoder: &Linear<Self>,
+        pooling: SpladeConfig,
+        batch: &TokenBatch,
+        max_logits: usize,
+        device: &Self::Device,
+    ) -> Tensor<Self, 2> {
+        padded_splade_pool(hidden, decoder, pooling, batch, max_logits, device)
+    }
 }
 
 impl EncoderBackend for crate::Cpu {
@@ -94,6 +109,17 @@ impl EncoderBackend for crate::Cpu {
         } else {
             padded_self_attention(qkv, heads, input)
         }
+    }
+
+    fn splade_pool(
+        hidden: HiddenStates<Self>,
+        decoder: &Linear<Self>,
+        pooling: SpladeConfig,
+        batch: &TokenBatch,
+        _max_logits: usize,
+        _device: &Self::Device,
+    ) -> Tensor<Self, 2> {
+        cpu::splade_pool(hidden, decoder, pooling, batch)
     }
 }
 
@@ -214,6 +240,38 @@ impl TokenRows {
     }
 }
 
+/// An encoder's output: hidden states `[rows, hidden]` and which rows are whose.
+pub struct HiddenStates<B: Backend> {
+    pub x: Tensor<B, 2>,
+    pub rows: TokenRows,
+}
+
+impl<B: Backend> HiddenStates<B> {
+    /// `[batch, seq_len, hidden]`, zeros at padding: what pooling and callers expect.
+    pub fn padded(self, device: &B::Device) -> Tensor<B, 3> {
+        self.rows.unpack(self.x, device)
+    }
+
+    /// For each row, the text it is a real token of (`None` for padding).
+    pub fn row_texts(&self, batch: &TokenBatch) -> Vec<Option<usize>> {
+        let rows = &self.rows;
+        let mut texts = vec![None; rows.rows];
+        for (text, &start) in rows.starts.iter().enumerate() {
+            if rows.packed {
+                texts[start..start + rows.lengths[text]].fill(Some(text));
+            } else {
+                let mask = &batch.mask[text * rows.seq_len..(text + 1) * rows.seq_len];
+                for (p, &m) in mask.iter().enumerate() {
+                    if m != 0 {
+                        texts[start + p] = Some(text);
+                    }
+                }
+            }
+        }
+        texts
+    }
+}
+
 /// What attention needs besides the projections; built once per forward pass.
 pub struct AttentionInput<B: Backend> {
     pub rows: TokenRows,
@@ -302,6 +360,39 @@ fn padded_self_attention<B: Backend>(
     context.swap_dims(1, 2).reshape([batch * seq, hidden])
 }
 
+/// The default SPLADE pooling, on the padded batch: the logits of a slice of positions of
+/// every text at a time (ST's `chunk_size`, always on), pooled and combined slice by slice.
+fn padded_splade_pool<B: Backend>(
+    hidden: HiddenStates<B>,
+    decoder: &Linear<B>,
+    pooling: SpladeConfig,
+    batch: &TokenBatch,
+    max_logits: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let x = hidden.padded(device);
+    let [b, s, h] = x.dims();
+    let vocab = decoder.weight.dims()[1];
+    let mask: Vec<f32> = batch.mask.iter().map(|&m| m as f32).collect();
+    let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [b, s, 1]), device);
+    let step = (max_logits / (b * vocab).max(1)).max(1);
+    let mut pooled: Option<Tensor<B, 2>> = None;
+    for start in (0..s).step_by(step) {
+        let end = (start + step).min(s);
+        let rows = x
+            .clone()
+            .slice([0..b, start..end])
+            .reshape([b * (end - start), h]);
+        let logits = burn_linear(rows, decoder, None).reshape([b, end - start, vocab]);
+        let part = pooling.pool(logits, mask.clone().slice([0..b, start..end]));
+        pooled = Some(match pooled {
+            Some(p) => pooling.combine(p, part),
+            None => part,
+        });
+    }
+    pooled.unwrap_or_else(|| Tensor::zeros([b, vocab], device))
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::Param;
@@ -309,6 +400,7 @@ mod tests {
 
     use super::*;
     use crate::Cpu;
+    use crate::modules::{SpladeActivation, SpladeStrategy};
 
     fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut state = seed
@@ -459,6 +551,99 @@ mod tests {
                 "bias {}",
                 bias.is_some()
             );
+        }
+    }
+
+    /// The CPU's tiled SPLADE pooling equals burn's over the padded batch, sliced or in one
+    /// pass: packed and padded rows (padding rows hold garbage that must not count), tied
+    /// (transposed view) and untied decoders, every strategy and activation, texts of every
+    /// length down to none.
+    #[test]
+    fn cpu_splade_pool_matches_padded_burn_pooling() {
+        let (hidden, vocab, seq) = (8, 1100, 6);
+        let lengths = [6, 1, 0, 4];
+        let batch = TokenBatch {
+            ids: vec![0; lengths.len() * seq],
+            type_ids: vec![0; lengths.len() * seq],
+            mask: lengths
+                .iter()
+                .flat_map(|&n| (0..seq).map(move |p| (p < n) as u32))
+                .collect(),
+            batch: lengths.len(),
+            seq_len: seq,
+        };
+        let packed = TokenRows::of::<Cpu>(&batch);
+        let padded = TokenRows {
+            starts: (0..lengths.len()).map(|i| i * seq).collect(),
+            rows: lengths.len() * seq,
+            packed: false,
+            ..packed.clone()
+        };
+        let padded_x = random(padded.rows * hidden, 11);
+        let packed_x: Vec<f32> = (0..lengths.len())
+            .flat_map(|i| (0..lengths[i]).map(move |p| i * seq + p))
+            .flat_map(|r| padded_x[r * hidden..(r + 1) * hidden].to_vec())
+            .collect();
+        let states = |rows: &TokenRows, x: &[f32]| HiddenStates {
+            x: tensor(x.to_vec(), [rows.rows, hidden]),
+            rows: rows.clone(),
+        };
+        let bias = Some(Param::from_tensor(tensor(random(vocab, 13), [vocab])));
+        let decoders = [
+            Linear {
+                weight: Param::from_tensor(tensor(random(hidden * vocab, 12), [hidden, vocab])),
+                bias: bias.clone(),
+            },
+            Linear {
+                weight: Param::from_tensor(
+                    tensor(random(vocab * hidden, 14), [vocab, hidden]).transpose(),
+                ),
+                bias,
+            },
+        ];
+        let device = Default::default();
+        for decoder in &decoders {
+            for strategy in [SpladeStrategy::Max, SpladeStrategy::Sum] {
+                for activation in [SpladeActivation::Relu, SpladeActivation::Log1pRelu] {
+                    let pooling = SpladeConfig {
+                        strategy,
+                        activation,
+                    };
+                    let whole = padded_splade_pool(
+                        states(&padded, &padded_x),
+                        decoder,
+                        pooling,
+                        &batch,
+                        usize::MAX,
+                        &device,
+                    );
+                    let values = whole.clone().into_data().to_vec::<f32>().unwrap();
+                    assert!(values.iter().any(|&v| v > 0.1), "some active entries");
+                    // Two positions of every text per slice: three slices.
+                    let sliced = padded_splade_pool(
+                        states(&padded, &padded_x),
+                        decoder,
+                        pooling,
+                        &batch,
+                        2 * lengths.len() * vocab,
+                        &device,
+                    );
+                    let case = format!("{strategy:?}, {activation:?}");
+                    assert!(max_diff(sliced, whole.clone()) < 1e-5, "sliced: {case}");
+                    for (rows, x) in [(&packed, &packed_x), (&padded, &padded_x)] {
+                        let ours = Cpu::splade_pool(
+                            states(rows, x),
+                            decoder,
+                            pooling,
+                            &batch,
+                            usize::MAX,
+                            &device,
+                        );
+                        let layout = if rows.packed { "packed" } else { "padded" };
+                        assert!(max_diff(ours, whole.clone()) < 1e-5, "{layout}: {case}");
+                    }
+                }
+            }
         }
     }
 }
