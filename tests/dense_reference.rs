@@ -202,6 +202,35 @@ tiny_model_tests! {
     distilbert_lowercase_old => "distilbert-lowercase-old",
 }
 
+/// A CPU encoder runs a batch per thread at once by default (its ops split over idle
+/// threads); any number in flight gives the same rows, bit for bit, as one at a time.
+#[test]
+fn cpu_batches_in_flight_give_the_same_rows() {
+    let texts = texts();
+    let small = EncodeOptions {
+        batch_size: 4,
+        ..options()
+    };
+    let mut encoder =
+        SentenceEncoder::load(tiny_model_dir(TINY_MODELS[0]), "cpu:3".parse().unwrap()).unwrap();
+    assert_eq!(encoder.concurrent_batches(), 3);
+    encoder.set_concurrent_batches(1).unwrap();
+    let one_at_a_time = encoder.encode(&texts, &small).unwrap();
+    for batches in [2, 3, 8] {
+        encoder.set_concurrent_batches(batches).unwrap();
+        assert_eq!(encoder.concurrent_batches(), batches);
+        let rows = encoder.encode(&texts, &small).unwrap();
+        assert_eq!(
+            rows.as_slice(),
+            one_at_a_time.as_slice(),
+            "{batches} in flight"
+        );
+    }
+    assert!(encoder.set_concurrent_batches(0).is_err());
+    let single = SentenceEncoder::load(tiny_model_dir(TINY_MODELS[0]), "cpu:1".parse().unwrap());
+    assert_eq!(single.unwrap().concurrent_batches(), 1);
+}
+
 #[test]
 fn all_minilm_l6_v2() {
     check_model("all-MiniLM-L6-v2", &minilm_dir());

@@ -131,18 +131,6 @@ fn f32_matches_sentence_transformers() {
     );
 }
 
-/// The CPU backend parallelises inside each batch: more than one in flight is refused.
-#[test]
-fn concurrent_batches_need_a_gpu() {
-    let mut encoder =
-        SentenceEncoder::load(tiny_model_dir(TINY_MODELS[0]), Device::default()).unwrap();
-    assert_eq!(encoder.concurrent_batches(), 1);
-    let error = encoder.set_concurrent_batches(2).unwrap_err().to_string();
-    assert!(error.contains("need a GPU"), "{error}");
-    assert!(encoder.set_concurrent_batches(0).is_err());
-    encoder.set_concurrent_batches(1).unwrap();
-}
-
 /// A second precision on a device this process already uses is refused (burn keeps one float
 /// type per device and process): half precision runs in pool workers, see the pool's tests.
 #[test]

@@ -63,10 +63,14 @@ struct Args {
     /// Padded tokens per batch at most, for our side (ST has no such option).
     #[arg(long)]
     max_batch_tokens: Option<usize>,
-    /// GPU comparison: batches in flight at once in process, one row each (pool workers use
-    /// the encoder's default).
+    /// Batches in flight at once in process, one row each (pool workers use the encoder's
+    /// default: on the CPU a batch per thread, at most 4; on a GPU 2).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     concurrent_batches: Vec<usize>,
+    /// CPU comparison: measure in process only (no pool rows), e.g. to compare batches in
+    /// flight in separate runs.
+    #[arg(long)]
+    skip_pool: bool,
     /// GPU comparison: batch size for ST (default: --batch-size).
     #[arg(long)]
     st_batch_size: Option<usize>,
@@ -118,15 +122,24 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     )?;
     let mut results = Vec::new();
 
-    encoder.encode(&texts[..texts.len().min(64)], &options)?; // warm-up, as on the ST side
-    let start = Instant::now();
-    let ours = encoder.encode(texts, &options)?;
-    results.push(Measured {
-        name: format!("pool-encode in process (cpu:{})", args.threads),
-        seconds: start.elapsed().as_secs_f64(),
-        embeddings: Some(ours),
-        gpu: None,
-    });
+    // In process, with each number of batches in flight: 1 puts every thread inside one batch;
+    // more give each thread a batch of its own (idle threads split the others' ops).
+    let mut encoder = encoder;
+    for &batches in &args.concurrent_batches {
+        encoder.set_concurrent_batches(batches)?;
+        encoder.encode(&texts[..texts.len().min(64)], &options)?; // warm-up, as on the ST side
+        let start = Instant::now();
+        let ours = encoder.encode(texts, &options)?;
+        results.push(Measured {
+            name: format!(
+                "pool-encode in process (cpu:{}), {batches} in flight",
+                args.threads
+            ),
+            seconds: start.elapsed().as_secs_f64(),
+            embeddings: Some(ours),
+            gpu: None,
+        });
+    }
     drop(encoder);
 
     let one = Device::Cpu { threads: Some(1) };
@@ -136,11 +149,15 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     // (devices, chunk size): ST's default chunking, and for one worker also a single chunk, whose
     // batches are exactly the in-process encoder's: that row isolates the cost of the processes
     // and IPC from the cost of chunking.
-    let runs = [
-        (vec![one; args.threads], None),
-        (vec![all], None),
-        (vec![all], Some(texts.len())),
-    ];
+    let runs = if args.skip_pool {
+        Vec::new()
+    } else {
+        vec![
+            (vec![one; args.threads], None),
+            (vec![all], None),
+            (vec![all], Some(texts.len())),
+        ]
+    };
     for (devices, chunk_size) in runs {
         let names: Vec<String> = devices.iter().map(ToString::to_string).collect();
         let pool_options = PoolEncodeOptions {

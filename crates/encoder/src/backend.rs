@@ -3,6 +3,7 @@
 //! at load time from the [`Device`] and [`Precision`].
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use burn::tensor::{Tensor, backend::Backend};
 use pool_encode_model::{Attention, Cpu, EncoderBackend, ModelFolder, SentenceModel, TokenBatch};
@@ -23,6 +24,9 @@ pub(crate) trait ModelRunner: Send + Sync {
     fn token_embeddings(&self, batch: &TokenBatch) -> Result<Vec<f32>>;
 
     fn model(&self) -> &dyn ModelInfo;
+
+    /// The threads a CPU runner computes on (`None` on a GPU): batches in flight run on them.
+    fn cpu_threads(&self) -> Option<Arc<rayon::ThreadPool>>;
 }
 
 /// What the encoder asks of the model beyond the forward pass.
@@ -47,8 +51,8 @@ impl<B: EncoderBackend> ModelInfo for SentenceModel<B> {
 struct BurnRunner<B: EncoderBackend> {
     model: SentenceModel<B>,
     device: B::Device,
-    /// Set for `cpu:N`: every forward runs inside this pool of N threads.
-    threads: Option<rayon::ThreadPool>,
+    /// The CPU's threads (`cpu:N`: N; `cpu`: every core): every forward runs inside them.
+    threads: Option<Arc<rayon::ThreadPool>>,
     /// GPU backends: the count of device-thread panics when the model was loaded
     /// ([`device_panics`]); any later one means this device's results can no longer be trusted.
     device_panics_at_load: Option<u64>,
@@ -58,7 +62,7 @@ impl<B: EncoderBackend> BurnRunner<B> {
     fn load(
         folder: &ModelFolder,
         device: B::Device,
-        threads: Option<rayon::ThreadPool>,
+        threads: Option<Arc<rayon::ThreadPool>>,
         attention: Attention,
         gpu: bool,
     ) -> Result<Box<dyn ModelRunner>>
@@ -178,6 +182,10 @@ where
     fn model(&self) -> &dyn ModelInfo {
         &self.model
     }
+
+    fn cpu_threads(&self) -> Option<Arc<rayon::ThreadPool>> {
+        self.threads.clone()
+    }
 }
 
 fn host_values<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
@@ -235,15 +243,19 @@ pub(crate) fn load(
                     "precision {precision} needs a GPU device; the CPU backend computes in f32"
                 )));
             }
-            let pool = threads
-                .map(|n| {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(n)
-                        .build()
-                        .map_err(|e| EncodeError::InvalidOption(format!("cpu:{n}: {e}")))
-                })
-                .transpose()?;
-            BurnRunner::<Cpu>::load(folder, Default::default(), pool, Attention::Fused, false)
+            let n = threads.unwrap_or_else(rayon::current_num_threads);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("cpu-{i}"))
+                .build()
+                .map_err(|e| EncodeError::InvalidOption(format!("cpu:{n}: {e}")))?;
+            BurnRunner::<Cpu>::load(
+                folder,
+                Default::default(),
+                Some(Arc::new(pool)),
+                Attention::Fused,
+                false,
+            )
         }
         Device::Cuda(index) => cuda::load(folder, index, precision),
         Device::Wgpu(index) => wgpu::load(folder, index, precision),

@@ -23,6 +23,7 @@ mod sparse_embeddings;
 mod tokenizer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use pool_encode_model::{ModelFolder, ModelKind, TokenBatch};
 use tokenizers::Encoding;
@@ -137,16 +138,25 @@ pub struct SentenceEncoder {
     /// per shape (fewer widths, fewer compilations) and whose tensor cores want multiples of 8.
     /// Its effect alone was not measured.
     pad_to_multiple: usize,
-    /// GPU batches in flight at once, one host thread each. burn gives every thread its own
-    /// device stream, so while one thread waits for its batch's result another builds and
-    /// launches the next, and the GPU does not idle between batches. `None`: one at a time
-    /// (the CPU backend already uses every thread it is given inside each batch).
-    batch_threads: Option<rayon::ThreadPool>,
+    /// Batches in flight at once ([`SentenceEncoder::set_concurrent_batches`]).
+    batches_in_flight: usize,
+    /// The threads that run them when more than one. On a GPU, one host thread per batch: burn
+    /// gives every thread its own device stream, so while one thread waits for its batch's
+    /// result another builds and launches the next, and the GPU does not idle between batches.
+    /// On the CPU, the threads the model computes on: each takes a batch, and an op of a batch
+    /// splits over the threads that are idle (with every thread inside one batch, each op
+    /// ends waiting for the slowest one).
+    batch_threads: Option<Arc<rayon::ThreadPool>>,
 }
 
 /// Batches a GPU encoder keeps in flight unless told otherwise
 /// ([`SentenceEncoder::set_concurrent_batches`]).
 pub const DEFAULT_GPU_CONCURRENT_BATCHES: usize = 2;
+
+/// A CPU encoder keeps one batch in flight per thread, up to this many: each batch holds its
+/// own activations, and past a few batches the threads left over split the ops of those in
+/// flight.
+pub const MAX_DEFAULT_CPU_CONCURRENT_BATCHES: usize = 4;
 
 impl SentenceEncoder {
     /// Loads a model folder (or, with the `hub` feature, a hub model id) onto `device`, in f32.
@@ -195,19 +205,23 @@ impl SentenceEncoder {
             })?,
         };
         let runner = backend::load(folder, device, precision)?;
-        let gpu = !matches!(device, Device::Cpu { .. });
+        let in_flight = match runner.cpu_threads() {
+            Some(threads) => threads
+                .current_num_threads()
+                .min(MAX_DEFAULT_CPU_CONCURRENT_BATCHES),
+            None => DEFAULT_GPU_CONCURRENT_BATCHES,
+        };
         let mut encoder = SentenceEncoder {
+            pad_to_multiple: if runner.cpu_threads().is_some() { 1 } else { 8 },
             runner,
             tokenizer,
             device,
             precision,
             similarity,
-            pad_to_multiple: if gpu { 8 } else { 1 },
+            batches_in_flight: 1,
             batch_threads: None,
         };
-        if gpu {
-            encoder.set_concurrent_batches(DEFAULT_GPU_CONCURRENT_BATCHES)?;
-        }
+        encoder.set_concurrent_batches(in_flight)?;
         Ok(encoder)
     }
 }
@@ -259,37 +273,37 @@ impl SentenceEncoder {
         self.tokenizer.set_max_seq_length(max_seq_length)
     }
 
-    /// Batches in flight at once on a GPU (at least 1; default
-    /// [`DEFAULT_GPU_CONCURRENT_BATCHES`]). Each one holds its own activations in device memory.
-    /// A CPU encoder accepts only 1: its backend parallelises inside each batch.
+    /// Batches in flight at once (at least 1). Default on a GPU:
+    /// [`DEFAULT_GPU_CONCURRENT_BATCHES`], each with its own host thread and device stream; on
+    /// the CPU: one per thread, at most [`MAX_DEFAULT_CPU_CONCURRENT_BATCHES`], run on the
+    /// encoder's threads. Each one holds its own activations in memory. Rows do not depend on
+    /// it.
     pub fn set_concurrent_batches(&mut self, batches: usize) -> Result<()> {
         if batches == 0 {
             return Err(EncodeError::InvalidOption(
                 "concurrent batches must be at least 1".into(),
             ));
         }
-        if batches > 1 && matches!(self.device, Device::Cpu { .. }) {
-            return Err(EncodeError::InvalidOption(format!(
-                "{batches} concurrent batches need a GPU device; use cpu:N threads on the CPU"
-            )));
-        }
-        self.batch_threads = if batches == 1 {
-            None
-        } else {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(batches)
-                .thread_name(|i| format!("gpu-batches-{i}"))
-                .build()
-                .map_err(|e| EncodeError::InvalidOption(format!("{batches} batch threads: {e}")))?;
-            Some(pool)
+        self.batch_threads = match self.runner.cpu_threads() {
+            Some(threads) => Some(threads),
+            None if batches == 1 => None,
+            None => {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(batches)
+                    .thread_name(|i| format!("gpu-batches-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        EncodeError::InvalidOption(format!("{batches} batch threads: {e}"))
+                    })?;
+                Some(Arc::new(pool))
+            }
         };
+        self.batches_in_flight = batches;
         Ok(())
     }
 
     pub fn concurrent_batches(&self) -> usize {
-        self.batch_threads
-            .as_ref()
-            .map_or(1, rayon::ThreadPool::current_num_threads)
+        self.batches_in_flight
     }
 
     pub fn similarity_fn(&self) -> SimilarityFn {
@@ -506,7 +520,11 @@ impl SentenceEncoder {
             let values = forward(&batch)?;
             Ok((batch, values))
         };
-        match &self.batch_threads {
+        match self
+            .batch_threads
+            .as_ref()
+            .filter(|_| self.batches_in_flight > 1)
+        {
             None => {
                 for range in &bounds {
                     let (batch, values) = run(range)?;
@@ -515,12 +533,12 @@ impl SentenceEncoder {
                 Ok(())
             }
             Some(threads) => {
-                // Each thread takes the next batch when its previous one is done, so the
-                // batches in flight never exceed the threads; results come back as they finish.
+                // Each task takes the next batch when its previous one is done, so the batches
+                // in flight never exceed the tasks; results come back as they finish.
                 let next = std::sync::atomic::AtomicUsize::new(0);
                 let (sender, receiver) = std::sync::mpsc::channel();
                 threads.in_place_scope(|scope| {
-                    for _ in 0..threads.current_num_threads() {
+                    for _ in 0..self.batches_in_flight {
                         let (next, bounds, sender, run) = (&next, &bounds, sender.clone(), &run);
                         scope.spawn(move |_| {
                             loop {

@@ -74,7 +74,7 @@ pub struct PoolConfig {
     /// Truncation length for every worker (ST's `model.max_seq_length = …`); default: the model's.
     pub max_seq_length: Option<usize>,
     /// Batches each GPU worker keeps in flight ([`SentenceEncoder::set_concurrent_batches`]);
-    /// default: the encoder's. CPU workers run one at a time regardless.
+    /// default: the encoder's. CPU workers keep the encoder's default (one per thread).
     ///
     /// [`SentenceEncoder::set_concurrent_batches`]: pool_encode_encoder::SentenceEncoder::set_concurrent_batches
     pub gpu_batches_in_flight: Option<usize>,
