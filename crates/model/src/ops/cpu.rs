@@ -1,8 +1,9 @@
 //! The CPU backend's (`flex`) encoder ops, on the raw f32 buffers: one GEMM per linear layer
 //! with the bias added by the GEMM itself and the activation in one vectorised pass; the
 //! residual add fused into layer norm; attention per text and head over that text's real
-//! tokens, reading Q, K and V where the fused projection left them (no head transposes).
-//! Each op splits its work over the threads of the rayon pool it is called in (`cpu:N`).
+//! tokens, reading Q, K and V where the fused projection left them (no head transposes);
+//! SPLADE's decode folded into each text's weights a tile at a time. Each op splits its work
+//! over the threads of the rayon pool it is called in (`cpu:N`).
 
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};

@@ -1,7 +1,8 @@
-//! The few operations of an encoder layer whose speed decides the CPU's throughput, as a burn
-//! backend extension: [`EncoderBackend`] has a default body for each, written with burn's tensor
-//! ops (what the GPU backends run), and the CPU backend overrides them with fused kernels
-//! (`cpu.rs`). The architectures call these and stay backend-agnostic.
+//! The few operations whose speed decides the CPU's throughput (an encoder layer's, and SPLADE's
+//! vocabulary-wide decode and pooling), as a burn backend extension: [`EncoderBackend`] has a
+//! default body for each, written with burn's tensor ops (what the GPU backends run), and the
+//! CPU backend overrides them with fused kernels (`cpu.rs`). The architectures call these and
+//! stay backend-agnostic.
 //!
 //! Hidden states are 2-D, `[rows, hidden]`, one row per token. [`TokenRows`] says which rows
 //! belong to which text: on the GPU every text owns `seq_len` rows (a padded batch, regular
