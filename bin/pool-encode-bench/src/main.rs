@@ -125,21 +125,10 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     // In process, with each number of batches in flight: 1 puts every thread inside one batch;
     // more give each thread a batch of its own (idle threads split the others' ops).
     let mut encoder = encoder;
-    for &batches in &args.concurrent_batches {
-        encoder.set_concurrent_batches(batches)?;
-        encoder.encode(&texts[..texts.len().min(64)], &options)?; // warm-up, as on the ST side
-        let start = Instant::now();
-        let ours = encoder.encode(texts, &options)?;
-        results.push(Measured {
-            name: format!(
-                "pool-encode in process (cpu:{}), {batches} in flight",
-                args.threads
-            ),
-            seconds: start.elapsed().as_secs_f64(),
-            embeddings: Some(ours),
-            gpu: None,
-        });
-    }
+    // A warm-up, as on the ST side.
+    encoder.encode(&texts[..texts.len().min(64)], &options)?;
+    let label = format!("cpu:{}", args.threads);
+    in_process_rows(&mut encoder, args, texts, &options, &label, &mut results)?;
     drop(encoder);
 
     let one = Device::Cpu { threads: Some(1) };
@@ -382,22 +371,8 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     encoder.encode(texts, &options)?;
     let cold = start.elapsed().as_secs_f64();
     println!("in process {precision}: first pass (kernel compilation included) {cold:.2} s");
-    for &batches in &args.concurrent_batches {
-        encoder.set_concurrent_batches(batches)?;
-        let monitor = GpuMonitor::start();
-        let start = Instant::now();
-        let out = encoder.encode(texts, &options)?;
-        let seconds = start.elapsed().as_secs_f64();
-        results.push(Measured {
-            name: format!(
-                "pool-encode in process ({}, {precision}, {batches} in flight)",
-                args.device
-            ),
-            seconds,
-            embeddings: Some(out),
-            gpu: monitor.stop(),
-        });
-    }
+    let label = format!("{}, {precision}", args.device);
+    in_process_rows(&mut encoder, args, texts, &options, &label, &mut results)?;
     drop(encoder);
     let pools = args
         .precisions
@@ -469,6 +444,33 @@ fn load_encoder(
         args.model.display(),
     );
     Ok((encoder, options, Work { tokens, flops }))
+}
+
+/// One row per `--concurrent-batches` value: `encoder` over every text with that many batches
+/// in flight (and the GPU's utilisation meanwhile, where there is one).
+fn in_process_rows(
+    encoder: &mut SentenceEncoder,
+    args: &Args,
+    texts: &[String],
+    options: &EncodeOptions,
+    label: &str,
+    results: &mut Vec<Measured>,
+) -> Result<()> {
+    for &batches in &args.concurrent_batches {
+        encoder.set_concurrent_batches(batches)?;
+        let on_gpu = !matches!(args.device, Device::Cpu { .. });
+        let monitor = on_gpu.then(GpuMonitor::start);
+        let start = Instant::now();
+        let out = encoder.encode(texts, options)?;
+        let seconds = start.elapsed().as_secs_f64();
+        results.push(Measured {
+            name: format!("pool-encode in process ({label}, {batches} in flight)"),
+            seconds,
+            embeddings: Some(out),
+            gpu: monitor.and_then(GpuMonitor::stop),
+        });
+    }
+    Ok(())
 }
 
 /// What a corpus costs the model: its tokens and the FLOPs of the useful (unpadded) work.

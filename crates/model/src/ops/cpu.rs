@@ -56,6 +56,49 @@ fn strided(matrix: &FlexTensor) -> (&[f32], isize, isize) {
     )
 }
 
+/// `out = x · w`, or `out += x · w` when `accumulate` (`out` holds a bias), on this thread:
+/// `x` is `[rows, k]` and `out` `[rows, n]`, both row-major; `w` is `[k, n]`, read from its
+/// first element with its row and column strides.
+///
+/// # Safety
+/// `w`'s slice holds every element `(i, j)`, `i < k`, `j < n`, at `i·row_stride + j·col_stride`.
+unsafe fn multiply_into(
+    out: &mut [f32],
+    x: &[f32],
+    k: usize,
+    (w, w_rs, w_cs): (&[f32], isize, isize),
+    accumulate: bool,
+) {
+    let rows = x.len() / k;
+    let n = out.len() / rows.max(1);
+    debug_assert_eq!(out.len(), rows * n);
+    // SAFETY: `x` and `out` are row-major [rows, k] and [rows, n] slices; `w` as the caller
+    // promises.
+    unsafe {
+        gemm::gemm(
+            rows,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            w_cs,
+            w_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 fn bias_of(linear: &Linear<Cpu>) -> Option<FlexTensor> {
     linear
         .bias
@@ -96,32 +139,8 @@ pub fn linear(
     out.par_chunks_mut(block_rows * n)
         .zip(x.par_chunks(block_rows * k))
         .for_each(|(out, x)| {
-            let rows = x.len() / k;
-            // SAFETY: `x` is [rows, k] row-major, `w` [k, n] with its own strides (all of it
-            // in the slice), `out` [rows, n] row-major.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    bias,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr(),
-                    w_cs,
-                    w_rs,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // SAFETY: `w` is [k, n] with its own strides, all of it in the slice.
+            unsafe { multiply_into(out, x, k, (w, w_rs, w_cs), bias) };
         });
     if let Some(activation) = activation {
         let kernel = match activation {
@@ -292,7 +311,7 @@ pub fn splade_pool(
     batch: &TokenBatch,
 ) -> Tensor<Cpu, 2> {
     let texts = hidden.rows.batch;
-    let row_texts = hidden.row_texts(batch);
+    let row_texts = hidden.rows.texts_of_rows(&batch.mask);
     let x = contiguous(flex(hidden.x));
     let [m, k] = [x.layout().shape()[0], x.layout().shape()[1]];
     let x = values(&x);
@@ -330,31 +349,11 @@ pub fn splade_pool(
                     row.copy_from_slice(&bias[first..first + width]);
                 }
             }
-            // SAFETY: `x` is [m, k] row-major; the band's columns of `w` start `first` columns
-            // in, with `w`'s strides (all of it in the slice); `tile` is [rows, width].
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    width,
-                    k,
-                    tile.as_mut_ptr(),
-                    1,
-                    width as isize,
-                    bias.is_some(),
-                    x[r0 * k..].as_ptr(),
-                    1,
-                    k as isize,
-                    w[first * w_cs as usize..].as_ptr(),
-                    w_cs,
-                    w_rs,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // SAFETY: the band's columns of `w` start `first` columns in, with `w`'s strides;
+            // all of them are in the slice.
+            let band_w = (&w[first * w_cs as usize..], w_rs, w_cs);
+            let x = &x[r0 * k..(r0 + rows) * k];
+            unsafe { multiply_into(tile, x, k, band_w, bias.is_some()) };
             for (logits, owner) in tile.chunks(width).zip(owners) {
                 let Some(text) = *owner else { continue };
                 let weights = &mut weights[text * width..(text + 1) * width];

@@ -18,7 +18,9 @@ macro_rules! vectorised {
                 unsafe fn avx2($($arg: $ty),*) {
                     portable($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
                     // SAFETY: the CPU has the features `avx2` was compiled for.
                     return unsafe { avx2($($arg),*) };
                 }
@@ -153,7 +155,9 @@ vectorised! {
 
 vectorised! {
     /// `out = LayerNorm(x + residual)` for one row (`gamma`, `beta`: the row's width).
-    pub fn add_layer_norm(x: &[f32], residual: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, out: &mut [f32]) {
+    pub fn add_layer_norm(
+        x: &[f32], residual: &[f32], gamma: &[f32], beta: &[f32], epsilon: f32, out: &mut [f32]
+    ) {
         for ((o, a), b) in out.iter_mut().zip(x).zip(residual) {
             *o = a + b;
         }

@@ -216,6 +216,25 @@ impl TokenRows {
         out
     }
 
+    /// For each row, the text it is a real token of (`None` for padding); `mask` is the
+    /// batch's `[batch × seq_len]` attention mask.
+    pub fn texts_of_rows(&self, mask: &[u32]) -> Vec<Option<usize>> {
+        let mut texts = vec![None; self.rows];
+        for (text, &start) in self.starts.iter().enumerate() {
+            if self.packed {
+                texts[start..start + self.lengths[text]].fill(Some(text));
+            } else {
+                let mask = &mask[text * self.seq_len..(text + 1) * self.seq_len];
+                for (p, &m) in mask.iter().enumerate() {
+                    if m != 0 {
+                        texts[start + p] = Some(text);
+                    }
+                }
+            }
+        }
+        texts
+    }
+
     /// Hidden states `[rows, hidden]` as the padded `[batch, seq_len, hidden]` that pooling and
     /// callers expect; padding positions are zero.
     pub fn unpack<B: Backend>(&self, x: Tensor<B, 2>, device: &B::Device) -> Tensor<B, 3> {
@@ -251,25 +270,6 @@ impl<B: Backend> HiddenStates<B> {
     /// `[batch, seq_len, hidden]`, zeros at padding: what pooling and callers expect.
     pub fn padded(self, device: &B::Device) -> Tensor<B, 3> {
         self.rows.unpack(self.x, device)
-    }
-
-    /// For each row, the text it is a real token of (`None` for padding).
-    pub fn row_texts(&self, batch: &TokenBatch) -> Vec<Option<usize>> {
-        let rows = &self.rows;
-        let mut texts = vec![None; rows.rows];
-        for (text, &start) in rows.starts.iter().enumerate() {
-            if rows.packed {
-                texts[start..start + rows.lengths[text]].fill(Some(text));
-            } else {
-                let mask = &batch.mask[text * rows.seq_len..(text + 1) * rows.seq_len];
-                for (p, &m) in mask.iter().enumerate() {
-                    if m != 0 {
-                        texts[start + p] = Some(text);
-                    }
-                }
-            }
-        }
-        texts
     }
 }
 
