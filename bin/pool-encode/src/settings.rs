@@ -53,7 +53,8 @@ pub struct EncodeArgs {
     /// the next is built and launched.
     #[arg(long)]
     pub gpu_batches_in_flight: Option<usize>,
-    /// Texts per chunk handed to a worker (default 1000).
+    /// Texts per chunk handed to a worker (default 1000; the input's last sorted window is cut
+    /// into as many chunks as a full one, so that every worker gets a share of the end).
     #[arg(long)]
     pub chunk_size: Option<usize>,
     /// Truncate texts to this many tokens (default: the model's).

@@ -158,6 +158,18 @@ pub const DEFAULT_GPU_CONCURRENT_BATCHES: usize = 2;
 /// flight.
 pub const MAX_DEFAULT_CPU_CONCURRENT_BATCHES: usize = 4;
 
+/// Batches an encoder on `device` keeps in flight unless told otherwise: one per CPU thread (a
+/// plain `cpu` has as many threads as rayon's global pool), at most
+/// [`MAX_DEFAULT_CPU_CONCURRENT_BATCHES`]; [`DEFAULT_GPU_CONCURRENT_BATCHES`] on a GPU.
+pub fn default_concurrent_batches(device: Device) -> usize {
+    match device {
+        Device::Cpu { threads } => threads
+            .unwrap_or_else(rayon::current_num_threads)
+            .clamp(1, MAX_DEFAULT_CPU_CONCURRENT_BATCHES),
+        Device::Cuda(_) | Device::Wgpu(_) => DEFAULT_GPU_CONCURRENT_BATCHES,
+    }
+}
+
 impl SentenceEncoder {
     /// Loads a model folder (or, with the `hub` feature, a hub model id) onto `device`, in f32.
     pub fn load(model: impl AsRef<Path>, device: Device) -> Result<Self> {
@@ -205,12 +217,7 @@ impl SentenceEncoder {
             })?,
         };
         let runner = backend::load(folder, device, precision)?;
-        let in_flight = match runner.cpu_threads() {
-            Some(threads) => threads
-                .current_num_threads()
-                .min(MAX_DEFAULT_CPU_CONCURRENT_BATCHES),
-            None => DEFAULT_GPU_CONCURRENT_BATCHES,
-        };
+        let in_flight = default_concurrent_batches(device);
         let mut encoder = SentenceEncoder {
             pad_to_multiple: if runner.cpu_threads().is_some() { 1 } else { 8 },
             runner,

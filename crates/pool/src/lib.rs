@@ -16,6 +16,7 @@
 //! texts are cut into chunks; idle workers pull the next chunk, and results are put back in
 //! input order. `dispatcher.rs` describes what happens when a worker dies or hangs.
 
+mod chunks;
 mod dispatcher;
 mod protocol;
 mod rows;
@@ -31,8 +32,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 pub use pool_encode_encoder::model::ModelKind;
-use pool_encode_encoder::{Device, Embeddings, EncodeOptions, Precision, SparseEmbeddings};
+use pool_encode_encoder::{
+    Device, Embeddings, EncodeOptions, Precision, SparseEmbeddings, default_concurrent_batches,
+};
 
+pub use chunks::FixedChunks;
 use dispatcher::{Control, Dispatcher, Task, TaskOutcome};
 pub use rows::Rows;
 pub use sorted_stream::SortedEncodeStream;
@@ -171,8 +175,10 @@ pub enum OnPoison {
 #[derive(Debug, Clone)]
 pub struct PoolEncodeOptions {
     pub encode: EncodeOptions,
-    /// Texts per chunk; default as ST: `ceil(texts / workers / 10)` clamped to 1..=5000
-    /// (1000 for a stream of unknown length).
+    /// Texts per chunk; default as ST, `ceil(texts / workers / 10)` clamped to 1..=5000, but
+    /// at least `batch_size` × the batches a worker keeps in flight (1000 for a stream of
+    /// unknown length). A call's input held whole ([`Pool::encode`]) is cut into chunks of
+    /// equal size, none larger than this, as many as a multiple of the workers.
     pub chunk_size: Option<usize>,
     pub on_poison: OnPoison,
     /// Chunks a stream dispatches ahead of the consumer (bounds memory).
@@ -218,6 +224,8 @@ pub struct Pool {
     dispatcher: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Mutex<Vec<WorkerStats>>>,
     devices: Vec<Device>,
+    /// The most batches any worker keeps in flight.
+    batches_per_worker: usize,
     dimension: usize,
 }
 
@@ -249,6 +257,16 @@ impl Pool {
             .collect();
         let stats = Arc::new(Mutex::new(stats));
         let devices = config.devices.clone();
+        let batches_per_worker = devices
+            .iter()
+            .map(|&device| match device {
+                Device::Cpu { .. } => default_concurrent_batches(device),
+                _ => config
+                    .gpu_batches_in_flight
+                    .unwrap_or_else(|| default_concurrent_batches(device)),
+            })
+            .max()
+            .unwrap_or(1);
         let dispatcher = Dispatcher::start(config, program, commands, stats.clone(), ready_tx);
         // The dispatcher thread spawns every worker and lives as long as the pool.
         let handle = std::thread::Builder::new()
@@ -260,6 +278,7 @@ impl Pool {
             dispatcher: Mutex::new(Some(handle)),
             stats,
             devices,
+            batches_per_worker,
             dimension: 0,
         };
         // On error, dropping `pool` stops the dispatcher and whatever workers did start.
@@ -322,21 +341,26 @@ impl Pool {
         texts: &[S],
         options: &PoolEncodeOptions,
     ) -> Result<Encoded<R>, PoolError> {
-        let chunk_size = options
-            .chunk_size
-            .unwrap_or_else(|| st_chunk_size(texts.len(), self.workers()));
+        let chunk_size = self.chunk_size(options, Some(texts.len()));
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
+        let sorted: Vec<String> = order
+            .iter()
+            .map(|&i| texts[i].as_ref().to_string())
+            .collect();
+        // Equal chunks, as many as a multiple of the workers: the workers end together, with
+        // no small remainder chunk (or one chunk more than the others) at the end.
+        let count = chunks::whole_call_chunks(texts.len(), chunk_size, self.workers());
+        let chunks = chunks::cut_evenly(sorted, count);
         let options = PoolEncodeOptions {
             chunk_size: Some(chunk_size),
             // Everything may be in flight: the caller holds all texts anyway.
             chunks_ahead: Some(options.chunks_ahead.unwrap_or(usize::MAX / 2)),
             ..options.clone()
         };
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].as_ref().len()));
         let mut rows = R::empty(self.output_dimension(&options.encode));
         let mut skipped = Vec::new();
-        let sorted = order.iter().map(|&i| texts[i].as_ref().to_string());
-        for piece in self.encode_stream_rows::<R, _>(sorted, &options) {
+        for piece in self.encode_chunks::<R, _>(chunks, &options) {
             let piece = piece.map_err(|e| match e {
                 PoolError::PoisonText { index, preview } => PoolError::PoisonText {
                     index: order[index],
@@ -355,6 +379,15 @@ impl Pool {
         })
     }
 
+    /// `options.chunk_size`, else the default for a call of `texts` texts (`None`: unknown).
+    fn chunk_size(&self, options: &PoolEncodeOptions, texts: Option<usize>) -> usize {
+        let batch = options.encode.batch_size.max(1) * self.batches_per_worker;
+        options
+            .chunk_size
+            .unwrap_or_else(|| chunks::default_chunk_size(texts, self.workers(), batch))
+            .max(1)
+    }
+
     /// Width of the rows a call with `options` returns.
     fn output_dimension(&self, options: &EncodeOptions) -> usize {
         options.output_dimension(self.dimension)
@@ -367,7 +400,7 @@ impl Pool {
         &self,
         texts: I,
         options: &PoolEncodeOptions,
-    ) -> EncodeStream<'_, I::IntoIter> {
+    ) -> EncodeStream<'_, FixedChunks<I::IntoIter>> {
         self.encode_stream_rows(texts, options)
     }
 
@@ -376,21 +409,33 @@ impl Pool {
         &self,
         texts: I,
         options: &PoolEncodeOptions,
-    ) -> EncodeStream<'_, I::IntoIter, R> {
+    ) -> EncodeStream<'_, FixedChunks<I::IntoIter>, R> {
         let texts = texts.into_iter();
-        let chunk_size = options
-            .chunk_size
-            .unwrap_or_else(|| match texts.size_hint() {
-                (low, Some(high)) if low == high => st_chunk_size(low, self.workers()),
-                _ => 1000,
-            });
+        let known_length = match texts.size_hint() {
+            (low, Some(high)) if low == high => Some(low),
+            _ => None,
+        };
+        let chunk_size = self.chunk_size(options, known_length);
+        let options = PoolEncodeOptions {
+            chunk_size: Some(chunk_size),
+            ..options.clone()
+        };
+        self.encode_chunks(FixedChunks::new(texts, chunk_size), &options)
+    }
+
+    /// Encodes chunks as cut by the caller; `options.chunk_size` (set) sizes the look-ahead.
+    fn encode_chunks<R: Rows, C: Iterator<Item = Vec<String>>>(
+        &self,
+        chunks: C,
+        options: &PoolEncodeOptions,
+    ) -> EncodeStream<'_, C, R> {
+        let chunk_size = options.chunk_size.unwrap_or(1000);
         let (reply, results) = crossbeam_channel::unbounded();
         EncodeStream {
             pool: self,
-            texts,
+            chunks,
             options: Arc::new(options.encode.clone()),
             on_poison: options.on_poison,
-            chunk_size: chunk_size.max(1),
             window: options
                 .chunks_ahead
                 .unwrap_or(3 * self.workers())
@@ -409,8 +454,10 @@ impl Pool {
 
     /// As [`encode_stream`](Self::encode_stream), sorting the input by length in windows of
     /// `window` texts (rounded up to whole chunks) so that chunks pad little, as
-    /// [`encode`](Self::encode) does for a whole input. Yields whole windows, in input order;
-    /// memory holds about one window of texts and rows beyond the stream's own look-ahead.
+    /// [`encode`](Self::encode) does for a whole input. The last window is cut into as many
+    /// chunks as a full one (none smaller than a batch), so the end of the input is shared by
+    /// the workers. Yields whole windows, in input order; memory holds about one window of
+    /// texts and rows beyond the stream's own look-ahead.
     pub fn encode_stream_sorted<I: IntoIterator<Item = String>>(
         &self,
         texts: I,
@@ -433,9 +480,13 @@ impl Pool {
             ..options.clone()
         };
         let dim = self.output_dimension(&options.encode);
-        SortedEncodeStream::new(texts.into_iter(), window, chunk_size, dim, |windows| {
-            self.encode_stream_rows(windows, &options)
-        })
+        SortedEncodeStream::new(
+            texts.into_iter(),
+            window,
+            (chunk_size, options.encode.batch_size),
+            dim,
+            |chunks| self.encode_chunks(chunks, &options),
+        )
     }
 
     /// Stops every worker; calls still running get [`PoolError::Stopped`]. Also done on drop.
@@ -451,11 +502,6 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// ST's default: about 10 chunks per worker, at most 5000 texts each.
-fn st_chunk_size(texts: usize, workers: usize) -> usize {
-    texts.div_ceil(workers.max(1) * 10).clamp(1, 5000)
 }
 
 /// Starts a temporary pool on `devices`, encodes, and stops it (ST's `encode(device=[…])`).
@@ -517,13 +563,13 @@ fn default_worker_program() -> Result<PathBuf, PoolError> {
         })
 }
 
-/// The ordered stream of one call's results; see [`Pool::encode_stream`].
-pub struct EncodeStream<'p, I: Iterator<Item = String>, R: Rows = Embeddings> {
+/// The ordered stream of one call's results; see [`Pool::encode_stream`]. `C` yields the
+/// call's texts cut into chunks.
+pub struct EncodeStream<'p, C: Iterator<Item = Vec<String>>, R: Rows = Embeddings> {
     pool: &'p Pool,
-    texts: I,
+    chunks: C,
     options: Arc<EncodeOptions>,
     on_poison: OnPoison,
-    chunk_size: usize,
     /// Rows allowed in the pool ahead of the consumer.
     window: usize,
     reply: Sender<TaskOutcome>,
@@ -537,16 +583,13 @@ pub struct EncodeStream<'p, I: Iterator<Item = String>, R: Rows = Embeddings> {
     failed: bool,
 }
 
-impl<I: Iterator<Item = String>, R: Rows> EncodeStream<'_, I, R> {
+impl<C: Iterator<Item = Vec<String>>, R: Rows> EncodeStream<'_, C, R> {
     fn submit_ahead(&mut self) -> Result<(), PoolError> {
         while !self.exhausted && self.submitted - self.emitted < self.window {
-            let texts: Vec<String> = self.texts.by_ref().take(self.chunk_size).collect();
-            if texts.len() < self.chunk_size {
+            let Some(texts) = self.chunks.next().filter(|chunk| !chunk.is_empty()) else {
                 self.exhausted = true;
-            }
-            if texts.is_empty() {
                 break;
-            }
+            };
             let rows = texts.len();
             let task = Task {
                 offset: self.submitted,
@@ -613,7 +656,7 @@ impl<I: Iterator<Item = String>, R: Rows> EncodeStream<'_, I, R> {
     }
 }
 
-impl<I: Iterator<Item = String>, R: Rows> Iterator for EncodeStream<'_, I, R> {
+impl<C: Iterator<Item = Vec<String>>, R: Rows> Iterator for EncodeStream<'_, C, R> {
     type Item = Result<Encoded<R>, PoolError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -631,7 +674,7 @@ impl<I: Iterator<Item = String>, R: Rows> Iterator for EncodeStream<'_, I, R> {
     }
 }
 
-impl<I: Iterator<Item = String>, R: Rows> Drop for EncodeStream<'_, I, R> {
+impl<C: Iterator<Item = Vec<String>>, R: Rows> Drop for EncodeStream<'_, C, R> {
     fn drop(&mut self) {
         // Chunks of an abandoned call are not dispatched any more.
         self.cancelled.store(true, Ordering::Relaxed);

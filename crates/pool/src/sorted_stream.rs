@@ -1,10 +1,17 @@
 //! A stream encoded in windows sorted by length: what `Pool::encode` does for a whole input,
 //! with bounded memory for an input of any size.
 //!
-//! The input is cut into windows of `window` texts; each window is sorted longest first and fed,
-//! window after window, into one [`EncodeStream`] (so the pool never drains between windows);
-//! the rows of a window are put back in input order once its last row has arrived, and the
-//! window is yielded whole. Chunks then hold texts of similar length and pad little.
+//! The input is cut into windows of `window` texts; each window is sorted longest first, cut
+//! into chunks, and fed, window after window, into one [`EncodeStream`] (so the pool never
+//! drains between windows); the rows of a window are put back in input order once its last row
+//! has arrived, and the window is yielded whole. Chunks then hold texts of similar length and
+//! pad little.
+//!
+//! A full window is cut into chunks of `chunk_size`. The last window, shorter, is cut into as
+//! many chunks as a full one (none smaller than a batch), so that the end of the input is spread
+//! over the workers instead of left to one or two of them. The cut depends only on the window,
+//! the chunk size and the batch size, so a resumed run (which keeps all three) cuts the same
+//! chunks.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -12,23 +19,37 @@ use std::rc::Rc;
 
 use pool_encode_encoder::Embeddings;
 
+use crate::chunks::cut_evenly;
 use crate::{EncodeStream, Encoded, PoolError, Rows};
 
-/// The input side: reads a window, sorts it, records its order, hands out the sorted texts.
+/// The input side: reads a window, sorts it, records its order, hands out its chunks.
 pub(crate) struct SortedWindows<I> {
     texts: I,
+    /// A whole number of chunks.
     window: usize,
-    pending: std::vec::IntoIter<String>,
+    chunk_size: usize,
+    batch_size: usize,
+    pending: VecDeque<Vec<String>>,
     /// Each window's order (sorted position → position in the window), oldest first.
     orders: Rc<RefCell<VecDeque<Vec<usize>>>>,
 }
 
-impl<I: Iterator<Item = String>> Iterator for SortedWindows<I> {
-    type Item = String;
+impl<I> SortedWindows<I> {
+    /// Chunks for a window of `len` texts: a full window's chunk count for the last one too,
+    /// unless that would make chunks smaller than a batch.
+    fn chunks_for(&self, len: usize) -> usize {
+        let full = self.window / self.chunk_size;
+        len.div_ceil(self.chunk_size)
+            .max(full.min(len / self.batch_size))
+    }
+}
 
-    fn next(&mut self) -> Option<String> {
-        if let Some(text) = self.pending.next() {
-            return Some(text);
+impl<I: Iterator<Item = String>> Iterator for SortedWindows<I> {
+    type Item = Vec<String>;
+
+    fn next(&mut self) -> Option<Vec<String>> {
+        if let Some(chunk) = self.pending.pop_front() {
+            return Some(chunk);
         }
         let mut texts: Vec<String> = self.texts.by_ref().take(self.window).collect();
         if texts.is_empty() {
@@ -40,9 +61,10 @@ impl<I: Iterator<Item = String>> Iterator for SortedWindows<I> {
             .iter()
             .map(|&i| std::mem::take(&mut texts[i]))
             .collect();
+        let chunks = self.chunks_for(sorted.len());
         self.orders.borrow_mut().push_back(order);
-        self.pending = sorted.into_iter();
-        self.pending.next()
+        self.pending = cut_evenly(sorted, chunks).collect();
+        self.pending.pop_front()
     }
 }
 
@@ -60,20 +82,23 @@ pub struct SortedEncodeStream<'p, I: Iterator<Item = String>, R: Rows = Embeddin
 }
 
 impl<'p, I: Iterator<Item = String>, R: Rows> SortedEncodeStream<'p, I, R> {
-    /// `window` is rounded up to a whole number of `chunk_size` chunks, so that no chunk mixes
-    /// two windows' texts.
+    /// `window` is rounded up to a whole number of `chunk_size` chunks, so that a full window
+    /// is cut into chunks of `chunk_size`.
     pub(crate) fn new(
         texts: I,
         window: usize,
-        chunk_size: usize,
+        (chunk_size, batch_size): (usize, usize),
         dim: usize,
         start: impl FnOnce(SortedWindows<I>) -> EncodeStream<'p, SortedWindows<I>, R>,
     ) -> Self {
         let orders = Rc::new(RefCell::new(VecDeque::new()));
+        let chunk_size = chunk_size.max(1);
         let windows = SortedWindows {
             texts,
-            window: window.max(1).next_multiple_of(chunk_size.max(1)),
-            pending: Vec::new().into_iter(),
+            window: window.max(1).next_multiple_of(chunk_size),
+            chunk_size,
+            batch_size: batch_size.max(1),
+            pending: VecDeque::new(),
             orders: orders.clone(),
         };
         SortedEncodeStream {
@@ -162,5 +187,41 @@ impl<I: Iterator<Item = String>, R: Rows> Iterator for SortedEncodeStream<'_, I,
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chunk sizes of windows of `window` texts over `texts` texts.
+    fn chunk_sizes(texts: usize, window: usize, chunk_size: usize, batch: usize) -> Vec<usize> {
+        let windows = SortedWindows {
+            texts: (0..texts).map(|i| "x".repeat(i % 7)),
+            window,
+            chunk_size,
+            batch_size: batch,
+            pending: VecDeque::new(),
+            orders: Rc::new(RefCell::new(VecDeque::new())),
+        };
+        windows.map(|chunk| chunk.len()).collect()
+    }
+
+    #[test]
+    fn full_windows_get_whole_chunks_and_the_last_is_spread() {
+        // The command's default for two workers: 1000-text chunks, windows of 16 chunks.
+        let full = vec![1000; 16];
+        assert_eq!(chunk_sizes(16_000, 16_000, 1000, 32), full);
+        // 1,500 texts: 16 chunks of 93 or 94, not 1000 + 500.
+        let last = chunk_sizes(1500, 16_000, 1000, 32);
+        assert_eq!(last, [[94; 12].as_slice(), &[93; 4]].concat());
+        // A full window, then a last one of 1,500.
+        let both = chunk_sizes(17_500, 16_000, 1000, 32);
+        assert_eq!(both, [full.as_slice(), &last].concat());
+        // No chunk smaller than a batch, and a remainder smaller than one is one chunk.
+        assert_eq!(chunk_sizes(100, 16_000, 1000, 32), [34, 33, 33]);
+        assert_eq!(chunk_sizes(20, 16_000, 1000, 32), [20]);
+        // Batches larger than chunks: whole chunks still.
+        assert_eq!(chunk_sizes(25, 40, 10, 64), [9, 8, 8]);
     }
 }
