@@ -22,7 +22,7 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub model: Option<String>,
     /// Texts to encode: .jsonl (one object a line), .txt (one text a line) or .parquet (a
-    /// string column).
+    /// string column); .jsonl and .txt may be gzip- or zstd-compressed (.jsonl.gz, .txt.zst, …).
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Where to write the embeddings, rows in input order. Dense models: .npy or .safetensors

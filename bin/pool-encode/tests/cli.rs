@@ -127,7 +127,7 @@ fn max_seq_length_flag_with_three_workers() {
 }
 
 #[test]
-fn normalize_flag_and_txt_input_and_text_field() {
+fn normalize_flag_and_txt_compressed_inputs_and_text_field() {
     let tmp = tempfile::tempdir().unwrap();
     let texts = texts();
     // Texts a .txt can hold: one line each, no NUL byte (rejected as binary input).
@@ -164,9 +164,29 @@ fn normalize_flag_and_txt_input_and_text_field() {
     );
     expected.normalize();
     let model = tiny_model_dir(name);
+    // The same files compressed: .txt.gz (two gzip members, as pigz writes) and .jsonl.zst.
+    let txt_gz = tmp.path().join("in.txt.gz");
+    let raw = std::fs::read(&txt).unwrap();
+    let (first, second) = raw.split_at(raw.len() / 2);
+    let members: Vec<u8> = [first, second]
+        .iter()
+        .flat_map(|part| {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(part).unwrap();
+            gz.finish().unwrap()
+        })
+        .collect();
+    std::fs::write(&txt_gz, members).unwrap();
+    let jsonl_zst = tmp.path().join("in.jsonl.zst");
+    let raw = std::fs::read(&jsonl).unwrap();
+    std::fs::write(&jsonl_zst, zstd::encode_all(raw.as_slice(), 3).unwrap()).unwrap();
+    let fields = || vec!["--text-field", "body", "--id-field", "n"];
     for (input, extra) in [
         (&txt, vec![]),
-        (&jsonl, vec!["--text-field", "body", "--id-field", "n"]),
+        (&jsonl, fields()),
+        (&txt_gz, vec![]),
+        (&jsonl_zst, fields()),
     ] {
         let out = tmp.path().join("out.npy");
         let mut args = vec![

@@ -6,9 +6,13 @@
 //! - `.txt`: one text a line (an empty line is an empty text); `\r\n` endings are accepted.
 //! - `.parquet`: the text in the string column `text_field`, the id in `id_field`; a batch of
 //!   rows read at a time. Errors give the 1-based row where other formats give the line.
+//!
+//! `.jsonl` and `.txt` may be compressed, named `.jsonl.gz` / `.txt.gz` (gzip, several members
+//! allowed, as `pigz` and `bgzip` write) or `.jsonl.zst` / `.txt.zst` (zstd): big corpora are
+//! shipped that way, and they are read as they are decompressed, never unpacked to disk.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +39,42 @@ enum Kind {
 }
 
 enum Source {
-    Lines(BufReader<File>),
+    Lines {
+        reader: BufReader<Box<dyn Read + Send>>,
+        /// Decompressed as read: errors are about the compressed stream, and progress counts
+        /// the compressed bytes under the decoder (the file's size is in those).
+        compression: Option<Compression>,
+    },
     Parquet(Box<ParquetTexts>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Counts the bytes read from the file, under a decoder.
+struct CountingReader {
+    file: File,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +101,9 @@ pub struct InputReader {
     index: u64,
     buffer: Vec<u8>,
     position: InputPosition,
+    /// A read failed (not a record: the file or its compressed stream). Nothing after it can
+    /// be read, so the reader ends after that error instead of repeating it.
+    unreadable: bool,
 }
 
 /// How far a reader has got, readable from another thread while the reader is consumed
@@ -96,17 +137,30 @@ impl InputPosition {
 
 impl InputReader {
     pub fn open(path: &Path, options: InputOptions) -> Result<Self> {
-        let kind = match path.extension().and_then(|e| e.to_str()) {
+        let extension = |p: &Path| p.extension().and_then(|e| e.to_str()).map(str::to_owned);
+        let compression = match extension(path).as_deref() {
+            Some("gz") => Some(Compression::Gzip),
+            Some("zst") => Some(Compression::Zstd),
+            _ => None,
+        };
+        // `in.jsonl.gz` holds an `in.jsonl`.
+        let inner = match compression {
+            Some(_) => Path::new(path.file_stem().unwrap_or_default()),
+            None => path,
+        };
+        let kind = match extension(inner).as_deref() {
             Some("jsonl") | Some("ndjson") => Kind::Jsonl,
             Some("txt") => Kind::Txt,
-            Some("parquet") => Kind::Parquet,
+            Some("parquet") if compression.is_none() => Kind::Parquet,
             _ => {
                 return Err(IoError::format(
                     path,
-                    "unsupported input extension (expected .jsonl, .txt or .parquet)",
+                    "unsupported input extension (expected .jsonl, .txt or .parquet; .jsonl and \
+                     .txt may be compressed: .jsonl.gz, .jsonl.zst, .txt.gz, .txt.zst)",
                 ));
             }
         };
+        let bytes_read = Arc::<AtomicU64>::default();
         let (source, file_bytes) = if kind == Kind::Parquet {
             let texts =
                 ParquetTexts::open(path, &options.text_field, options.id_field.as_deref(), 0)?;
@@ -115,8 +169,28 @@ impl InputReader {
         } else {
             let file = File::open(path).map_err(IoError::io(path))?;
             let bytes = file.metadata().map_err(IoError::io(path))?.len();
+            // Both decoders buffer what they read from the file.
+            let stream: Box<dyn Read + Send> = match compression {
+                None => Box::new(file),
+                Some(compression) => {
+                    let counted = CountingReader {
+                        file,
+                        bytes: bytes_read.clone(),
+                    };
+                    match compression {
+                        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
+                        Compression::Zstd => Box::new(
+                            zstd::stream::read::Decoder::new(counted).map_err(IoError::io(path))?,
+                        ),
+                    }
+                }
+            };
+            let reader = BufReader::with_capacity(1 << 20, stream);
             (
-                Source::Lines(BufReader::with_capacity(1 << 20, file)),
+                Source::Lines {
+                    reader,
+                    compression,
+                },
                 bytes,
             )
         };
@@ -129,10 +203,11 @@ impl InputReader {
             index: 0,
             buffer: Vec::new(),
             position: InputPosition {
-                bytes: Arc::default(),
+                bytes: bytes_read,
                 records: Arc::default(),
                 file_bytes,
             },
+            unreadable: false,
         })
     }
 
@@ -203,18 +278,41 @@ impl InputReader {
     /// Reads the next record's line into `self.buffer` (its ending cut off; blank `.jsonl` lines
     /// skipped) and counts it; `Ok(false)` at the end of the file.
     fn advance(&mut self) -> Result<bool> {
-        let Source::Lines(reader) = &mut self.source else {
+        let Source::Lines {
+            reader,
+            compression,
+        } = &mut self.source
+        else {
             unreachable!("Parquet rows are read by next_parquet")
         };
+        if self.unreadable {
+            return Ok(false);
+        }
         loop {
             self.buffer.clear();
-            let n = reader
-                .read_until(b'\n', &mut self.buffer)
-                .map_err(IoError::io(&self.path))?;
+            let read = reader.read_until(b'\n', &mut self.buffer);
+            self.unreadable = read.is_err();
+            let n = match (read, *compression) {
+                (Ok(n), _) => n,
+                (Err(e), None) => return Err(IoError::io(&self.path)(e)),
+                // Not a record's fault: what follows cannot be read either.
+                (Err(e), Some(compression)) => {
+                    return Err(IoError::format(
+                        &self.path,
+                        format!(
+                            "cannot decompress ({}) after line {}: {e}",
+                            compression.name(),
+                            self.line
+                        ),
+                    ));
+                }
+            };
             if n == 0 {
                 return Ok(false);
             }
-            self.position.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if compression.is_none() {
+                self.position.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
             self.line += 1;
             let mut end = self.buffer.len();
             if self.buffer.ends_with(b"\n") {
@@ -389,6 +487,131 @@ mod tests {
             ("3", "d", 6)
         );
         assert_eq!(reader.skip_records(5).unwrap(), 0);
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        zstd::encode_all(data, 3).unwrap()
+    }
+
+    fn texts(records: Vec<Result<Record>>) -> Vec<(String, String, u64)> {
+        records
+            .into_iter()
+            .map(|r| r.map(|r| (r.id, r.text, r.line)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn compressed_inputs_read_like_plain_ones() {
+        let jsonl = "{\"text\": \"a\", \"n\": 5}\n\n{\"text\": \"été 夏\", \"n\": 6}\n{\"text\": \"\", \"n\": 7}";
+        let options = || InputOptions {
+            text_field: "text".into(),
+            id_field: Some("n".into()),
+        };
+        let plain = texts(read("in.jsonl", jsonl.as_bytes(), options()));
+        assert_eq!(plain.len(), 3);
+        assert_eq!(plain[1], ("6".into(), "été 夏".into(), 3));
+        let (first, second) = jsonl.split_at(20);
+        for (name, content) in [
+            ("in.jsonl.gz", gzip(jsonl.as_bytes())),
+            ("in.ndjson.zst", zstd(jsonl.as_bytes())),
+            // Several gzip members (pigz, bgzip) and several zstd frames make one stream.
+            (
+                "in.jsonl.gz",
+                [gzip(first.as_bytes()), gzip(second.as_bytes())].concat(),
+            ),
+            (
+                "in.jsonl.zst",
+                [zstd(first.as_bytes()), zstd(second.as_bytes())].concat(),
+            ),
+        ] {
+            assert_eq!(texts(read(name, &content, options())), plain, "{name}");
+        }
+        let txt = "one\r\n\ntwo\n";
+        let plain = texts(read("a.txt", txt.as_bytes(), InputOptions::default()));
+        for (name, content) in [
+            ("a.txt.gz", gzip(txt.as_bytes())),
+            ("a.txt.zst", zstd(txt.as_bytes())),
+        ] {
+            assert_eq!(
+                texts(read(name, &content, InputOptions::default())),
+                plain,
+                "{name}"
+            );
+        }
+        // Resume and shards skip records of a compressed input like those of a plain one.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.jsonl.zst");
+        std::fs::write(&path, zstd(jsonl.as_bytes())).unwrap();
+        assert_eq!(InputReader::count_records(&path, options()).unwrap(), 3);
+        let mut reader = InputReader::open(&path, options()).unwrap();
+        assert_eq!(reader.skip_records(2).unwrap(), 2);
+        assert_eq!(reader.next().unwrap().unwrap().id, "7");
+    }
+
+    #[test]
+    fn damaged_compressed_inputs_are_errors_naming_the_file_and_line() {
+        let lines: String = (0..5000).map(|i| format!("line {i} of a text\n")).collect();
+        // Cut short, as by an interrupted download or copy; or not compressed at all.
+        let (gz, zst) = (gzip(lines.as_bytes()), zstd(lines.as_bytes()));
+        for (name, content, compression) in [
+            ("cut.txt.gz", gz[..gz.len() / 2].to_vec(), "gzip"),
+            ("cut.txt.zst", zst[..zst.len() / 2].to_vec(), "zstd"),
+            ("plain.txt.gz", lines.as_bytes().to_vec(), "gzip"),
+        ] {
+            let records = read(name, &content, InputOptions::default());
+            let error = records
+                .last()
+                .unwrap()
+                .as_ref()
+                .expect_err(name)
+                .to_string();
+            assert!(error.contains(name), "{error}");
+            assert!(
+                error.contains(&format!(
+                    "cannot decompress ({compression}) after line {}",
+                    records.len() - 1
+                )),
+                "{error}"
+            );
+            // The lines before the damage were read.
+            for (i, record) in records[..records.len() - 1].iter().enumerate() {
+                assert_eq!(record.as_ref().unwrap().text, format!("line {i} of a text"));
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["in.parquet.gz", "in.gz", "in.jsonl.bz2"] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, gzip(b"x")).unwrap();
+            let error = InputReader::open(&path, InputOptions::default())
+                .err()
+                .unwrap();
+            assert!(
+                error.to_string().contains("unsupported input extension"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_through_a_compressed_input_counts_its_compressed_bytes() {
+        let lines: String = (0..20_000).map(|i| format!("text number {i}\n")).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.txt.gz");
+        std::fs::write(&path, gzip(lines.as_bytes())).unwrap();
+        let mut reader = InputReader::open(&path, InputOptions::default()).unwrap();
+        let position = reader.position();
+        reader.next().unwrap().unwrap();
+        assert!(position.bytes() > 0 && position.bytes() < position.file_bytes);
+        assert_eq!(reader.count(), 19_999);
+        assert_eq!(position.bytes(), position.file_bytes);
+        assert_eq!(position.estimated_records(), Some(20_000));
     }
 
     #[test]
