@@ -149,6 +149,7 @@ main() {
   local step=${1:-}
   shift || true
   [[ $step == bundle ]] || mkdir -p "$out"
+  bench_args=("$@")
   if [[ $step != bundle && $step != unpack ]]; then
     export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total \
@@ -159,7 +160,6 @@ main() {
     bundle) bundle ;;
     unpack) unpack "$1" ;;
     test) test_step "$@" ;;
-    bench-minilm | bench-base) bench_args=("$@") ;;&
     bench-minilm)
       bench minilm-b32 --batch-size 32
       bench minilm-b256 --batch-size 256 --max-batch-tokens 32768

@@ -111,7 +111,7 @@ fn main() -> Result<()> {
 /// The CPU comparison: ours in process and in pools of CPU workers, ST single and its own
 /// multi-process pool, all with `--threads` threads in all.
 fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
-    let (encoder, options, work) = load_encoder(
+    let (mut encoder, options, work) = load_encoder(
         args,
         texts,
         Device::Cpu {
@@ -124,7 +124,6 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
 
     // In process, with each number of batches in flight: 1 puts every thread inside one batch;
     // more give each thread a batch of its own (idle threads split the others' ops).
-    let mut encoder = encoder;
     // A warm-up, as on the ST side.
     encoder.encode(&texts[..texts.len().min(64)], &options)?;
     let label = format!("cpu:{}", args.threads);
@@ -456,9 +455,9 @@ fn in_process_rows(
     label: &str,
     results: &mut Vec<Measured>,
 ) -> Result<()> {
+    let on_gpu = !matches!(args.device, Device::Cpu { .. });
     for &batches in &args.concurrent_batches {
         encoder.set_concurrent_batches(batches)?;
-        let on_gpu = !matches!(args.device, Device::Cpu { .. });
         let monitor = on_gpu.then(GpuMonitor::start);
         let start = Instant::now();
         let out = encoder.encode(texts, options)?;

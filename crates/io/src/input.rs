@@ -61,6 +61,16 @@ impl Compression {
             Compression::Zstd => "zstd",
         }
     }
+
+    /// `file` decompressed as it is read, the compressed bytes read counted in `bytes`. Both
+    /// decoders buffer what they read from the file.
+    fn decoder(self, file: File, bytes: Arc<AtomicU64>) -> std::io::Result<Box<dyn Read + Send>> {
+        let counted = CountingReader { file, bytes };
+        Ok(match self {
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(counted)?),
+        })
+    }
 }
 
 /// Counts the bytes read from the file, under a decoder.
@@ -137,8 +147,10 @@ impl InputPosition {
 
 impl InputReader {
     pub fn open(path: &Path, options: InputOptions) -> Result<Self> {
-        let extension = |p: &Path| p.extension().and_then(|e| e.to_str()).map(str::to_owned);
-        let compression = match extension(path).as_deref() {
+        fn extension(path: &Path) -> Option<&str> {
+            path.extension().and_then(|e| e.to_str())
+        }
+        let compression = match extension(path) {
             Some("gz") => Some(Compression::Gzip),
             Some("zst") => Some(Compression::Zstd),
             _ => None,
@@ -148,7 +160,7 @@ impl InputReader {
             Some(_) => Path::new(path.file_stem().unwrap_or_default()),
             None => path,
         };
-        let kind = match extension(inner).as_deref() {
+        let kind = match extension(inner) {
             Some("jsonl") | Some("ndjson") => Kind::Jsonl,
             Some("txt") => Kind::Txt,
             Some("parquet") if compression.is_none() => Kind::Parquet,
@@ -169,21 +181,11 @@ impl InputReader {
         } else {
             let file = File::open(path).map_err(IoError::io(path))?;
             let bytes = file.metadata().map_err(IoError::io(path))?.len();
-            // Both decoders buffer what they read from the file.
             let stream: Box<dyn Read + Send> = match compression {
                 None => Box::new(file),
-                Some(compression) => {
-                    let counted = CountingReader {
-                        file,
-                        bytes: bytes_read.clone(),
-                    };
-                    match compression {
-                        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-                        Compression::Zstd => Box::new(
-                            zstd::stream::read::Decoder::new(counted).map_err(IoError::io(path))?,
-                        ),
-                    }
-                }
+                Some(compression) => compression
+                    .decoder(file, bytes_read.clone())
+                    .map_err(IoError::io(path))?,
             };
             let reader = BufReader::with_capacity(1 << 20, stream);
             (

@@ -30,6 +30,17 @@ pub(crate) fn whole_call_chunks(texts: usize, chunk_size: usize, workers: usize)
         .next_multiple_of(workers.max(1))
 }
 
+/// How many chunks a sorted window of `len` texts is cut into ([`cut_evenly`]), when a full
+/// window holds `window` texts, a whole number of `chunk_size` chunks: a full window's count,
+/// for the last, shorter window too, so that the end of the input is spread over the workers,
+/// unless that would make chunks smaller than a batch. It depends on nothing else, so a resumed
+/// run that keeps these three cuts the same chunks.
+pub(crate) fn window_chunks(len: usize, window: usize, chunk_size: usize, batch: usize) -> usize {
+    let full = window / chunk_size.max(1);
+    len.div_ceil(chunk_size.max(1))
+        .max(full.min(len / batch.max(1)))
+}
+
 /// Cuts `texts` into `chunks` contiguous chunks whose sizes differ by at most one (fewer when
 /// there are fewer texts than chunks; none when there are no texts).
 pub(crate) fn cut_evenly(texts: Vec<String>, chunks: usize) -> impl Iterator<Item = Vec<String>> {
@@ -112,6 +123,15 @@ mod tests {
         assert_eq!(whole_call_chunks(2500, 1000, 2), 4);
         assert_eq!(whole_call_chunks(3, 1000, 4), 4);
         assert_eq!(whole_call_chunks(0, 1000, 4), 0);
+    }
+
+    #[test]
+    fn a_last_window_gets_a_full_windows_chunk_count_if_batches_allow() {
+        assert_eq!(window_chunks(16_000, 16_000, 1000, 32), 16);
+        assert_eq!(window_chunks(1500, 16_000, 1000, 32), 16);
+        assert_eq!(window_chunks(100, 16_000, 1000, 32), 3);
+        assert_eq!(window_chunks(20, 16_000, 1000, 32), 1);
+        assert_eq!(window_chunks(25, 40, 10, 64), 3);
     }
 
     #[test]

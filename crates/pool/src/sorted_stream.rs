@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use pool_encode_encoder::Embeddings;
 
-use crate::chunks::cut_evenly;
+use crate::chunks::{cut_evenly, window_chunks};
 use crate::{EncodeStream, Encoded, PoolError, Rows};
 
 /// The input side: reads a window, sorts it, records its order, hands out its chunks.
@@ -32,16 +32,6 @@ pub(crate) struct SortedWindows<I> {
     pending: VecDeque<Vec<String>>,
     /// Each window's order (sorted position → position in the window), oldest first.
     orders: Rc<RefCell<VecDeque<Vec<usize>>>>,
-}
-
-impl<I> SortedWindows<I> {
-    /// Chunks for a window of `len` texts: a full window's chunk count for the last one too,
-    /// unless that would make chunks smaller than a batch.
-    fn chunks_for(&self, len: usize) -> usize {
-        let full = self.window / self.chunk_size;
-        len.div_ceil(self.chunk_size)
-            .max(full.min(len / self.batch_size))
-    }
 }
 
 impl<I: Iterator<Item = String>> Iterator for SortedWindows<I> {
@@ -61,7 +51,7 @@ impl<I: Iterator<Item = String>> Iterator for SortedWindows<I> {
             .iter()
             .map(|&i| std::mem::take(&mut texts[i]))
             .collect();
-        let chunks = self.chunks_for(sorted.len());
+        let chunks = window_chunks(sorted.len(), self.window, self.chunk_size, self.batch_size);
         self.orders.borrow_mut().push_back(order);
         self.pending = cut_evenly(sorted, chunks).collect();
         self.pending.pop_front()
