@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pool_encode_encoder::{Device, Embeddings, SparseEmbeddings};
+use pool_encode_encoder::{Device, Embeddings, Quantization, QuantizationRanges, SparseEmbeddings};
+use pool_encode_io::ValueType;
 
 pub const MIN_COSINE: f64 = 0.99999;
 pub const MAX_ABS_DIFF: f32 = 1e-4;
@@ -270,6 +271,80 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b)).max(1e-30)
+}
+
+/// ST's quantized rows for all-MiniLM-L6-v2 (`tests/reference/generate_quantized.py`):
+/// `(bytes, their type, rows, bytes a row)`.
+pub fn quantized_reference(file: &str) -> (Vec<u8>, ValueType, usize, usize) {
+    let path = reference_dir("all-MiniLM-L6-v2")
+        .join("quantized")
+        .join(file);
+    pool_encode_io::read_npy_values(&path).unwrap()
+}
+
+/// Asserts that quantized rows equal ST's, except where ST's float value lies within
+/// `tolerance` of a quantization edge (for int8 / uint8 an edge between two of `ranges`' 255
+/// steps, for the bit kinds zero): a float within `tolerance` of ST's may land on the other side
+/// of it, one level or the bit away. Returns how many values differ.
+pub fn assert_quantized_close(
+    what: &str,
+    ours: &[u8],
+    expected: &[u8],
+    st_floats: &Embeddings,
+    quantization: Quantization,
+    ranges: Option<&QuantizationRanges>,
+    tolerance: f32,
+) -> usize {
+    let row_bytes = quantization.output_dim(st_floats.dim());
+    assert_eq!(ours.len(), expected.len(), "{what}: sizes differ");
+    assert_eq!(
+        ours.len(),
+        st_floats.rows() * row_bytes,
+        "{what}: not {} rows",
+        st_floats.rows()
+    );
+    let mut differ = 0;
+    for (i, (&a, &b)) in ours.iter().zip(expected).enumerate() {
+        if a == b {
+            continue;
+        }
+        let (row, column) = (i / row_bytes, i % row_bytes);
+        let floats = st_floats.row(row);
+        if quantization.needs_ranges() {
+            let ranges = ranges.expect("int8 / uint8 need ranges");
+            let level = |v: u8| match quantization.is_signed() {
+                true => v as i8 as i32 + 128,
+                false => v as i32,
+            };
+            let (x, lo, hi) = (floats[column], ranges.min()[column], ranges.max()[column]);
+            let step = match (hi - lo) / 255.0 {
+                0.0 => 1.0,
+                step => step,
+            };
+            let steps = (x - lo) / step;
+            let edge_distance = (steps - steps.round()).abs() * step;
+            assert!(
+                (level(a) - level(b)).abs() == 1 && edge_distance <= tolerance,
+                "{what}: row {row} dimension {column}: {} vs ST's {}, ST's float {x} is {edge_distance:e} from an edge",
+                level(a),
+                level(b)
+            );
+            differ += 1;
+        } else {
+            for bit in 0..8 {
+                let dimension = column * 8 + bit;
+                if (a ^ b) & (0x80 >> bit) != 0 {
+                    let x = floats[dimension];
+                    assert!(
+                        x.abs() <= tolerance,
+                        "{what}: row {row} dimension {dimension}: sign bit differs from ST's, whose float is {x}"
+                    );
+                    differ += 1;
+                }
+            }
+        }
+    }
+    differ
 }
 
 #[cfg(test)]

@@ -2,7 +2,11 @@
 //! texts (tests/data/texts.jsonl: prose of every length, texts past max_seq_length, empty and
 //! whitespace-only texts, non-Latin scripts, emoji, control characters).
 
-use pool_encode_encoder::{Embeddings, EncodeOptions, SentenceEncoder, SimilarityFn};
+use pool_encode_encoder::{
+    Embeddings, EncodeOptions, Quantization, QuantizationRanges, SentenceEncoder, SimilarityFn,
+    quantize_embeddings,
+};
+use pool_encode_io::ValueType;
 use pool_encode_tests::*;
 
 fn options() -> EncodeOptions {
@@ -234,6 +238,76 @@ fn cpu_batches_in_flight_give_the_same_rows() {
 #[test]
 fn all_minilm_l6_v2() {
     check_model("all-MiniLM-L6-v2", &minilm_dir());
+}
+
+/// ST's `quantize_embeddings` on ST's own float rows gives exactly our bytes (same arithmetic);
+/// ST's `encode(precision=…)` gives ours up to values at a quantization edge.
+#[test]
+fn quantized_like_sentence_transformers() {
+    let floats = reference("all-MiniLM-L6-v2", "embeddings.npy");
+    for quantization in [
+        Quantization::Int8,
+        Quantization::Uint8,
+        Quantization::Binary,
+        Quantization::Ubinary,
+    ] {
+        let ours = quantize_embeddings(&floats, quantization, None).unwrap();
+        let (expected, values, rows, dim) =
+            quantized_reference(&format!("{quantization}_of_reference.npy"));
+        assert_eq!(values, ValueType::of(Some(quantization)), "{quantization}");
+        assert_eq!((ours.rows(), ours.dim()), (rows, dim), "{quantization}");
+        assert!(
+            ours.as_u8() == expected,
+            "{quantization}: bytes differ from ST's"
+        );
+    }
+    // Ranges from a calibration set: values outside them are clipped.
+    let calibration = QuantizationRanges::from_embeddings(&rows(&floats, 0..50)).unwrap();
+    let ours = quantize_embeddings(&floats, Quantization::Int8, Some(&calibration)).unwrap();
+    let (expected, ..) = quantized_reference("int8_calibrated_of_reference.npy");
+    assert!(
+        ours.as_u8() == expected,
+        "calibrated int8 differs from ST's"
+    );
+    // A width that is not a multiple of 8: each row padded to whole bytes.
+    let mut narrow = floats.clone();
+    narrow.truncate_dim(20);
+    let ours = quantize_embeddings(&narrow, Quantization::Ubinary, None).unwrap();
+    let (expected, _, rows, dim) = quantized_reference("ubinary_truncate_dim_20_of_reference.npy");
+    assert_eq!((ours.rows(), ours.dim()), (rows, dim));
+    assert!(
+        ours.as_u8() == expected,
+        "ubinary of 20 dimensions differs from ST's"
+    );
+
+    // End to end: the model's rows (within the f32 bounds of ST's), then quantized; int8 takes
+    // its ranges from our rows as ST's encode does from its own, so an edge moves by at most
+    // the bound too.
+    let device = test_device();
+    let encoder = SentenceEncoder::load(minilm_dir(), device).unwrap();
+    let embeddings = encoder.encode(&texts(), &options()).unwrap();
+    let (_, bound) = f32_bounds(device, &floats);
+    let st_ranges = QuantizationRanges::from_embeddings(&floats).unwrap();
+    for (quantization, tolerance) in [
+        (Quantization::Int8, 2.0 * bound),
+        (Quantization::Ubinary, bound),
+    ] {
+        let ours = quantize_embeddings(&embeddings, quantization, None).unwrap();
+        let (expected, ..) = quantized_reference(&format!("encode_{quantization}.npy"));
+        let differ = assert_quantized_close(
+            &format!("encode {quantization}"),
+            ours.as_u8(),
+            &expected,
+            &floats,
+            quantization,
+            Some(&st_ranges),
+            tolerance,
+        );
+        eprintln!(
+            "encode {quantization}: {differ} of {} values differ from ST's, each at an edge",
+            expected.len()
+        );
+    }
 }
 
 #[test]

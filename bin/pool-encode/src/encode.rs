@@ -13,10 +13,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use pool_encode_encoder::model::{ModelFolder, ModelKind};
-use pool_encode_encoder::{EncodeOptions, SparseEmbeddings};
+use pool_encode_encoder::{
+    Embeddings, EncodeOptions, QuantizationRanges, Quantizer, SparseEmbeddings,
+};
 use pool_encode_io::{
     InputOptions, InputReader, IoError, OutputFormat, RejectsWriter, RowWriter, ShardManifest,
-    partial_path,
+    ValueType, f32_bytes, partial_path,
 };
 use pool_encode_pool::{Pool, PoolConfig, PoolEncodeOptions};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -48,6 +50,14 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         None => ModelFolder::load(&model)?.kind(),
     };
     let format = OutputFormat::for_output(output, kind)?;
+    if let (Some(quantize), ModelKind::Sparse) = (settings.quantize, kind) {
+        bail!("--quantize {quantize} applies to dense models; this model is sparse");
+    }
+    // Read before the pool starts, so that a bad file fails at once.
+    let ranges = match &settings.calibration {
+        Some(path) => Some(calibration_ranges(path)?),
+        None => None,
+    };
     // A shard that completed (its manifest is written last) is done: running it again with
     // --resume, as a requeued scheduler task does, succeeds without work.
     let manifest = pool_encode_io::shard::manifest_path(output);
@@ -167,10 +177,31 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         ..Default::default()
     };
     let dim = options.encode.output_dimension(pool.embedding_dimension());
+    let quantizer = match settings.quantize {
+        Some(quantize) => Some(Quantizer::new(quantize, dim, ranges.as_ref()).map_err(|e| {
+            match &settings.calibration {
+                Some(path) => anyhow::anyhow!("{}: {e}", path.display()),
+                None => e.into(),
+            }
+        })?),
+        None => None,
+    };
+    // What a row of the output holds: `dim` floats, or the quantized row's bytes.
+    let (stored_dim, values) = match &quantizer {
+        Some(q) => (q.output_dim(), ValueType::of(Some(q.quantization()))),
+        None => (dim, ValueType::F32),
+    };
     let devices: Vec<String> = pool.devices().iter().map(ToString::to_string).collect();
     eprintln!(
-        "pool-encode: {} ({dim} dims) on {} worker(s): {}",
+        "pool-encode: {} ({dim} dims{}) on {} worker(s): {}",
         settings.model,
+        match &quantizer {
+            Some(q) => format!(
+                ", {} quantized to {stored_dim} bytes a row",
+                q.quantization()
+            ),
+            None => String::new(),
+        },
         devices.len(),
         devices.join(",")
     );
@@ -227,8 +258,8 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     // Fused: once a bad record has ended the input, nothing after it is read.
     .fuse();
     let mut writer = match &resumed {
-        None => RowWriter::create(output, format, dim)?,
-        Some(c) => RowWriter::resume(output, format, dim, c.rows, c.bytes)?,
+        None => RowWriter::create(output, format, stored_dim, values)?,
+        Some(c) => RowWriter::resume(output, format, stored_dim, values, c.rows, c.bytes)?,
     };
     if let Some(c) = &resumed {
         eprintln!(
@@ -297,10 +328,19 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             }
             match kind {
                 ModelKind::Dense => {
+                    let mut rows = Vec::new();
                     for piece in pool.encode_stream_sorted(texts, &options, window) {
                         let piece = piece?;
                         let queue = pending.borrow();
-                        writer.write_dense(piece.embeddings.as_slice(), dim, |i| id(&queue[i]))?;
+                        let embeddings = piece.embeddings.as_slice();
+                        match &quantizer {
+                            Some(quantizer) => {
+                                rows.clear();
+                                quantizer.quantize_into(embeddings, &mut rows);
+                            }
+                            None => rows = f32_bytes(embeddings),
+                        }
+                        writer.write_dense(&rows, |i| id(&queue[i]))?;
                         drop(queue);
                         save_checkpoint(&mut writer, piece.embeddings.rows() as u64)?;
                     }
@@ -351,7 +391,8 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
                         rows,
                         rejected,
                         format,
-                        dimension: dim,
+                        dimension: stored_dim,
+                        values,
                         output: String::new(),
                         bytes: 0,
                         sha256: String::new(),
@@ -458,10 +499,34 @@ fn fingerprint(settings: &EncodeSettings, model: &Path, kind: ModelKind) -> Resu
         "id_field": settings.id_field,
         "normalize": settings.normalize,
         "truncate_dim": settings.truncate_dim,
+        "quantize": settings.quantize.map(|q| q.name()),
+        "calibration": settings
+            .calibration
+            .as_deref()
+            .map(pool_encode_io::shard::file_sha256)
+            .transpose()?,
         "max_active_dims": settings.max_active_dims,
         "prompt_name": settings.prompt_name,
         "prompt": settings.prompt,
     }))
+}
+
+/// int8 / uint8 ranges: each dimension's minimum and maximum over the float embeddings in a
+/// `.npy` file (a [2, dim] file of minima and maxima gives those back).
+fn calibration_ranges(path: &Path) -> Result<QuantizationRanges> {
+    let (values, rows, dim) = pool_encode_io::read_npy(path)
+        .with_context(|| "--calibration needs a .npy of float embeddings".to_string())?;
+    if rows == 0 {
+        bail!("{}: --calibration holds no embeddings", path.display());
+    }
+    if values.iter().any(|v| !v.is_finite()) {
+        bail!(
+            "{}: --calibration holds values that are not finite numbers",
+            path.display()
+        );
+    }
+    QuantizationRanges::from_embeddings(&Embeddings::new(values, rows, dim))
+        .with_context(|| format!("{}: cannot compute quantization ranges", path.display()))
 }
 
 /// SHA-256 over a model folder's files (names and contents; the folder and its module

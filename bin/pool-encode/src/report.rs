@@ -136,6 +136,8 @@ impl RunReport<'_> {
                 "id_field": s.id_field,
                 "normalize": s.normalize,
                 "truncate_dim": s.truncate_dim,
+                "quantize": s.quantize.map(|q| q.name()),
+                "calibration": s.calibration,
                 "prompt_name": s.prompt_name,
                 "prompt": s.prompt,
             },

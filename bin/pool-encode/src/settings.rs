@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use pool_encode_encoder::model::ModelKind;
-use pool_encode_encoder::{Device, Precision};
+use pool_encode_encoder::{Device, Precision, Quantization};
 use pool_encode_io::Shard;
 use serde::Deserialize;
 
@@ -73,6 +73,16 @@ pub struct EncodeArgs {
     /// Keep only the first N dimensions (Matryoshka models).
     #[arg(long)]
     pub truncate_dim: Option<usize>,
+    /// Dense models: write quantized embeddings, as ST's `encode(precision=…)`: int8 or uint8
+    /// (a byte a dimension, scaled to each dimension's range: needs --calibration), binary or
+    /// ubinary (sign bits, 8 dimensions a byte: 32× smaller); float32 (default) for none.
+    #[arg(long)]
+    pub quantize: Option<String>,
+    /// int8 / uint8: a .npy of float embeddings whose per-dimension minimum and maximum set the
+    /// ranges (ST's `calibration_embeddings`): a sample of the corpus encoded with the same
+    /// model and settings, or a [2, dim] array of the minima and maxima (ST's `ranges`).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
     /// Sparse models: keep only each row's K largest weights (default: the model's setting).
     #[arg(long)]
     pub max_active_dims: Option<usize>,
@@ -126,6 +136,8 @@ struct ConfigFile {
     id_field: Option<String>,
     normalize: Option<bool>,
     truncate_dim: Option<usize>,
+    quantize: Option<String>,
+    calibration: Option<PathBuf>,
     max_active_dims: Option<usize>,
     prompt_name: Option<String>,
     prompt: Option<String>,
@@ -162,6 +174,10 @@ pub struct EncodeSettings {
     pub id_field: Option<String>,
     pub normalize: bool,
     pub truncate_dim: Option<usize>,
+    /// `None`: float32 rows.
+    pub quantize: Option<Quantization>,
+    /// The file int8 / uint8 ranges come from.
+    pub calibration: Option<PathBuf>,
     pub max_active_dims: Option<usize>,
     pub prompt_name: Option<String>,
     pub prompt: Option<String>,
@@ -197,6 +213,25 @@ impl EncodeSettings {
             Some(spec) => Some(Shard::parse(&spec).map_err(anyhow::Error::msg)?),
             None => None,
         };
+        let quantize = match args.quantize.or(file.quantize).as_deref() {
+            None | Some("float32") => None,
+            Some(name) => Some(name.parse::<Quantization>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--quantize must be float32, int8, uint8, binary or ubinary, not {name:?}"
+                )
+            })?),
+        };
+        let calibration = args.calibration.or(file.calibration);
+        match (quantize, &calibration) {
+            (Some(q), None) if q.needs_ranges() => bail!(
+                "--quantize {q} needs --calibration: a .npy of float embeddings (e.g. a sample of the input encoded with the same settings) whose per-dimension minimum and maximum set the {q} ranges"
+            ),
+            (q, Some(path)) if !q.is_some_and(Quantization::needs_ranges) => bail!(
+                "--calibration {} applies to --quantize int8 or uint8 only",
+                path.display()
+            ),
+            _ => {}
+        }
         let merged_output: PathBuf = required(args.output.or(file.output), "output")?;
         let per_shard = |path: PathBuf| match shard {
             Some(shard) => shard.output_path(&path),
@@ -237,6 +272,8 @@ impl EncodeSettings {
             id_field: args.id_field.or(file.id_field),
             normalize: args.normalize.or(file.normalize).unwrap_or(false),
             truncate_dim: args.truncate_dim.or(file.truncate_dim),
+            quantize,
+            calibration,
             max_active_dims: args
                 .max_active_dims
                 .or(file.max_active_dims)

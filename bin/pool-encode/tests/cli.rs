@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pool_encode_encoder::Embeddings;
+use pool_encode_encoder::{Embeddings, Quantization, QuantizationRanges, quantize_embeddings};
+use pool_encode_io::ValueType;
 use pool_encode_tests::*;
 
 /// Runs the binary with `env` added to the environment (scheduler variables).
@@ -1398,4 +1399,182 @@ fn parquet_input_and_outputs() {
         &Embeddings::new(pieces.1, 211 * 20, pieces.2),
         &Embeddings::new(single.1, 211 * 20, single.2),
     );
+}
+
+/// A dense output's values, whatever its format: `(bytes, type, rows, bytes a row)`.
+fn read_dense_values(path: &Path) -> (Vec<u8>, ValueType, usize, usize) {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("npy") => pool_encode_io::read_npy_values(path).unwrap(),
+        Some("parquet") => {
+            let (ids, bytes, values, dim) =
+                pool_encode_io::parquet::read_dense_parquet_values(path).unwrap();
+            let expected: Vec<String> = (0..ids.len()).map(|i| i.to_string()).collect();
+            assert_eq!(ids, expected, "{}: ids", path.display());
+            (bytes, values, ids.len(), dim)
+        }
+        _ => {
+            let file = std::fs::read(path).unwrap();
+            let tensors = safetensors::SafeTensors::deserialize(&file).unwrap();
+            let view = tensors.tensor("embeddings").unwrap();
+            let values = match view.dtype() {
+                safetensors::Dtype::F32 => ValueType::F32,
+                safetensors::Dtype::I8 => ValueType::I8,
+                safetensors::Dtype::U8 => ValueType::U8,
+                other => panic!("{}: dtype {other:?}", path.display()),
+            };
+            (
+                view.data().to_vec(),
+                values,
+                view.shape()[0],
+                view.shape()[1],
+            )
+        }
+    }
+}
+
+/// `--quantize`: ST's `encode(precision=…)` in every dense format (int8 / uint8 with ranges
+/// from `--calibration`, here ST's own rows, as its encode takes them from its output).
+#[test]
+fn quantized_outputs_like_sentence_transformers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st_rows = reference_dir("all-MiniLM-L6-v2").join("embeddings.npy");
+    let st_floats = reference("all-MiniLM-L6-v2", "embeddings.npy");
+    let st_ranges = QuantizationRanges::from_embeddings(&st_floats).unwrap();
+    let (model, input) = (minilm_dir(), texts_jsonl());
+    for (quantization, extension) in [
+        (Quantization::Ubinary, "npy"),
+        (Quantization::Int8, "parquet"),
+        (Quantization::Uint8, "safetensors"),
+        (Quantization::Binary, "parquet"),
+    ] {
+        let output = tmp.path().join(format!("{quantization}.{extension}"));
+        let name = quantization.to_string();
+        let mut args = vec![
+            "encode",
+            "--model",
+            s(&model),
+            "--input",
+            &input,
+            "--output",
+            s(&output),
+            "--devices",
+            "cpu:1,cpu:1",
+            "--chunk-size",
+            "30",
+            "--progress-interval",
+            "0",
+            "--quantize",
+            &name,
+        ];
+        if quantization.needs_ranges() {
+            args.extend(["--calibration", s(&st_rows)]);
+        }
+        ok(&args);
+        let (bytes, values, rows, dim) = read_dense_values(&output);
+        assert_eq!(values, ValueType::of(Some(quantization)), "{name}");
+        assert_eq!((rows, dim), (211, quantization.output_dim(384)), "{name}");
+        let (expected, ..) = quantized_reference(&format!("{name}_of_reference.npy"));
+        assert_quantized_close(
+            &format!("--quantize {name} .{extension}"),
+            &bytes,
+            &expected,
+            &st_floats,
+            quantization,
+            Some(&st_ranges),
+            MAX_ABS_DIFF,
+        );
+        let report = read_report(&output.with_extension(format!("{extension}.report.json")));
+        assert_eq!(report["settings"]["quantize"], name.as_str());
+    }
+}
+
+/// Quantized shards, one killed and resumed, merge into a single run's rows; the calibration
+/// is a float run's output, as a user would make it. Misuses of the flags are errors.
+#[test]
+fn quantized_shards_resume_and_merge() {
+    use nix::sys::signal::Signal;
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("many.jsonl");
+    many_texts_jsonl(&input, 211 * 10);
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let floats = tmp.path().join("floats.npy");
+    ok(&strs(&encode_args(&model, &input, &floats, &[])));
+
+    let merged = tmp.path().join("int8.npy");
+    let shard_args = |i: usize, extra: &[&str]| {
+        let spec = format!("{i}/2");
+        let mut extra: Vec<&str> = extra.to_vec();
+        extra.extend(["--shard", &spec, "--quantize", "int8", "--calibration"]);
+        extra.push(s(&floats));
+        encode_args(&model, &input, &merged, &extra)
+    };
+    let first = tmp.path().join("int8-00000-of-00002.npy");
+    let status = interrupt_after(&strs(&shard_args(0, &[])), &first, 300, Signal::SIGKILL);
+    assert!(!status.success());
+    ok(&strs(&shard_args(0, &["--resume"])));
+    ok(&strs(&shard_args(1, &[])));
+    ok(&["merge", "--output", s(&merged)]);
+
+    let whole = read(&floats);
+    let ranges = QuantizationRanges::from_embeddings(&whole).unwrap();
+    let expected = quantize_embeddings(&whole, Quantization::Int8, Some(&ranges)).unwrap();
+    let (bytes, values, rows, dim) = pool_encode_io::read_npy_values(&merged).unwrap();
+    assert_eq!((values, rows, dim), (ValueType::I8, 2110, whole.dim()));
+    // Shards cut other length-sorted windows than a single run, so floats may differ in the
+    // last bits, and a value at a level's edge by one level.
+    assert_quantized_close(
+        "merged int8 shards",
+        &bytes,
+        expected.as_u8(),
+        &whole,
+        Quantization::Int8,
+        Some(&ranges),
+        MAX_ABS_DIFF,
+    );
+
+    // A shard of other values is refused.
+    let manifest = tmp.path().join("int8-00001-of-00002.npy.manifest.json");
+    let mut edited: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    edited["values"] = "u8".into();
+    std::fs::write(&manifest, edited.to_string()).unwrap();
+    let error = fails(&["merge", "--output", s(&merged), "--overwrite"]);
+    assert!(error.contains("the output format"), "{error}");
+
+    // Misuses.
+    let out = tmp.path().join("x.npy");
+    let run = |extra: &[&str]| fails(&strs(&encode_args(&model, &input, &out, extra)));
+    let error = run(&["--quantize", "int8"]);
+    assert!(
+        error.contains("--quantize int8 needs --calibration"),
+        "{error}"
+    );
+    let error = run(&["--quantize", "int4"]);
+    assert!(
+        error.contains("--quantize must be float32, int8"),
+        "{error}"
+    );
+    let error = run(&["--quantize", "binary", "--calibration", s(&floats)]);
+    assert!(error.contains("int8 or uint8 only"), "{error}");
+    let narrow = reference_dir("all-MiniLM-L6-v2").join("truncate_dim_8_normalized.npy");
+    let error = run(&["--quantize", "uint8", "--calibration", s(&narrow)]);
+    assert!(
+        error.contains("truncate_dim_8_normalized.npy") && error.contains("8 dimensions"),
+        "{error}"
+    );
+    let error = run(&["--quantize", "uint8", "--calibration", s(&input)]);
+    assert!(
+        error.contains("many.jsonl") && error.contains("not a supported .npy"),
+        "{error}"
+    );
+    let splade = tiny_model_dir("splade-bert-tied-max");
+    let sparse_out = tmp.path().join("s.jsonl");
+    let error = fails(&strs(&encode_args(
+        &splade,
+        &input,
+        &sparse_out,
+        &["--quantize", "binary"],
+    )));
+    assert!(error.contains("applies to dense models"), "{error}");
+    assert!(!out.exists() && !sparse_out.exists());
 }

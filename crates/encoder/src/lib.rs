@@ -17,6 +17,7 @@ mod device;
 mod embeddings;
 mod error;
 pub mod gpu;
+mod quantization;
 mod similarity;
 mod sparse;
 mod sparse_embeddings;
@@ -34,6 +35,9 @@ pub use device::{Device, Precision};
 pub use embeddings::Embeddings;
 pub use error::{EncodeError, Result};
 pub use pool_encode_model as model;
+pub use quantization::{
+    Quantization, QuantizationRanges, QuantizedEmbeddings, Quantizer, quantize_embeddings,
+};
 pub use similarity::SimilarityFn;
 pub use sparse::{SparseEncoder, Task};
 pub use sparse_embeddings::{SparseEmbeddings, SparseRow, Sparsity};

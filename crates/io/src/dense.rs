@@ -1,5 +1,6 @@
-//! Dense rows written as they arrive, as NumPy `.npy` (format 1.0, little-endian f32, C order)
-//! or `.safetensors` (one F32 tensor `embeddings` of shape `[N, dim]`); and `.npy` read back.
+//! Dense rows written as they arrive, as NumPy `.npy` (format 1.0, little-endian, C order) or
+//! `.safetensors` (one tensor `embeddings` of shape `[N, dim]`), of float32 or, for quantized
+//! embeddings, int8 / uint8 ([`ValueType`]); and `.npy` read back.
 //!
 //! The row count is unknown until the end, so the header is written with room for any count
 //! (both formats allow padding it with spaces) and rewritten by [`DenseWriter::finish`]. The file
@@ -10,9 +11,64 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use pool_encode_encoder::Quantization;
+use serde::{Deserialize, Serialize};
+
 use crate::error::{IoError, Result};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// What a dense output's values are: float32 embeddings, or quantized ones' bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    #[default]
+    F32,
+    /// int8 and binary quantization.
+    I8,
+    /// uint8 and ubinary quantization.
+    U8,
+}
+
+impl ValueType {
+    /// The values of rows quantized so (`None`: float32).
+    pub fn of(quantization: Option<Quantization>) -> Self {
+        match quantization {
+            None => ValueType::F32,
+            Some(q) if q.is_signed() => ValueType::I8,
+            Some(_) => ValueType::U8,
+        }
+    }
+
+    /// Bytes a value.
+    pub fn size(self) -> usize {
+        match self {
+            ValueType::F32 => 4,
+            ValueType::I8 | ValueType::U8 => 1,
+        }
+    }
+
+    fn npy_descr(self) -> &'static str {
+        match self {
+            ValueType::F32 => "<f4",
+            ValueType::I8 => "|i1",
+            ValueType::U8 => "|u1",
+        }
+    }
+
+    fn safetensors_dtype(self) -> &'static str {
+        match self {
+            ValueType::F32 => "F32",
+            ValueType::I8 => "I8",
+            ValueType::U8 => "U8",
+        }
+    }
+}
+
+/// Rows of float32 values as the little-endian bytes the writers take.
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseFormat {
@@ -38,13 +94,14 @@ impl DenseFormat {
         }
     }
 
-    pub(crate) fn header(self, rows: u64, dim: usize) -> Vec<u8> {
+    pub(crate) fn header(self, rows: u64, dim: usize, values: ValueType) -> Vec<u8> {
         let len = self.header_len();
         let mut h = Vec::with_capacity(len);
         match self {
             DenseFormat::Npy => {
                 let dict = format!(
-                    "{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+                    "{{'descr': '{}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}",
+                    values.npy_descr()
                 );
                 h.extend_from_slice(MAGIC);
                 h.extend_from_slice(&[1, 0]);
@@ -54,9 +111,10 @@ impl DenseFormat {
                 h.push(b'\n');
             }
             DenseFormat::Safetensors => {
-                let bytes = rows * dim as u64 * 4;
+                let bytes = rows * (dim * values.size()) as u64;
                 let json = format!(
-                    "{{\"embeddings\":{{\"dtype\":\"F32\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}"
+                    "{{\"embeddings\":{{\"dtype\":\"{}\",\"shape\":[{rows},{dim}],\"data_offsets\":[0,{bytes}]}}}}",
+                    values.safetensors_dtype()
                 );
                 h.extend_from_slice(&((len - 8) as u64).to_le_bytes());
                 h.extend_from_slice(json.as_bytes());
@@ -107,14 +165,15 @@ pub struct DenseWriter {
     partial: PathBuf,
     file: BufWriter<File>,
     dim: usize,
+    values: ValueType,
     rows: u64,
 }
 
 impl DenseWriter {
-    pub fn create(path: &Path, format: DenseFormat, dim: usize) -> Result<Self> {
+    pub fn create(path: &Path, format: DenseFormat, dim: usize, values: ValueType) -> Result<Self> {
         let partial = partial_path(path);
         let mut file = BufWriter::new(File::create(&partial).map_err(IoError::io(&partial))?);
-        file.write_all(&format.header(0, dim))
+        file.write_all(&format.header(0, dim, values))
             .map_err(IoError::io(&partial))?;
         Ok(DenseWriter {
             format,
@@ -122,14 +181,21 @@ impl DenseWriter {
             partial,
             file,
             dim,
+            values,
             rows: 0,
         })
     }
 
     /// Reopens the `.partial` of an interrupted run that had `rows` rows durable (its last
     /// checkpoint), dropping anything written after them.
-    pub fn resume(path: &Path, format: DenseFormat, dim: usize, rows: u64) -> Result<Self> {
-        let keep = format.header_len() as u64 + rows * dim as u64 * 4;
+    pub fn resume(
+        path: &Path,
+        format: DenseFormat,
+        dim: usize,
+        values: ValueType,
+        rows: u64,
+    ) -> Result<Self> {
+        let keep = format.header_len() as u64 + rows * (dim * values.size()) as u64;
         let (partial, file) = reopen_partial(path, keep)?;
         Ok(DenseWriter {
             format,
@@ -137,6 +203,7 @@ impl DenseWriter {
             partial,
             file,
             dim,
+            values,
             rows,
         })
     }
@@ -159,22 +226,24 @@ impl DenseWriter {
         self.rows
     }
 
-    /// Bytes of the file so far (header included).
-    pub fn bytes(&self) -> u64 {
-        self.format.header_len() as u64 + self.rows * self.dim as u64 * 4
+    /// Bytes a row takes.
+    fn row_bytes(&self) -> usize {
+        (self.dim * self.values.size()).max(1)
     }
 
-    /// Appends rows given as one row-major slice (`values.len()` a multiple of `dim`).
-    pub fn write_rows(&mut self, values: &[f32]) -> Result<()> {
-        assert_eq!(values.len() % self.dim.max(1), 0, "write_rows: partial row");
-        let mut bytes = Vec::with_capacity(values.len() * 4);
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
+    /// Bytes of the file so far (header included).
+    pub fn bytes(&self) -> u64 {
+        self.format.header_len() as u64 + self.rows * (self.dim * self.values.size()) as u64
+    }
+
+    /// Appends rows given as their values' little-endian bytes, row-major (whole rows of
+    /// `dim` values of the writer's [`ValueType`]; [`f32_bytes`] makes them from floats).
+    pub fn write_rows(&mut self, bytes: &[u8]) -> Result<()> {
+        assert_eq!(bytes.len() % self.row_bytes(), 0, "write_rows: partial row");
         self.file
-            .write_all(&bytes)
+            .write_all(bytes)
             .map_err(IoError::io(&self.partial))?;
-        self.rows += (values.len() / self.dim.max(1)) as u64;
+        self.rows += (bytes.len() / self.row_bytes()) as u64;
         Ok(())
     }
 
@@ -188,7 +257,7 @@ impl DenseWriter {
             .map_err(io)?;
         let io = IoError::io(&self.partial);
         file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.write_all(&self.format.header(self.rows, self.dim)))
+            .and_then(|_| file.write_all(&self.format.header(self.rows, self.dim, self.values)))
             .and_then(|_| file.sync_all())
             .map_err(io)?;
         std::fs::rename(&self.partial, &self.path).map_err(IoError::io(&self.path))?;
@@ -198,6 +267,47 @@ impl DenseWriter {
 
 /// Reads a 2-D `.npy` of f32 (or f64, converted) in C order: `(values, rows, dim)`.
 pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let (data, descr, rows, dim) = read_npy_bytes(path)?;
+    let values = match descr {
+        "<f4" => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        "<f8" => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+            .collect(),
+        _ => {
+            return Err(IoError::format(
+                path,
+                format!("holds {descr} values: expected float32 or float64 embeddings"),
+            ));
+        }
+    };
+    Ok((values, rows, dim))
+}
+
+/// Reads a 2-D `.npy` of f32, int8 or uint8 (a dense output, quantized or not) in C order:
+/// `(values' little-endian bytes, their type, rows, dim)`.
+pub fn read_npy_values(path: &Path) -> Result<(Vec<u8>, ValueType, usize, usize)> {
+    let (data, descr, rows, dim) = read_npy_bytes(path)?;
+    let values = match descr {
+        "<f4" => ValueType::F32,
+        "|i1" => ValueType::I8,
+        "|u1" => ValueType::U8,
+        _ => {
+            return Err(IoError::format(
+                path,
+                format!("holds {descr} values: expected float32, int8 or uint8"),
+            ));
+        }
+    };
+    Ok((data, values, rows, dim))
+}
+
+/// A 1-D or 2-D `.npy` (format 1–3, C order) of one of the types below: `(data, descr, rows,
+/// dim)`, a 1-D array read as one column.
+fn read_npy_bytes(path: &Path) -> Result<(Vec<u8>, &'static str, usize, usize)> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -223,13 +333,10 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         Some(dict[at..].trim_start())
     };
     let descr = field("descr").ok_or_else(|| bad("no descr"))?;
-    let width = if descr.starts_with("'<f4'") {
-        4
-    } else if descr.starts_with("'<f8'") {
-        8
-    } else {
-        return Err(bad("dtype must be little-endian float32 or float64"));
-    };
+    let (descr, width) = [("<f4", 4), ("<f8", 8), ("|i1", 1), ("|u1", 1)]
+        .into_iter()
+        .find(|(name, _)| descr.starts_with(&format!("'{name}'")))
+        .ok_or_else(|| bad("dtype must be little-endian float32 or float64, int8 or uint8"))?;
     if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
         return Err(bad("Fortran order"));
     }
@@ -246,20 +353,11 @@ pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         [r] => (r, 1),
         _ => return Err(bad("expected a 1-D or 2-D array")),
     };
-    let data = &bytes[start + header_len..];
-    if data.len() != rows * dim * width {
+    bytes.drain(..start + header_len);
+    if rows.checked_mul(dim).and_then(|n| n.checked_mul(width)) != Some(bytes.len()) {
         return Err(bad("data length does not match the shape"));
     }
-    let values = if width == 4 {
-        data.chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    } else {
-        data.chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-            .collect()
-    };
-    Ok((values, rows, dim))
+    Ok((bytes, descr, rows, dim))
 }
 
 #[cfg(test)]
@@ -270,9 +368,11 @@ mod tests {
     fn streamed_rows_read_back_and_partial_file_is_renamed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.npy");
-        let mut writer = DenseWriter::create(&path, DenseFormat::Npy, 3).unwrap();
-        writer.write_rows(&[1.0, 2.0, 3.0]).unwrap();
-        writer.write_rows(&[4.0, 5.0, 6.0, 7.0, 8.0, 9.5]).unwrap();
+        let mut writer = DenseWriter::create(&path, DenseFormat::Npy, 3, ValueType::F32).unwrap();
+        writer.write_rows(&f32_bytes(&[1.0, 2.0, 3.0])).unwrap();
+        writer
+            .write_rows(&f32_bytes(&[4.0, 5.0, 6.0, 7.0, 8.0, 9.5]))
+            .unwrap();
         assert!(!path.exists(), "final name must not exist before finish");
         assert!(partial_path(&path).exists());
         writer.finish().unwrap();
@@ -287,9 +387,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for rows in [0usize, 3] {
             let path = dir.path().join(format!("out{rows}.safetensors"));
-            let mut writer = DenseWriter::create(&path, DenseFormat::Safetensors, 2).unwrap();
+            let mut writer =
+                DenseWriter::create(&path, DenseFormat::Safetensors, 2, ValueType::F32).unwrap();
             let values: Vec<f32> = (0..rows * 2).map(|i| i as f32 * 0.5).collect();
-            writer.write_rows(&values).unwrap();
+            writer.write_rows(&f32_bytes(&values)).unwrap();
             writer.finish().unwrap();
             let bytes = std::fs::read(&path).unwrap();
             let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -311,9 +412,49 @@ mod tests {
         let path = dir.path().join("bad.npy");
         std::fs::write(&path, b"hello").unwrap();
         assert!(read_npy(&path).unwrap_err().to_string().contains("bad.npy"));
-        let mut bytes = DenseFormat::Npy.header(2, 2);
+        let mut bytes = DenseFormat::Npy.header(2, 2, ValueType::F32);
         bytes.extend_from_slice(&[0u8; 12]);
         std::fs::write(&path, bytes).unwrap();
         assert!(read_npy(&path).unwrap_err().to_string().contains("length"));
+    }
+
+    #[test]
+    fn quantized_rows_are_int8_or_uint8_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = [0u8, 1, 127, 128, 200, 255];
+        for values in [ValueType::I8, ValueType::U8] {
+            let npy = dir.path().join("q.npy");
+            let mut writer = DenseWriter::create(&npy, DenseFormat::Npy, 3, values).unwrap();
+            writer.write_rows(&bytes).unwrap();
+            assert_eq!(writer.bytes(), 128 + 6);
+            writer.finish().unwrap();
+            assert_eq!(
+                read_npy_values(&npy).unwrap(),
+                (bytes.to_vec(), values, 2, 3)
+            );
+            // Embeddings are floats: a quantized file is refused where floats are needed.
+            let error = read_npy(&npy).unwrap_err().to_string();
+            assert!(
+                error.contains("q.npy") && error.contains("float32"),
+                "{error}"
+            );
+
+            let path = dir.path().join("q.safetensors");
+            let mut writer =
+                DenseWriter::create(&path, DenseFormat::Safetensors, 3, values).unwrap();
+            writer.write_rows(&bytes).unwrap();
+            writer.finish().unwrap();
+            let file = std::fs::read(&path).unwrap();
+            let tensors = safetensors::SafeTensors::deserialize(&file).unwrap();
+            let view = tensors.tensor("embeddings").unwrap();
+            let dtype = match values {
+                ValueType::I8 => safetensors::Dtype::I8,
+                _ => safetensors::Dtype::U8,
+            };
+            assert_eq!(
+                (view.dtype(), view.shape(), view.data()),
+                (dtype, &[2, 3][..], &bytes[..])
+            );
+        }
     }
 }

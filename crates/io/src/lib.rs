@@ -11,7 +11,9 @@ pub mod shard;
 pub mod sparse_jsonl;
 pub mod store;
 
-pub use dense::{DenseFormat, DenseWriter, partial_path, read_npy};
+pub use dense::{
+    DenseFormat, DenseWriter, ValueType, f32_bytes, partial_path, read_npy, read_npy_values,
+};
 pub use error::{IoError, Result};
 pub use input::{InputOptions, InputPosition, InputReader, Record};
 pub use output::{OutputFormat, RowWriter};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use pool_encode_encoder::model::ModelKind;
 use serde::{Deserialize, Serialize};
 
-use crate::dense::{DenseFormat, DenseWriter};
+use crate::dense::{DenseFormat, DenseWriter, ValueType};
 use crate::error::{IoError, Result};
 use crate::parquet::{ParquetRows, ParquetWriter};
 use crate::sparse_jsonl::SparseJsonlWriter;
@@ -14,13 +14,13 @@ use crate::sparse_jsonl::SparseJsonlWriter;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputFormat {
-    /// Dense rows, NumPy float32 `[N, dim]`.
+    /// Dense rows, NumPy float32 (or int8 / uint8 when quantized) `[N, dim]`.
     Npy,
-    /// Dense rows, one F32 tensor `embeddings` `[N, dim]`.
+    /// Dense rows, one F32 (or I8 / U8) tensor `embeddings` `[N, dim]`.
     Safetensors,
     /// Sparse rows, `{"id", "indices", "values"}` a line.
     SparseJsonl,
-    /// Dense rows, columns `id` and `embedding` (fixed-size list of float32).
+    /// Dense rows, columns `id` and `embedding` (fixed-size list of float32, or of int8 / uint8).
     DenseParquet,
     /// Sparse rows, columns `id`, `indices` (list of uint32) and `values` (list of float32).
     SparseParquet,
@@ -70,9 +70,9 @@ impl OutputFormat {
     }
 
     /// The rows of a Parquet output; `None` for other formats.
-    pub(crate) fn parquet(self, dim: usize) -> Option<ParquetRows> {
+    pub(crate) fn parquet(self, dim: usize, values: ValueType) -> Option<ParquetRows> {
         match self {
-            OutputFormat::DenseParquet => Some(ParquetRows::Dense { dim }),
+            OutputFormat::DenseParquet => Some(ParquetRows::Dense { dim, values }),
             OutputFormat::SparseParquet => Some(ParquetRows::Sparse),
             _ => None,
         }
@@ -84,8 +84,9 @@ impl OutputFormat {
     }
 
     /// The header of a file of `rows` rows of `dim` values.
-    pub(crate) fn header(self, rows: u64, dim: usize) -> Vec<u8> {
-        self.dense().map_or(Vec::new(), |d| d.header(rows, dim))
+    pub(crate) fn header(self, rows: u64, dim: usize, values: ValueType) -> Vec<u8> {
+        self.dense()
+            .map_or(Vec::new(), |d| d.header(rows, dim, values))
     }
 }
 
@@ -97,9 +98,15 @@ pub enum RowWriter {
 }
 
 impl RowWriter {
-    pub fn create(path: &Path, format: OutputFormat, dim: usize) -> Result<Self> {
-        Ok(match (format.dense(), format.parquet(dim)) {
-            (Some(dense), _) => RowWriter::Dense(DenseWriter::create(path, dense, dim)?),
+    /// A writer of rows of `dim` values of type `values` (dense formats; sparse rows are f32).
+    pub fn create(
+        path: &Path,
+        format: OutputFormat,
+        dim: usize,
+        values: ValueType,
+    ) -> Result<Self> {
+        Ok(match (format.dense(), format.parquet(dim, values)) {
+            (Some(dense), _) => RowWriter::Dense(DenseWriter::create(path, dense, dim, values)?),
             (_, Some(rows)) => RowWriter::Parquet(ParquetWriter::create(path, rows)?),
             _ => RowWriter::Sparse(SparseJsonlWriter::create(path)?),
         })
@@ -111,11 +118,14 @@ impl RowWriter {
         path: &Path,
         format: OutputFormat,
         dim: usize,
+        values: ValueType,
         rows: u64,
         bytes: u64,
     ) -> Result<Self> {
-        Ok(match (format.dense(), format.parquet(dim)) {
-            (Some(dense), _) => RowWriter::Dense(DenseWriter::resume(path, dense, dim, rows)?),
+        Ok(match (format.dense(), format.parquet(dim, values)) {
+            (Some(dense), _) => {
+                RowWriter::Dense(DenseWriter::resume(path, dense, dim, values, rows)?)
+            }
             (_, Some(kind)) => RowWriter::Parquet(ParquetWriter::resume(path, kind, rows, bytes)?),
             _ => RowWriter::Sparse(SparseJsonlWriter::resume(path, rows, bytes)?),
         })
@@ -137,20 +147,20 @@ impl RowWriter {
         }
     }
 
-    /// Appends dense rows given as one row-major slice of `dim`-value rows; `id(i)` is row
-    /// `i`'s record id (for formats that keep ids).
-    pub fn write_dense<'a>(
-        &mut self,
-        values: &[f32],
-        dim: usize,
-        id: impl Fn(usize) -> &'a str,
-    ) -> Result<()> {
+    /// Appends dense rows given as their values' little-endian bytes, row-major (whole rows of
+    /// the writer's `dim` values of its type; [`f32_bytes`](crate::f32_bytes) makes them from
+    /// floats); `id(i)` is row `i`'s record id (for formats that keep ids).
+    pub fn write_dense<'a>(&mut self, rows: &[u8], id: impl Fn(usize) -> &'a str) -> Result<()> {
         match self {
-            RowWriter::Dense(w) => w.write_rows(values),
-            RowWriter::Parquet(w) => values
-                .chunks_exact(dim.max(1))
-                .enumerate()
-                .try_for_each(|(i, row)| w.write_dense_row(id(i), row)),
+            RowWriter::Dense(w) => w.write_rows(rows),
+            RowWriter::Parquet(w) => {
+                let row_bytes = w.dense_row_bytes().ok_or_else(|| {
+                    IoError::format(w.path(), "dense rows cannot go to a sparse output")
+                })?;
+                rows.chunks_exact(row_bytes)
+                    .enumerate()
+                    .try_for_each(|(i, row)| w.write_dense_row(id(i), row))
+            }
             RowWriter::Sparse(w) => Err(IoError::format(
                 w.path(),
                 "dense rows cannot go to a sparse output",

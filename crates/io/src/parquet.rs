@@ -4,7 +4,8 @@
 //! integer column; read a batch of rows at a time, so memory stays flat. A record's "line" in
 //! errors is its 1-based row.
 //!
-//! Output: dense rows as `id` (string) + `embedding` (fixed-size list of float32); sparse rows as
+//! Output: dense rows as `id` (string) + `embedding` (fixed-size list of float32, or of int8 /
+//! uint8 for quantized embeddings); sparse rows as
 //! `id` + `indices` (list of uint32, ascending) + `values` (list of float32). A Parquet file
 //! cannot be appended to once its footer is written, nor resumed without one, so rows are
 //! staged in a plain binary file as they arrive (resumable like every other output) and the
@@ -15,19 +16,19 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    FixedSizeListBuilder, Float32Builder, ListBuilder, StringBuilder, UInt32Builder,
-};
+use arrow_array::builder::{Float32Builder, ListBuilder, StringBuilder, UInt32Builder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type, UInt32Type, UInt64Type};
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int8Array, RecordBatch, UInt8Array,
+};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::properties::WriterProperties;
 
-use crate::dense::{partial_path, reopen_partial, sync};
+use crate::dense::{ValueType, partial_path, reopen_partial, sync};
 use crate::error::{IoError, Result};
 
 /// Rows per batch read from an input file.
@@ -166,20 +167,32 @@ fn value_string(array: &dyn Array, row: usize) -> Option<String> {
 /// The shape of the rows a Parquet output holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ParquetRows {
-    Dense { dim: usize },
+    Dense { dim: usize, values: ValueType },
     Sparse,
+}
+
+/// The list items of a Parquet output's column of values of `data_type`.
+fn item(data_type: DataType) -> Arc<Field> {
+    Arc::new(Field::new("item", data_type, false))
+}
+
+fn arrow_type(values: ValueType) -> DataType {
+    match values {
+        ValueType::F32 => DataType::Float32,
+        ValueType::I8 => DataType::Int8,
+        ValueType::U8 => DataType::UInt8,
+    }
 }
 
 impl ParquetRows {
     fn schema(self) -> SchemaRef {
         let id = Field::new("id", DataType::Utf8, false);
-        let item = |t: DataType| Arc::new(Field::new("item", t, false));
         Arc::new(Schema::new(match self {
-            ParquetRows::Dense { dim } => vec![
+            ParquetRows::Dense { dim, values } => vec![
                 id,
                 Field::new(
                     "embedding",
-                    DataType::FixedSizeList(item(DataType::Float32), dim as i32),
+                    DataType::FixedSizeList(item(arrow_type(values)), dim as i32),
                     false,
                 ),
             ],
@@ -193,9 +206,17 @@ impl ParquetRows {
 
     /// Rows per row group: about 64 MiB of dense values; sparse rows are small.
     fn group_rows(self) -> usize {
+        match self.dense_row_bytes() {
+            Some(bytes) => ((64 << 20) / bytes).clamp(1024, 1 << 20),
+            None => 65536,
+        }
+    }
+
+    /// Bytes of a dense row's values.
+    fn dense_row_bytes(self) -> Option<usize> {
         match self {
-            ParquetRows::Dense { dim } => ((64 << 20) / (4 * dim.max(1))).clamp(1024, 1 << 20),
-            ParquetRows::Sparse => 65536,
+            ParquetRows::Dense { dim, values } => Some((dim * values.size()).max(1)),
+            ParquetRows::Sparse => None,
         }
     }
 
@@ -209,7 +230,7 @@ impl ParquetRows {
 }
 
 /// Streams rows to a Parquet output: staged under `<name>.partial` as
-/// `[u32 id length][id][dense: dim f32 | sparse: u32 nnz, nnz u32 indices, nnz f32 values]`
+/// `[u32 id length][id][dense: dim values | sparse: u32 nnz, nnz u32 indices, nnz f32 values]`
 /// per row, converted when [`finish`](Self::finish) is called.
 pub struct ParquetWriter {
     path: PathBuf,
@@ -274,6 +295,11 @@ impl ParquetWriter {
         self.bytes
     }
 
+    /// Bytes of a dense row's values; `None` for a sparse output.
+    pub fn dense_row_bytes(&self) -> Option<usize> {
+        self.rows_kind.dense_row_bytes()
+    }
+
     pub fn sync(&mut self) -> Result<()> {
         sync(&mut self.file, &self.partial)
     }
@@ -294,11 +320,10 @@ impl ParquetWriter {
         self.buffer.extend_from_slice(id.as_bytes());
     }
 
-    pub fn write_dense_row(&mut self, id: &str, values: &[f32]) -> Result<()> {
+    /// One dense row: its values' little-endian bytes.
+    pub fn write_dense_row(&mut self, id: &str, row: &[u8]) -> Result<()> {
         self.start_row(id);
-        for v in values {
-            self.buffer.extend_from_slice(&v.to_le_bytes());
-        }
+        self.buffer.extend_from_slice(row);
         self.append()
     }
 
@@ -361,31 +386,34 @@ fn read_staged(
     let mut ids = StringBuilder::new();
     let mut bytes = Vec::new();
     let columns: Vec<ArrayRef> = match rows_kind {
-        ParquetRows::Dense { dim } => {
-            let mut embedding = FixedSizeListBuilder::with_capacity(
-                Float32Builder::with_capacity(n * dim),
-                dim as i32,
-                n,
-            )
-            .with_field(Arc::new(Field::new("item", DataType::Float32, false)));
+        ParquetRows::Dense { dim, values } => {
+            let row_bytes = dim * values.size();
+            let mut data = Vec::with_capacity(n * row_bytes);
             for _ in 0..n {
                 let len = u32_at(reader)? as usize;
-                bytes.resize(len + 4 * dim, 0);
+                bytes.resize(len + row_bytes, 0);
                 reader.read_exact(&mut bytes)?;
                 ids.append_value(
                     std::str::from_utf8(&bytes[..len]).map_err(std::io::Error::other)?,
                 );
-                for v in bytes[len..].chunks_exact(4) {
-                    embedding
-                        .values()
-                        .append_value(f32::from_le_bytes(v.try_into().expect("4")));
-                }
-                embedding.append(true);
+                data.extend_from_slice(&bytes[len..]);
             }
-            vec![Arc::new(ids.finish()), Arc::new(embedding.finish())]
+            let items: ArrayRef = match values {
+                ValueType::F32 => Arc::new(Float32Array::from_iter_values(
+                    data.chunks_exact(4)
+                        .map(|v| f32::from_le_bytes(v.try_into().expect("4"))),
+                )),
+                ValueType::I8 => {
+                    Arc::new(Int8Array::from_iter_values(data.iter().map(|&b| b as i8)))
+                }
+                ValueType::U8 => Arc::new(UInt8Array::from(data)),
+            };
+            let embedding =
+                FixedSizeListArray::try_new(item(arrow_type(values)), dim as i32, items, None)
+                    .map_err(std::io::Error::other)?;
+            vec![Arc::new(ids.finish()), Arc::new(embedding)]
         }
         ParquetRows::Sparse => {
-            let item = |t: DataType| Arc::new(Field::new("item", t, false));
             let mut indices =
                 ListBuilder::new(UInt32Builder::new()).with_field(item(DataType::UInt32));
             let mut values =
@@ -454,27 +482,63 @@ pub(crate) fn concatenate(parts: &[PathBuf], output: &Path, rows_kind: ParquetRo
     file.sync_all().map_err(IoError::io(output))
 }
 
-/// Reads a dense Parquet output back: `(ids, row-major values, dim)`.
+/// Reads a dense float32 Parquet output back: `(ids, row-major values, dim)`.
 pub fn read_dense_parquet(path: &Path) -> Result<(Vec<String>, Vec<f32>, usize)> {
-    let (mut ids, mut values, mut dim) = (Vec::new(), Vec::new(), 0);
-    for batch in read_batches(path)? {
-        let list = batch.column(1).as_fixed_size_list();
-        dim = list.value_length() as usize;
-        ids.extend(
-            batch
-                .column(0)
-                .as_string::<i32>()
-                .iter()
-                .map(|s| s.unwrap_or_default().to_string()),
-        );
-        values.extend(
-            list.values()
-                .as_primitive::<arrow_array::types::Float32Type>()
-                .values()
-                .iter(),
-        );
+    match read_dense_parquet_values(path)? {
+        (ids, bytes, ValueType::F32, dim) => Ok((
+            ids,
+            bytes
+                .chunks_exact(4)
+                .map(|v| f32::from_le_bytes(v.try_into().expect("4")))
+                .collect(),
+            dim,
+        )),
+        (_, _, values, _) => Err(IoError::format(
+            path,
+            format!("holds {values:?} embeddings, not float32"),
+        )),
     }
-    Ok((ids, values, dim))
+}
+
+/// Reads a dense Parquet output back, quantized or not: `(ids, the values' little-endian bytes
+/// row-major, their type, dim)`.
+pub fn read_dense_parquet_values(path: &Path) -> Result<(Vec<String>, Vec<u8>, ValueType, usize)> {
+    let not_ours = || IoError::format(path, "not a dense pool-encode Parquet output");
+    let (mut ids, mut bytes, mut values, mut dim) = (Vec::new(), Vec::new(), ValueType::F32, 0);
+    for batch in read_batches(path)? {
+        let (Some(id), Some(list)) = (
+            batch
+                .column_by_name("id")
+                .and_then(|c| c.as_string_opt::<i32>()),
+            batch
+                .column_by_name("embedding")
+                .and_then(|c| c.as_fixed_size_list_opt()),
+        ) else {
+            return Err(not_ours());
+        };
+        dim = list.value_length() as usize;
+        ids.extend(id.iter().map(|s| s.unwrap_or_default().to_string()));
+        let items = list.values();
+        match items.data_type() {
+            DataType::Float32 => {
+                values = ValueType::F32;
+                let floats = items.as_primitive::<arrow_array::types::Float32Type>();
+                bytes.extend(floats.values().iter().flat_map(|v| v.to_le_bytes()));
+            }
+            DataType::Int8 => {
+                values = ValueType::I8;
+                let ints = items.as_primitive::<arrow_array::types::Int8Type>();
+                bytes.extend(ints.values().iter().map(|&v| v as u8));
+            }
+            DataType::UInt8 => {
+                values = ValueType::U8;
+                let ints = items.as_primitive::<arrow_array::types::UInt8Type>();
+                bytes.extend_from_slice(ints.values());
+            }
+            _ => return Err(not_ours()),
+        }
+    }
+    Ok((ids, bytes, values, dim))
 }
 
 /// One row of a sparse output: `(id, indices, values)`.

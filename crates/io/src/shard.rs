@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::dense::partial_path;
+use crate::dense::{ValueType, partial_path};
 use crate::error::{IoError, Result};
 use crate::output::OutputFormat;
 
@@ -131,6 +131,9 @@ pub struct ShardManifest {
     pub rejected: u64,
     pub format: OutputFormat,
     pub dimension: usize,
+    /// Dense outputs: float32, or the bytes of quantized embeddings.
+    #[serde(default)]
+    pub values: ValueType,
     /// The output's file name (it sits next to the manifest) and size.
     pub output: String,
     pub bytes: u64,
@@ -247,7 +250,7 @@ pub fn merge(output: &Path, overwrite: bool) -> Result<Merged> {
             ),
         ));
     }
-    if let Some(rows_kind) = first.format.parquet(first.dimension) {
+    if let Some(rows_kind) = first.format.parquet(first.dimension, first.values) {
         // Parquet files are not concatenated byte-wise: each shard is checked, then its rows
         // are written again into one file.
         let parts: Vec<PathBuf> = manifests
@@ -274,7 +277,7 @@ pub fn merge(output: &Path, overwrite: bool) -> Result<Merged> {
     let partial = partial_path(output);
     let mut file = BufWriter::new(File::create(&partial).map_err(IoError::io(&partial))?);
     let mut merged_hash = Sha256::new();
-    let header = first.format.header(rows, first.dimension);
+    let header = first.format.header(rows, first.dimension, first.values);
     merged_hash.update(&header);
     file.write_all(&header).map_err(IoError::io(&partial))?;
     let skip = first.format.header_len();
@@ -424,12 +427,11 @@ fn check_manifest(
                 first.input_records.to_string(),
             );
         }
-        if (manifest.format, manifest.dimension) != (first.format, first.dimension) {
-            return differs(
-                "the output format",
-                format!("{:?} × {}", manifest.format, manifest.dimension),
-                format!("{:?} × {}", first.format, first.dimension),
-            );
+        let shape = |m: &ShardManifest| (m.format, m.dimension, m.values);
+        if shape(manifest) != shape(first) {
+            let describe =
+                |m: &ShardManifest| format!("{:?} × {} {:?}", m.format, m.dimension, m.values);
+            return differs("the output format", describe(manifest), describe(first));
         }
         if manifest.settings != first.settings {
             let keys: Vec<&String> = manifest

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use pool_encode_encoder::Embeddings;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::dense::{DenseFormat, DenseWriter, partial_path, read_npy};
+use crate::dense::{DenseFormat, DenseWriter, ValueType, f32_bytes, partial_path, read_npy};
 use crate::error::{IoError, Result};
 
 enum Format {
@@ -51,8 +51,9 @@ pub fn save_embeddings(
     }
     match format_of(path)? {
         Format::Npy => {
-            let mut writer = DenseWriter::create(path, DenseFormat::Npy, embeddings.dim())?;
-            writer.write_rows(embeddings.as_slice())?;
+            let mut writer =
+                DenseWriter::create(path, DenseFormat::Npy, embeddings.dim(), ValueType::F32)?;
+            writer.write_rows(&f32_bytes(embeddings.as_slice()))?;
             writer.finish()?;
             if let Some(texts) = texts {
                 write_atomically(&texts_sidecar(path), |out| {
