@@ -72,21 +72,23 @@ pub fn remove(output: &Path) -> Result<()> {
 
 /// Says which part of a resumed run's fingerprint differs from the checkpoint's.
 pub fn check_fingerprint(output: &Path, saved: &Value, now: &Value) -> Result<()> {
-    if saved == now {
-        return Ok(());
-    }
+    // A setting newer than the interrupted run's binary is unset (null) there.
+    let saved_value = |key: &str| saved.get(key).unwrap_or(&Value::Null);
     let differing: Vec<String> = now
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(key, value)| saved.get(key.as_str()) != Some(value))
+        .filter(|(key, value)| saved_value(key) != *value)
         .map(|(key, value)| {
             format!(
                 "{key} is {value} now but {} in the interrupted run",
-                saved.get(key.as_str()).unwrap_or(&Value::Null)
+                saved_value(key)
             )
         })
         .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
     bail!(
         "{}: cannot resume with other settings ({}); use the interrupted run's settings, or --overwrite to start over",
         path(output).display(),

@@ -118,6 +118,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     let input_options = InputOptions {
         text_field: settings.text_field.clone(),
         id_field: settings.id_field.clone(),
+        max_record_bytes: settings.max_record_bytes,
     };
     // The records this run covers: a shard's range of the whole input (counted first, without
     // parsing), else all of them.
@@ -490,6 +491,7 @@ fn fingerprint(settings: &EncodeSettings, model: &Path, kind: ModelKind) -> Resu
         },
         "shard": settings.shard.map(|s| s.to_string()),
         "rejects": settings.rejects.is_some(),
+        "max_record_bytes": settings.max_record_bytes,
         "precision": settings.precision.to_string(),
         "batch_size": settings.batch_size,
         "max_batch_tokens": settings.max_batch_tokens,

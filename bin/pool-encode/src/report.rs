@@ -133,6 +133,7 @@ impl RunReport<'_> {
                 "chunk_size": s.chunk_size,
                 "max_seq_length": s.max_seq_length,
                 "text_field": s.text_field,
+                "max_record_bytes": s.max_record_bytes,
                 "id_field": s.id_field,
                 "normalize": s.normalize,
                 "truncate_dim": s.truncate_dim,

@@ -110,6 +110,10 @@ pub struct EncodeArgs {
     /// auto/N) or a Slurm array (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT).
     #[arg(long)]
     pub shard: Option<String>,
+    /// The longest record accepted, in bytes (default 16 MiB): a longer line or Parquet text is
+    /// a bad record (see --rejects), read past without being held in memory.
+    #[arg(long)]
+    pub max_record_bytes: Option<usize>,
     /// Set bad input records (invalid JSON or UTF-8, missing or non-string text, …) aside in
     /// this .jsonl file, one `{"record", "line", "error"}` each, and go on; without it, a bad
     /// record stops the run.
@@ -145,6 +149,7 @@ struct ConfigFile {
     resume: Option<bool>,
     progress_interval: Option<f64>,
     shard: Option<String>,
+    max_record_bytes: Option<usize>,
     rejects: Option<PathBuf>,
 }
 
@@ -159,6 +164,7 @@ pub struct EncodeSettings {
     pub shard: Option<Shard>,
     /// Bad records go here (a shard's own file when sharded) instead of stopping the run.
     pub rejects: Option<PathBuf>,
+    pub max_record_bytes: usize,
     /// `None`: what the model folder is.
     pub kind: Option<ModelKind>,
     /// Empty: the pool's default (every CUDA GPU, else CPU workers).
@@ -244,6 +250,11 @@ impl EncodeSettings {
             merged_output,
             shard,
             rejects: args.rejects.or(file.rejects).map(per_shard),
+            max_record_bytes: positive(
+                args.max_record_bytes.or(file.max_record_bytes),
+                pool_encode_io::input::DEFAULT_MAX_RECORD_BYTES,
+                "max-record-bytes",
+            )?,
             kind: match args.kind.or(file.kind).as_deref() {
                 None => None,
                 Some("dense") => Some(ModelKind::Dense),

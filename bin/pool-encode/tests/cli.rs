@@ -1578,3 +1578,68 @@ fn quantized_shards_resume_and_merge() {
     assert!(error.contains("applies to dense models"), "{error}");
     assert!(!out.exists() && !sparse_out.exists());
 }
+
+/// A record past `--max-record-bytes` stops the run at its line with the rows before it kept,
+/// or goes to the rejects file; a file with no line break at all fails at line 1 at once.
+#[test]
+fn records_past_the_size_limit_are_bad_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let input = tmp.path().join("in.txt");
+    std::fs::write(&input, format!("hello\n{}\nworld\n", "x".repeat(200))).unwrap();
+    let limit = ["--max-record-bytes", "100"];
+    let output = tmp.path().join("o.npy");
+    let error = fails(&strs(&encode_args(&model, &input, &output, &limit)));
+    assert!(
+        error.contains("in.txt:2") && error.contains("limit of 100 bytes"),
+        "{error}"
+    );
+    assert!(
+        error.contains("1 embeddings computed before this error"),
+        "{error}"
+    );
+
+    let rejects = tmp.path().join("rejects.jsonl");
+    let mut extra = limit.to_vec();
+    extra.extend(["--rejects", s(&rejects)]);
+    let output = tmp.path().join("kept.npy");
+    ok(&strs(&encode_args(&model, &input, &output, &extra)));
+    assert_eq!(read(&output).rows(), 2);
+    let set_aside: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&rejects).unwrap().trim()).unwrap();
+    assert_eq!(
+        (set_aside["record"].as_u64(), set_aside["line"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    // A Parquet text past the limit: its row is the "line".
+    let parquet = tmp.path().join("in.parquet");
+    let texts = ["hello".to_string(), "x".repeat(200), "world".to_string()];
+    write_parquet_texts(&parquet, &texts, None);
+    let mut extra = limit.to_vec();
+    extra.extend(["--text-field", "body"]);
+    let error = fails(&strs(&encode_args(
+        &model,
+        &parquet,
+        &tmp.path().join("q.npy"),
+        &extra,
+    )));
+    assert!(
+        error.contains("in.parquet:2") && error.contains("limit of 100 bytes"),
+        "{error}"
+    );
+
+    // 32 MiB without a line break, past the default limit.
+    let one_line = tmp.path().join("one-line.jsonl");
+    std::fs::write(&one_line, vec![b'x'; 32 << 20]).unwrap();
+    let error = fails(&strs(&encode_args(
+        &model,
+        &one_line,
+        &tmp.path().join("p.npy"),
+        &[],
+    )));
+    assert!(
+        error.contains("one-line.jsonl:1") && error.contains("limit of 16777216 bytes"),
+        "{error}"
+    );
+}

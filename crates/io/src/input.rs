@@ -7,6 +7,10 @@
 //! - `.parquet`: the text in the string column `text_field`, the id in `id_field`; a batch of
 //!   rows read at a time. Errors give the 1-based row where other formats give the line.
 //!
+//! A record longer than [`InputOptions::max_record_bytes`] (16 MiB unless told) is a bad record,
+//! read past without keeping it: a file with no line breaks fails at its first line instead of
+//! filling memory, and a model reads a few KB of a text at most anyway.
+//!
 //! `.jsonl` and `.txt` may be compressed, named `.jsonl.gz` / `.txt.gz` (gzip, several members
 //! allowed, as `pigz` and `bgzip` write) or `.jsonl.zst` / `.txt.zst` (zstd): big corpora are
 //! shipped that way, and they are read as they are decompressed, never unpacked to disk.
@@ -87,10 +91,15 @@ impl Read for CountingReader {
     }
 }
 
+/// [`InputOptions::max_record_bytes`] unless told.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone)]
 pub struct InputOptions {
     pub text_field: String,
     pub id_field: Option<String>,
+    /// The longest record accepted: a line (its ending not counted) or a Parquet text, in bytes.
+    pub max_record_bytes: usize,
 }
 
 impl Default for InputOptions {
@@ -98,6 +107,7 @@ impl Default for InputOptions {
         InputOptions {
             text_field: "text".into(),
             id_field: None,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -114,6 +124,9 @@ pub struct InputReader {
     /// A read failed (not a record: the file or its compressed stream). Nothing after it can
     /// be read, so the reader ends after that error instead of repeating it.
     unreadable: bool,
+    /// The line `advance` passed over was longer than the limit (its length, ending included,
+    /// as far as counted): a bad record.
+    too_long: Option<u64>,
 }
 
 /// How far a reader has got, readable from another thread while the reader is consumed
@@ -210,6 +223,7 @@ impl InputReader {
                 file_bytes,
             },
             unreadable: false,
+            too_long: None,
         })
     }
 
@@ -265,6 +279,26 @@ impl InputReader {
     }
 }
 
+/// Reads past the rest of a line (its `\n` included) without keeping it; returns the bytes.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<u64> {
+    let mut skipped = 0;
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(skipped);
+        }
+        let (used, end) = match available.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (available.len(), false),
+        };
+        reader.consume(used);
+        skipped += used as u64;
+        if end {
+            return Ok(skipped);
+        }
+    }
+}
+
 fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -290,9 +324,18 @@ impl InputReader {
         if self.unreadable {
             return Ok(false);
         }
+        let limit = self.options.max_record_bytes;
         loop {
             self.buffer.clear();
-            let read = reader.read_until(b'\n', &mut self.buffer);
+            self.too_long = None;
+            // At most the limit, a `\r` and a `\n`: a longer line is not kept in memory.
+            let read = (&mut *reader)
+                .take(limit as u64 + 2)
+                .read_until(b'\n', &mut self.buffer)
+                .and_then(|n| match self.buffer.ends_with(b"\n") || n < limit + 2 {
+                    true => Ok(n as u64),
+                    false => Ok(n as u64 + skip_line(reader)?),
+                });
             self.unreadable = read.is_err();
             let n = match (read, *compression) {
                 (Ok(n), _) => n,
@@ -313,7 +356,7 @@ impl InputReader {
                 return Ok(false);
             }
             if compression.is_none() {
-                self.position.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                self.position.bytes.fetch_add(n, Ordering::Relaxed);
             }
             self.line += 1;
             let mut end = self.buffer.len();
@@ -324,7 +367,12 @@ impl InputReader {
                 }
             }
             self.buffer.truncate(end);
-            let blank = self.kind == Kind::Jsonl
+            if end > limit {
+                self.too_long = Some(n);
+                self.buffer.clear();
+            }
+            let blank = self.too_long.is_none()
+                && self.kind == Kind::Jsonl
                 && std::str::from_utf8(&self.buffer).is_ok_and(|l| l.trim().is_empty());
             if !blank {
                 self.index += 1;
@@ -336,6 +384,9 @@ impl InputReader {
 
     /// Parses the line `advance` read.
     fn parse_line(&self) -> Result<(Option<String>, String)> {
+        if let Some(length) = self.too_long {
+            return Err(self.record_too_long(length));
+        }
         let bytes = self.buffer.as_slice();
         if bytes.contains(&0) {
             return Err(self.error("NUL byte in input (is this a binary file?)"));
@@ -387,6 +438,13 @@ impl InputReader {
         InputReader::open(path, options)?.skip_records(u64::MAX)
     }
 
+    fn record_too_long(&self, length: u64) -> IoError {
+        self.error(format!(
+            "record longer than the limit of {} bytes ({length} bytes; --max-record-bytes raises the limit)",
+            self.options.max_record_bytes
+        ))
+    }
+
     fn count_parquet_rows(&mut self, n: u64) {
         self.index += n;
         self.line = self.index;
@@ -404,6 +462,9 @@ impl InputReader {
         let null = |field: &str| self.error(format!("field {field:?} is null"));
         Some(row.and_then(|(id, text)| {
             let text = text.ok_or_else(|| null(&self.options.text_field))?;
+            if text.len() > self.options.max_record_bytes {
+                return Err(self.record_too_long(text.len() as u64));
+            }
             let id = match (&self.options.id_field, id) {
                 (Some(field), None) => return Err(null(field)),
                 (_, id) => id.unwrap_or_else(|| index.to_string()),
@@ -513,8 +574,8 @@ mod tests {
     fn compressed_inputs_read_like_plain_ones() {
         let jsonl = "{\"text\": \"a\", \"n\": 5}\n\n{\"text\": \"été 夏\", \"n\": 6}\n{\"text\": \"\", \"n\": 7}";
         let options = || InputOptions {
-            text_field: "text".into(),
             id_field: Some("n".into()),
+            ..Default::default()
         };
         let plain = texts(read("in.jsonl", jsonl.as_bytes(), options()));
         assert_eq!(plain.len(), 3);
@@ -616,6 +677,48 @@ mod tests {
         assert_eq!(position.estimated_records(), Some(20_000));
     }
 
+    /// A line past the limit is a bad record naming its line, read past without being kept;
+    /// the lines around it, and one exactly at the limit (with either ending), are read.
+    #[test]
+    fn records_longer_than_the_limit_are_errors_and_reading_goes_on() {
+        let options = InputOptions {
+            max_record_bytes: 8,
+            ..Default::default()
+        };
+        let long = "x".repeat(3 * (1 << 20));
+        let content = format!("short\n{long}\n12345678\r\nabcdefghi\n12345678");
+        for name in ["a.txt", "a.txt.gz"] {
+            let bytes = match name.ends_with(".gz") {
+                true => gzip(content.as_bytes()),
+                false => content.clone().into_bytes(),
+            };
+            let records = read(name, &bytes, options.clone());
+            let lines: Vec<std::result::Result<String, String>> = records
+                .into_iter()
+                .map(|r| r.map(|r| r.text).map_err(|e| e.to_string()))
+                .collect();
+            assert_eq!(lines.len(), 5, "{name}: {lines:?}");
+            assert_eq!(lines[0].as_deref(), Ok("short"));
+            let error = lines[1].as_ref().unwrap_err();
+            assert!(
+                error.contains(&format!("{name}:2")) && error.contains("limit of 8 bytes"),
+                "{error}"
+            );
+            assert_eq!(lines[2].as_deref(), Ok("12345678"));
+            assert!(lines[3].as_ref().unwrap_err().contains(":4"), "{lines:?}");
+            assert_eq!(lines[4].as_deref(), Ok("12345678"));
+        }
+        // No line break at all: one bad record, then the end; skipping counts it as reading does.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one-line.jsonl");
+        std::fs::write(&path, &long).unwrap();
+        let mut reader = InputReader::open(&path, options.clone()).unwrap();
+        assert!(reader.next().unwrap().is_err());
+        assert!(reader.next().is_none());
+        assert_eq!(reader.position().bytes(), long.len() as u64);
+        assert_eq!(InputReader::count_records(&path, options).unwrap(), 1);
+    }
+
     #[test]
     fn txt_lines_are_texts() {
         let records = read("a.txt", b"one\r\n\ntwo \xc3\xa9\n", InputOptions::default());
@@ -628,6 +731,7 @@ mod tests {
         let options = InputOptions {
             text_field: "body".into(),
             id_field: Some("key".into()),
+            ..Default::default()
         };
         let content = b"{\"body\": \"a\", \"key\": 7}\n\n{\"body\": 3, \"key\": \"x\"}\n{\"key\": \"y\"}\nnot json\n[1]\n";
         let records = read("in.jsonl", content, options);
