@@ -188,10 +188,8 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         None => None,
     };
     // What a row of the output holds: `dim` floats, or the quantized row's bytes.
-    let (stored_dim, values) = match &quantizer {
-        Some(q) => (q.output_dim(), ValueType::of(Some(q.quantization()))),
-        None => (dim, ValueType::F32),
-    };
+    let values = ValueType::of(settings.quantize);
+    let stored_dim = quantizer.as_ref().map_or(dim, Quantizer::output_dim);
     let devices: Vec<String> = pool.devices().iter().map(ToString::to_string).collect();
     eprintln!(
         "pool-encode: {} ({dim} dims{}) on {} worker(s): {}",
@@ -516,8 +514,8 @@ fn fingerprint(settings: &EncodeSettings, model: &Path, kind: ModelKind) -> Resu
 /// int8 / uint8 ranges: each dimension's minimum and maximum over the float embeddings in a
 /// `.npy` file (a [2, dim] file of minima and maxima gives those back).
 fn calibration_ranges(path: &Path) -> Result<QuantizationRanges> {
-    let (values, rows, dim) = pool_encode_io::read_npy(path)
-        .with_context(|| "--calibration needs a .npy of float embeddings".to_string())?;
+    let (values, rows, dim) =
+        pool_encode_io::read_npy(path).context("--calibration needs a .npy of float embeddings")?;
     if rows == 0 {
         bail!("{}: --calibration holds no embeddings", path.display());
     }

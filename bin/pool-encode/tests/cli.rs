@@ -1432,8 +1432,10 @@ fn read_dense_values(path: &Path) -> (Vec<u8>, ValueType, usize, usize) {
     }
 }
 
-/// `--quantize`: ST's `encode(precision=…)` in every dense format (int8 / uint8 with ranges
-/// from `--calibration`, here ST's own rows, as its encode takes them from its output).
+/// `--quantize` in every dense format against ST's `quantize_embeddings` of ST's float rows
+/// (what its `encode(precision=…)` returns: generate_quantized.py checks that for int8 and
+/// ubinary); int8 / uint8 with ranges from `--calibration`, here ST's own rows, as its encode
+/// takes them from its output.
 #[test]
 fn quantized_outputs_like_sentence_transformers() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1610,6 +1612,17 @@ fn records_past_the_size_limit_are_bad_records() {
     assert_eq!(
         (set_aside["record"].as_u64(), set_aside["line"].as_u64()),
         (Some(1), Some(2))
+    );
+
+    // The largest limit there is: no overflow, every record read whole, as with the default.
+    let unlimited = ["--max-record-bytes", "18446744073709551615"];
+    let (all, default) = (tmp.path().join("all.npy"), tmp.path().join("default.npy"));
+    ok(&strs(&encode_args(&model, &input, &all, &unlimited)));
+    ok(&strs(&encode_args(&model, &input, &default, &[])));
+    assert_eq!(read(&all).rows(), 3);
+    assert_eq!(
+        std::fs::read(&all).unwrap(),
+        std::fs::read(&default).unwrap()
     );
 
     // A Parquet text past the limit: its row is the "line".

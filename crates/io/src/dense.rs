@@ -70,6 +70,13 @@ pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// The float32 values in little-endian bytes (as files hold them); the inverse of [`f32_bytes`].
+pub(crate) fn f32_values(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenseFormat {
     Npy,
@@ -269,10 +276,7 @@ impl DenseWriter {
 pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let (data, descr, rows, dim) = read_npy_bytes(path)?;
     let values = match descr {
-        "<f4" => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
+        "<f4" => f32_values(&data).collect(),
         "<f8" => data
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)

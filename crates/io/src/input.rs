@@ -325,16 +325,20 @@ impl InputReader {
             return Ok(false);
         }
         let limit = self.options.max_record_bytes;
+        // At most the limit, a `\r` and a `\n`: a longer line is not kept in memory.
+        let keep = limit.saturating_add(2);
         loop {
             self.buffer.clear();
             self.too_long = None;
-            // At most the limit, a `\r` and a `\n`: a longer line is not kept in memory.
             let read = (&mut *reader)
-                .take(limit as u64 + 2)
+                .take(keep as u64)
                 .read_until(b'\n', &mut self.buffer)
-                .and_then(|n| match self.buffer.ends_with(b"\n") || n < limit + 2 {
-                    true => Ok(n as u64),
-                    false => Ok(n as u64 + skip_line(reader)?),
+                .and_then(|n| {
+                    if self.buffer.ends_with(b"\n") || n < keep {
+                        Ok(n as u64)
+                    } else {
+                        Ok(n as u64 + skip_line(reader)?)
+                    }
                 });
             self.unreadable = read.is_err();
             let n = match (read, *compression) {
@@ -688,9 +692,10 @@ mod tests {
         let long = "x".repeat(3 * (1 << 20));
         let content = format!("short\n{long}\n12345678\r\nabcdefghi\n12345678");
         for name in ["a.txt", "a.txt.gz"] {
-            let bytes = match name.ends_with(".gz") {
-                true => gzip(content.as_bytes()),
-                false => content.clone().into_bytes(),
+            let bytes = if name.ends_with(".gz") {
+                gzip(content.as_bytes())
+            } else {
+                content.clone().into_bytes()
             };
             let records = read(name, &bytes, options.clone());
             let lines: Vec<std::result::Result<String, String>> = records

@@ -28,7 +28,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::properties::WriterProperties;
 
-use crate::dense::{ValueType, partial_path, reopen_partial, sync};
+use crate::dense::{ValueType, f32_bytes, f32_values, partial_path, reopen_partial, sync};
 use crate::error::{IoError, Result};
 
 /// Rows per batch read from an input file.
@@ -399,10 +399,7 @@ fn read_staged(
                 data.extend_from_slice(&bytes[len..]);
             }
             let items: ArrayRef = match values {
-                ValueType::F32 => Arc::new(Float32Array::from_iter_values(
-                    data.chunks_exact(4)
-                        .map(|v| f32::from_le_bytes(v.try_into().expect("4"))),
-                )),
+                ValueType::F32 => Arc::new(Float32Array::from_iter_values(f32_values(&data))),
                 ValueType::I8 => {
                     Arc::new(Int8Array::from_iter_values(data.iter().map(|&b| b as i8)))
                 }
@@ -432,11 +429,7 @@ fn read_staged(
                         .values()
                         .append_value(u32::from_le_bytes(b.try_into().expect("4")));
                 }
-                for b in v.chunks_exact(4) {
-                    values
-                        .values()
-                        .append_value(f32::from_le_bytes(b.try_into().expect("4")));
-                }
+                values.values().extend(f32_values(v).map(Some));
                 indices.append(true);
                 values.append(true);
             }
@@ -485,14 +478,7 @@ pub(crate) fn concatenate(parts: &[PathBuf], output: &Path, rows_kind: ParquetRo
 /// Reads a dense float32 Parquet output back: `(ids, row-major values, dim)`.
 pub fn read_dense_parquet(path: &Path) -> Result<(Vec<String>, Vec<f32>, usize)> {
     match read_dense_parquet_values(path)? {
-        (ids, bytes, ValueType::F32, dim) => Ok((
-            ids,
-            bytes
-                .chunks_exact(4)
-                .map(|v| f32::from_le_bytes(v.try_into().expect("4")))
-                .collect(),
-            dim,
-        )),
+        (ids, bytes, ValueType::F32, dim) => Ok((ids, f32_values(&bytes).collect(), dim)),
         (_, _, values, _) => Err(IoError::format(
             path,
             format!("holds {values:?} embeddings, not float32"),
@@ -523,7 +509,7 @@ pub fn read_dense_parquet_values(path: &Path) -> Result<(Vec<String>, Vec<u8>, V
             DataType::Float32 => {
                 values = ValueType::F32;
                 let floats = items.as_primitive::<arrow_array::types::Float32Type>();
-                bytes.extend(floats.values().iter().flat_map(|v| v.to_le_bytes()));
+                bytes.extend(f32_bytes(floats.values()));
             }
             DataType::Int8 => {
                 values = ValueType::I8;

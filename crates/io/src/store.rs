@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use pool_encode_encoder::Embeddings;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::dense::{DenseFormat, DenseWriter, ValueType, f32_bytes, partial_path, read_npy};
+use crate::dense::{
+    DenseFormat, DenseWriter, ValueType, f32_bytes, f32_values, partial_path, read_npy,
+};
 use crate::error::{IoError, Result};
 
 enum Format {
@@ -66,11 +68,7 @@ pub fn save_embeddings(
             }
         }
         Format::Safetensors => {
-            let values: Vec<u8> = embeddings
-                .as_slice()
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            let values = f32_bytes(embeddings.as_slice());
             let mut tensors = vec![(
                 "embeddings".to_string(),
                 view(
@@ -151,11 +149,7 @@ pub fn load_embeddings(path: &Path) -> Result<(Embeddings, Option<Vec<String>>)>
                 (Dtype::F32, &[rows, dim]) => (rows, dim),
                 _ => return Err(IoError::format(path, "\"embeddings\" must be F32 [N, dim]")),
             };
-            let values = embeddings
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let values = f32_values(embeddings.data()).collect();
             let texts = match (file.tensor("text_bytes"), file.tensor("text_offsets")) {
                 (Ok(text), Ok(offsets)) => {
                     Some(split_texts(path, text.data(), offsets.data(), rows)?)
