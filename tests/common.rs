@@ -78,8 +78,7 @@ pub fn reference_dir(model: &str) -> PathBuf {
 }
 
 pub fn reference(model: &str, file: &str) -> Embeddings {
-    let (values, rows, dim) = pool_encode_io::read_npy(&reference_dir(model).join(file)).unwrap();
-    Embeddings::new(values, rows, dim)
+    pool_encode_io::read_embeddings(&reference_dir(model).join(file)).unwrap()
 }
 
 pub fn reference_meta(model: &str) -> serde_json::Value {
@@ -279,7 +278,8 @@ pub fn quantized_reference(file: &str) -> (Vec<u8>, ValueType, usize, usize) {
     let path = reference_dir("all-MiniLM-L6-v2")
         .join("quantized")
         .join(file);
-    pool_encode_io::read_npy_values(&path).unwrap()
+    let read = pool_encode_io::read_dense(&path).unwrap();
+    (read.bytes, read.values, read.rows, read.dim)
 }
 
 /// Asserts that quantized rows equal ST's, except where ST's float value lies within

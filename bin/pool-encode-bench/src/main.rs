@@ -745,7 +745,7 @@ fn run_st(args: &Args, dir: &Path, run: StRun) -> Result<Measured> {
         .rfind(|l| !l.is_empty())
         .unwrap_or_default();
     let report: serde_json::Value = serde_json::from_slice(last)?;
-    let (values, rows, dim) = pool_encode_io::read_npy(&output)?;
+    let embeddings = pool_encode_io::read_embeddings(&output)?;
     let name = match (pool, device) {
         (0, "cpu") => format!(
             "sentence-transformers (torch {}, {} threads)",
@@ -764,7 +764,7 @@ fn run_st(args: &Args, dir: &Path, run: StRun) -> Result<Measured> {
         seconds: report["seconds"]
             .as_f64()
             .context("no seconds in ST report")?,
-        embeddings: Some(Embeddings::new(values, rows, dim)),
+        embeddings: Some(embeddings),
         gpu,
     })
 }

@@ -13,9 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use pool_encode_encoder::model::{ModelFolder, ModelKind};
-use pool_encode_encoder::{
-    Embeddings, EncodeOptions, QuantizationRanges, Quantizer, SparseEmbeddings,
-};
+use pool_encode_encoder::{EncodeOptions, Quantizer, SparseEmbeddings};
 use pool_encode_io::{
     InputOptions, InputReader, IoError, OutputFormat, RejectsWriter, RowWriter, ShardManifest,
     ValueType, f32_bytes, partial_path,
@@ -55,7 +53,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
     }
     // Read before the pool starts, so that a bad file fails at once.
     let ranges = match &settings.calibration {
-        Some(path) => Some(calibration_ranges(path)?),
+        Some(path) => Some(crate::quantize::float_file_ranges(path)?),
         None => None,
     };
     // A shard that completed (its manifest is written last) is done: running it again with
@@ -509,24 +507,6 @@ fn fingerprint(settings: &EncodeSettings, model: &Path, kind: ModelKind) -> Resu
         "prompt_name": settings.prompt_name,
         "prompt": settings.prompt,
     }))
-}
-
-/// int8 / uint8 ranges: each dimension's minimum and maximum over the float embeddings in a
-/// `.npy` file (a [2, dim] file of minima and maxima gives those back).
-fn calibration_ranges(path: &Path) -> Result<QuantizationRanges> {
-    let (values, rows, dim) =
-        pool_encode_io::read_npy(path).context("--calibration needs a .npy of float embeddings")?;
-    if rows == 0 {
-        bail!("{}: --calibration holds no embeddings", path.display());
-    }
-    if values.iter().any(|v| !v.is_finite()) {
-        bail!(
-            "{}: --calibration holds values that are not finite numbers",
-            path.display()
-        );
-    }
-    QuantizationRanges::from_embeddings(&Embeddings::new(values, rows, dim))
-        .with_context(|| format!("{}: cannot compute quantization ranges", path.display()))
 }
 
 /// SHA-256 over a model folder's files (names and contents; the folder and its module

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod encode;
 mod progress;
+mod quantize;
 mod report;
 mod settings;
 
@@ -34,6 +35,9 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Quantize a finished float32 output (int8, uint8, binary, ubinary), as ST's
+    /// `encode(precision=…)`: int8 / uint8 ranges from every row of it, or from --calibration.
+    Quantize(quantize::QuantizeArgs),
     /// A worker process of the pool (started by `encode`, not by hand).
     #[command(hide = true)]
     Worker {
@@ -49,6 +53,7 @@ fn main() -> std::process::ExitCode {
             settings::EncodeSettings::resolve(*args).and_then(|s| encode::run(&s))
         }
         Command::Merge { output, overwrite } => merge(&output, overwrite),
+        Command::Quantize(args) => quantize::run(&args),
         Command::Worker { args } => return pool_encode_pool::worker::main(&args),
     };
     match result {

@@ -78,9 +78,10 @@ pub struct EncodeArgs {
     /// ubinary (sign bits, 8 dimensions a byte: 32× smaller); float32 (default) for none.
     #[arg(long)]
     pub quantize: Option<String>,
-    /// int8 / uint8: a .npy of float embeddings whose per-dimension minimum and maximum set the
-    /// ranges (ST's `calibration_embeddings`): a sample of the corpus encoded with the same
-    /// model and settings, or a [2, dim] array of the minima and maxima (ST's `ranges`).
+    /// int8 / uint8: float embeddings (.npy, .safetensors or .parquet) whose per-dimension
+    /// minimum and maximum set the ranges (ST's `calibration_embeddings`): a sample of the corpus
+    /// encoded with the same model and settings, or a [2, dim] array of the minima and maxima
+    /// (ST's `ranges`; `pool-encode quantize --ranges-output` writes one).
     #[arg(long)]
     pub calibration: Option<PathBuf>,
     /// Sparse models: keep only each row's K largest weights (default: the model's setting).
@@ -230,7 +231,7 @@ impl EncodeSettings {
         let calibration = args.calibration.or(file.calibration);
         match (quantize, &calibration) {
             (Some(q), None) if q.needs_ranges() => bail!(
-                "--quantize {q} needs --calibration: a .npy of float embeddings (e.g. a sample of the input encoded with the same settings) whose per-dimension minimum and maximum set the {q} ranges"
+                "--quantize {q} needs --calibration: float embeddings (e.g. a sample of the input encoded with the same settings) whose per-dimension minimum and maximum set the {q} ranges; or encode to float32 and run `pool-encode quantize --quantize {q}`, which takes them from every row, as ST's encode(precision=\"{q}\") does"
             ),
             (q, Some(path)) if !q.is_some_and(Quantization::needs_ranges) => bail!(
                 "--calibration {} applies to --quantize int8 or uint8 only",

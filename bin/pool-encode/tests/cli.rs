@@ -48,8 +48,7 @@ fn fails(args: &[&str]) -> String {
 }
 
 fn read(path: &Path) -> Embeddings {
-    let (values, rows, dim) = pool_encode_io::read_npy(path).unwrap();
-    Embeddings::new(values, rows, dim)
+    pool_encode_io::read_embeddings(path).unwrap()
 }
 
 fn texts_jsonl() -> String {
@@ -1282,10 +1281,10 @@ fn parquet_input_and_outputs() {
     let (npy, parquet) = (tmp.path().join("d.npy"), tmp.path().join("d.parquet"));
     ok(&strs(&encode_args(&dense, &input, &npy, &fields)));
     ok(&strs(&encode_args(&dense, &input, &parquet, &fields)));
-    let (ids, values, dim) = pool_encode_io::parquet::read_dense_parquet(&parquet).unwrap();
+    let ids = pool_encode_io::read_dense(&parquet).unwrap().ids;
     let expected_ids: Vec<String> = (0..texts.len()).map(|i| (1000 + i).to_string()).collect();
-    assert_eq!(ids, expected_ids);
-    let rows = Embeddings::new(values, texts.len(), dim);
+    assert_eq!(ids, Some(expected_ids));
+    let rows = read(&parquet);
     assert_eq!(rows, read(&npy));
     assert_close(
         "parquet in and out",
@@ -1389,47 +1388,21 @@ fn parquet_input_and_outputs() {
         )));
     }
     ok(&["merge", "--output", s(&merged)]);
-    let (single, pieces) = (
-        pool_encode_io::parquet::read_dense_parquet(&whole).unwrap(),
-        pool_encode_io::parquet::read_dense_parquet(&merged).unwrap(),
-    );
-    assert_eq!(single.0, pieces.0);
-    assert_close(
-        "merged parquet shards",
-        &Embeddings::new(pieces.1, 211 * 20, pieces.2),
-        &Embeddings::new(single.1, 211 * 20, single.2),
-    );
+    let ids = |path: &Path| pool_encode_io::read_dense(path).unwrap().ids;
+    assert_eq!(ids(&merged), ids(&whole));
+    assert_eq!(read(&merged).rows(), 211 * 20);
+    assert_close("merged parquet shards", &read(&merged), &read(&whole));
 }
 
-/// A dense output's values, whatever its format: `(bytes, type, rows, bytes a row)`.
+/// A dense output's values, whatever its format: `(bytes, type, rows, bytes a row)`; a Parquet
+/// output's ids must be the rows' input lines (from 0).
 fn read_dense_values(path: &Path) -> (Vec<u8>, ValueType, usize, usize) {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => pool_encode_io::read_npy_values(path).unwrap(),
-        Some("parquet") => {
-            let (ids, bytes, values, dim) =
-                pool_encode_io::parquet::read_dense_parquet_values(path).unwrap();
-            let expected: Vec<String> = (0..ids.len()).map(|i| i.to_string()).collect();
-            assert_eq!(ids, expected, "{}: ids", path.display());
-            (bytes, values, ids.len(), dim)
-        }
-        _ => {
-            let file = std::fs::read(path).unwrap();
-            let tensors = safetensors::SafeTensors::deserialize(&file).unwrap();
-            let view = tensors.tensor("embeddings").unwrap();
-            let values = match view.dtype() {
-                safetensors::Dtype::F32 => ValueType::F32,
-                safetensors::Dtype::I8 => ValueType::I8,
-                safetensors::Dtype::U8 => ValueType::U8,
-                other => panic!("{}: dtype {other:?}", path.display()),
-            };
-            (
-                view.data().to_vec(),
-                values,
-                view.shape()[0],
-                view.shape()[1],
-            )
-        }
+    let read = pool_encode_io::read_dense(path).unwrap();
+    if let Some(ids) = &read.ids {
+        let expected: Vec<String> = (0..read.rows).map(|i| i.to_string()).collect();
+        assert_eq!(ids, &expected, "{}: ids", path.display());
     }
+    (read.bytes, read.values, read.rows, read.dim)
 }
 
 /// `--quantize` in every dense format against ST's `quantize_embeddings` of ST's float rows
@@ -1520,7 +1493,7 @@ fn quantized_shards_resume_and_merge() {
     let whole = read(&floats);
     let ranges = QuantizationRanges::from_embeddings(&whole).unwrap();
     let expected = quantize_embeddings(&whole, Quantization::Int8, Some(&ranges)).unwrap();
-    let (bytes, values, rows, dim) = pool_encode_io::read_npy_values(&merged).unwrap();
+    let (bytes, values, rows, dim) = read_dense_values(&merged);
     assert_eq!((values, rows, dim), (ValueType::I8, 2110, whole.dim()));
     // Shards cut other length-sorted windows than a single run, so floats may differ in the
     // last bits, and a value at a level's edge by one level.
@@ -1566,7 +1539,7 @@ fn quantized_shards_resume_and_merge() {
     );
     let error = run(&["--quantize", "uint8", "--calibration", s(&input)]);
     assert!(
-        error.contains("many.jsonl") && error.contains("not a supported .npy"),
+        error.contains("many.jsonl") && error.contains("not an embeddings file"),
         "{error}"
     );
     let splade = tiny_model_dir("splade-bert-tied-max");
@@ -1655,4 +1628,250 @@ fn records_past_the_size_limit_are_bad_records() {
         error.contains("one-line.jsonl:1") && error.contains("limit of 16777216 bytes"),
         "{error}"
     );
+}
+
+/// Writes float rows as an output of `format` would hold them (ids: the row numbers).
+fn write_floats(path: &Path, format: pool_encode_io::OutputFormat, rows: &Embeddings) {
+    let mut writer =
+        pool_encode_io::RowWriter::create(path, format, rows.dim(), ValueType::F32).unwrap();
+    let ids: Vec<String> = (0..rows.rows()).map(|i| i.to_string()).collect();
+    writer
+        .write_dense(&pool_encode_io::f32_bytes(rows.as_slice()), |i| &ids[i])
+        .unwrap();
+    writer.finish().unwrap();
+}
+
+/// `pool-encode quantize` on ST's float rows gives ST's `quantize_embeddings` bytes exactly, in
+/// every format, with ranges from the whole input or from a calibration file; the ranges it
+/// saves quantize the same way again.
+#[test]
+fn quantize_command_gives_sentence_transformers_bytes() {
+    use pool_encode_io::OutputFormat;
+    let tmp = tempfile::tempdir().unwrap();
+    let st_floats = reference("all-MiniLM-L6-v2", "embeddings.npy");
+    let npy = reference_dir("all-MiniLM-L6-v2").join("embeddings.npy");
+    let (safetensors, parquet) = (
+        tmp.path().join("floats.safetensors"),
+        tmp.path().join("floats.parquet"),
+    );
+    write_floats(&safetensors, OutputFormat::Safetensors, &st_floats);
+    write_floats(&parquet, OutputFormat::DenseParquet, &st_floats);
+    let quantize = |input: &Path, output: &Path, quantization: &str, extra: &[&str]| {
+        let mut args = vec![
+            "quantize",
+            "--input",
+            s(input),
+            "--output",
+            s(output),
+            "--quantize",
+            quantization,
+        ];
+        args.extend(extra);
+        let printed = ok(&args);
+        assert_eq!(printed.trim(), s(output));
+    };
+    for (quantization, input, extension) in [
+        ("int8", &npy, "npy"),
+        ("uint8", &safetensors, "safetensors"),
+        ("binary", &parquet, "parquet"),
+        ("ubinary", &parquet, "npy"),
+    ] {
+        let output = tmp.path().join(format!("{quantization}.{extension}"));
+        quantize(input, &output, quantization, &[]);
+        let (bytes, values, rows, dim) = read_dense_values(&output);
+        let expected = quantized_reference(&format!("{quantization}_of_reference.npy"));
+        assert_eq!(
+            (values, rows, dim),
+            (expected.1, expected.2, expected.3),
+            "{quantization}"
+        );
+        assert!(
+            bytes == expected.0,
+            "{quantization}: bytes differ from ST's"
+        );
+    }
+
+    // ST's calibration_embeddings: the first 50 rows; values outside their ranges are clipped.
+    let calibration = tmp.path().join("calibration.npy");
+    let first_50 = Embeddings::new(st_floats.as_slice()[..50 * 384].to_vec(), 50, 384);
+    write_floats(&calibration, OutputFormat::Npy, &first_50);
+    let calibrated = tmp.path().join("calibrated.npy");
+    quantize(
+        &npy,
+        &calibrated,
+        "int8",
+        &["--calibration", s(&calibration)],
+    );
+    let expected = quantized_reference("int8_calibrated_of_reference.npy");
+    assert!(
+        read_dense_values(&calibrated).0 == expected.0,
+        "int8 with --calibration"
+    );
+
+    // The saved ranges are ST's `ranges` and give the same bytes back.
+    let ranges = tmp.path().join("ranges.npy");
+    let (first, again) = (tmp.path().join("first.npy"), tmp.path().join("again.npy"));
+    quantize(&parquet, &first, "uint8", &["--ranges-output", s(&ranges)]);
+    let saved = read(&ranges);
+    let st_ranges = QuantizationRanges::from_embeddings(&st_floats).unwrap();
+    assert_eq!(saved.rows(), 2);
+    assert_eq!(
+        (saved.row(0), saved.row(1)),
+        (st_ranges.min(), st_ranges.max())
+    );
+    quantize(&parquet, &again, "uint8", &["--calibration", s(&ranges)]);
+    assert_eq!(
+        std::fs::read(&first).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
+}
+
+/// The two-pass way to ST's `encode(precision="int8")` for a large corpus: encode float32, then
+/// quantize with ranges from every row. Against ST's own `encode(precision="int8")`.
+#[test]
+fn encode_then_quantize_like_sentence_transformers_encode_int8() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (floats, int8) = (
+        tmp.path().join("floats.parquet"),
+        tmp.path().join("int8.parquet"),
+    );
+    let mut args = encode_args(&minilm_dir(), Path::new(&texts_jsonl()), &floats, &[]);
+    args.iter_mut()
+        .filter(|a| *a == "cpu:1")
+        .for_each(|a| *a = "cpu:1,cpu:1".into());
+    ok(&strs(&args));
+    ok(&[
+        "quantize",
+        "--input",
+        s(&floats),
+        "--output",
+        s(&int8),
+        "--quantize",
+        "int8",
+    ]);
+    let (bytes, values, rows, dim) = read_dense_values(&int8);
+    assert_eq!((values, rows, dim), (ValueType::I8, 211, 384));
+    let st_floats = reference("all-MiniLM-L6-v2", "embeddings.npy");
+    let (expected, ..) = quantized_reference("encode_int8.npy");
+    // Our ranges come from our floats: each end within MAX_ABS_DIFF of ST's, which moves a
+    // level's edge by up to about 4 × MAX_ABS_DIFF (value, minimum and step).
+    let differing = assert_quantized_close(
+        "encode float32, then quantize int8",
+        &bytes,
+        &expected,
+        &st_floats,
+        Quantization::Int8,
+        Some(&QuantizationRanges::from_embeddings(&st_floats).unwrap()),
+        4.0 * MAX_ABS_DIFF,
+    );
+    eprintln!(
+        "{differing} of {} int8 values differ from ST's",
+        bytes.len()
+    );
+}
+
+/// Every misuse of `quantize` is an error that names the file or flag, and leaves no output.
+#[test]
+fn quantize_command_errors() {
+    use pool_encode_io::OutputFormat;
+    let tmp = tempfile::tempdir().unwrap();
+    let npy = reference_dir("all-MiniLM-L6-v2").join("embeddings.npy");
+    let int8 = reference_dir("all-MiniLM-L6-v2").join("quantized/int8_of_reference.npy");
+    let out = tmp.path().join("out.npy");
+    let quantize = |input: &Path, output: &Path, extra: &[&str]| {
+        let mut args = vec!["quantize", "--input", s(input), "--output", s(output)];
+        args.extend(extra);
+        fails(&args)
+    };
+    let expect = |error: String, parts: &[&str]| {
+        for part in parts {
+            assert!(error.contains(part), "{part:?} not in: {error}");
+        }
+    };
+    let int8_flag = ["--quantize", "int8"];
+    expect(
+        quantize(&npy, &out, &["--quantize", "float32"]),
+        &["nothing to do"],
+    );
+    expect(quantize(&npy, &out, &["--quantize", "int4"]), &["int4"]);
+    expect(
+        quantize(&int8, &out, &int8_flag),
+        &["int8_of_reference.npy", "holds int8 values"],
+    );
+    let parquet = tmp.path().join("out.parquet");
+    expect(
+        quantize(&npy, &parquet, &int8_flag),
+        &["out.parquet", "has none"],
+    );
+    expect(quantize(&npy, &npy, &int8_flag), &["is the input"]);
+    expect(
+        quantize(
+            &npy,
+            &out,
+            &["--quantize", "binary", "--calibration", s(&npy)],
+        ),
+        &["--calibration", "int8 or uint8 only"],
+    );
+    let ranges_txt = tmp.path().join("ranges.txt");
+    expect(
+        quantize(
+            &npy,
+            &out,
+            &["--quantize", "int8", "--ranges-output", s(&ranges_txt)],
+        ),
+        &["ranges.txt", ".npy or .safetensors"],
+    );
+    let narrow = reference_dir("all-MiniLM-L6-v2").join("truncate_dim_8_normalized.npy");
+    expect(
+        quantize(
+            &npy,
+            &out,
+            &["--quantize", "uint8", "--calibration", s(&narrow)],
+        ),
+        &["truncate_dim_8_normalized.npy", "8 dimensions"],
+    );
+    let one_row = tmp.path().join("one.npy");
+    write_floats(
+        &one_row,
+        OutputFormat::Npy,
+        &Embeddings::new(vec![1.0, 2.0], 1, 2),
+    );
+    expect(
+        quantize(&one_row, &out, &int8_flag),
+        &["one.npy", "at least 2"],
+    );
+    let nan = tmp.path().join("nan.npy");
+    write_floats(
+        &nan,
+        OutputFormat::Npy,
+        &Embeddings::new(vec![1.0, 2.0, f32::NAN, 0.5, 3.0, 1.0], 3, 2),
+    );
+    expect(
+        quantize(&nan, &out, &int8_flag),
+        &["nan.npy", "row 2", "not a finite number"],
+    );
+    let missing = tmp.path().join("missing.npy");
+    expect(quantize(&missing, &out, &int8_flag), &["missing.npy"]);
+    let texts = data_dir().join("texts.jsonl");
+    expect(
+        quantize(&texts, &out, &int8_flag),
+        &["texts.jsonl", "not an embeddings file"],
+    );
+    assert!(!out.exists() && !pool_encode_io::partial_path(&out).exists());
+
+    // An existing output is kept unless --overwrite.
+    std::fs::write(&out, "keep me").unwrap();
+    expect(quantize(&npy, &out, &int8_flag), &["exists", "--overwrite"]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "keep me");
+    ok(&[
+        "quantize",
+        "--input",
+        s(&npy),
+        "--output",
+        s(&out),
+        "--quantize",
+        "binary",
+        "--overwrite",
+    ]);
+    assert_eq!(read_dense_values(&out).1, ValueType::I8);
 }

@@ -36,7 +36,8 @@ pub use embeddings::Embeddings;
 pub use error::{EncodeError, Result};
 pub use pool_encode_model as model;
 pub use quantization::{
-    Quantization, QuantizationRanges, QuantizedEmbeddings, Quantizer, quantize_embeddings,
+    Quantization, QuantizationRanges, QuantizedEmbeddings, Quantizer, RangesBuilder,
+    quantize_embeddings,
 };
 pub use similarity::SimilarityFn;
 pub use sparse::{SparseEncoder, Task};

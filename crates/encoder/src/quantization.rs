@@ -98,23 +98,9 @@ impl QuantizationRanges {
 
     /// The per-dimension minimum and maximum over `embeddings`' rows (at least one).
     pub fn from_embeddings(embeddings: &Embeddings) -> Result<Self> {
-        let mut rows = embeddings.iter();
-        let first = rows.next().ok_or_else(|| {
-            EncodeError::InvalidOption("quantization ranges need at least one embedding".into())
-        })?;
-        let (mut min, mut max) = (first.to_vec(), first.to_vec());
-        for row in rows {
-            for ((lo, hi), &v) in min.iter_mut().zip(&mut max).zip(row) {
-                // As np.min / np.max: a NaN anywhere makes the dimension's range NaN.
-                if v < *lo || v.is_nan() {
-                    *lo = v;
-                }
-                if v > *hi || v.is_nan() {
-                    *hi = v;
-                }
-            }
-        }
-        QuantizationRanges::new(min, max)
+        let mut builder = RangesBuilder::new(embeddings.dim());
+        builder.add_rows(embeddings.as_slice());
+        builder.finish()
     }
 
     pub fn dim(&self) -> usize {
@@ -127,6 +113,58 @@ impl QuantizationRanges {
 
     pub fn max(&self) -> &[f32] {
         &self.max
+    }
+}
+
+/// [`QuantizationRanges::from_embeddings`] over rows that arrive a block at a time (a file
+/// larger than memory): the same minima and maxima, whatever the blocks.
+#[derive(Debug, Clone)]
+pub struct RangesBuilder {
+    min: Vec<f32>,
+    max: Vec<f32>,
+    rows: u64,
+}
+
+impl RangesBuilder {
+    pub fn new(dim: usize) -> Self {
+        RangesBuilder {
+            min: vec![f32::INFINITY; dim],
+            max: vec![f32::NEG_INFINITY; dim],
+            rows: 0,
+        }
+    }
+
+    /// Takes whole rows of `dim` floats, row-major.
+    pub fn add_rows(&mut self, values: &[f32]) {
+        let dim = self.min.len().max(1);
+        assert_eq!(values.len() % dim, 0, "add_rows: partial row");
+        for row in values.chunks_exact(dim) {
+            for ((lo, hi), &v) in self.min.iter_mut().zip(&mut self.max).zip(row) {
+                // As np.min / np.max: a NaN anywhere makes the dimension's range NaN.
+                if v < *lo || v.is_nan() {
+                    *lo = v;
+                }
+                if v > *hi || v.is_nan() {
+                    *hi = v;
+                }
+            }
+        }
+        self.rows += (values.len() / dim) as u64;
+    }
+
+    /// Rows taken so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// The ranges of the rows taken (at least one).
+    pub fn finish(self) -> Result<QuantizationRanges> {
+        if self.rows == 0 {
+            return Err(EncodeError::InvalidOption(
+                "quantization ranges need at least one embedding".into(),
+            ));
+        }
+        QuantizationRanges::new(self.min, self.max)
     }
 }
 
@@ -369,5 +407,30 @@ mod tests {
             0
         );
         assert!("int4".parse::<Quantization>().is_err());
+    }
+
+    #[test]
+    fn ranges_built_block_by_block_equal_ranges_of_the_whole() {
+        let values: Vec<f32> = (0..7 * 3).map(|i| ((i * 37) % 11) as f32 - 5.0).collect();
+        let whole = Embeddings::new(values.clone(), 7, 3);
+        for block_rows in [1, 2, 7] {
+            let mut builder = RangesBuilder::new(3);
+            values
+                .chunks(block_rows * 3)
+                .for_each(|b| builder.add_rows(b));
+            assert_eq!(builder.rows(), 7);
+            assert_eq!(
+                builder.finish().unwrap(),
+                QuantizationRanges::from_embeddings(&whole).unwrap()
+            );
+        }
+        // A NaN poisons its dimension's range wherever it comes (np.min / np.max do the same).
+        let mut builder = RangesBuilder::new(2);
+        builder.add_rows(&[1.0, f32::NAN, 2.0, 0.0]);
+        builder.add_rows(&[0.5, 3.0]);
+        let ranges = builder.finish().unwrap();
+        assert_eq!((ranges.min()[0], ranges.max()[0]), (0.5, 2.0));
+        assert!(ranges.min()[1].is_nan() && ranges.max()[1].is_nan());
+        assert!(RangesBuilder::new(2).finish().is_err());
     }
 }

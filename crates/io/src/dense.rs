@@ -8,15 +8,13 @@
 //! interrupted run never leaves an output that looks finished.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use pool_encode_encoder::Quantization;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoError, Result};
-
-const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// What a dense output's values are: float32 embeddings, or quantized ones' bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -37,6 +35,15 @@ impl ValueType {
             None => ValueType::F32,
             Some(q) if q.is_signed() => ValueType::I8,
             Some(_) => ValueType::U8,
+        }
+    }
+
+    /// NumPy's name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::F32 => "float32",
+            ValueType::I8 => "int8",
+            ValueType::U8 => "uint8",
         }
     }
 
@@ -110,7 +117,7 @@ impl DenseFormat {
                     "{{'descr': '{}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}",
                     values.npy_descr()
                 );
-                h.extend_from_slice(MAGIC);
+                h.extend_from_slice(b"\x93NUMPY");
                 h.extend_from_slice(&[1, 0]);
                 h.extend_from_slice(&((len - 10) as u16).to_le_bytes());
                 h.extend_from_slice(dict.as_bytes());
@@ -272,101 +279,10 @@ impl DenseWriter {
     }
 }
 
-/// Reads a 2-D `.npy` of f32 (or f64, converted) in C order: `(values, rows, dim)`.
-pub fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    let (data, descr, rows, dim) = read_npy_bytes(path)?;
-    let values = match descr {
-        "<f4" => f32_values(&data).collect(),
-        "<f8" => data
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        _ => {
-            return Err(IoError::format(
-                path,
-                format!("holds {descr} values: expected float32 or float64 embeddings"),
-            ));
-        }
-    };
-    Ok((values, rows, dim))
-}
-
-/// Reads a 2-D `.npy` of f32, int8 or uint8 (a dense output, quantized or not) in C order:
-/// `(values' little-endian bytes, their type, rows, dim)`.
-pub fn read_npy_values(path: &Path) -> Result<(Vec<u8>, ValueType, usize, usize)> {
-    let (data, descr, rows, dim) = read_npy_bytes(path)?;
-    let values = match descr {
-        "<f4" => ValueType::F32,
-        "|i1" => ValueType::I8,
-        "|u1" => ValueType::U8,
-        _ => {
-            return Err(IoError::format(
-                path,
-                format!("holds {descr} values: expected float32, int8 or uint8"),
-            ));
-        }
-    };
-    Ok((data, values, rows, dim))
-}
-
-/// A 1-D or 2-D `.npy` (format 1–3, C order) of one of the types below: `(data, descr, rows,
-/// dim)`, a 1-D array read as one column.
-fn read_npy_bytes(path: &Path) -> Result<(Vec<u8>, &'static str, usize, usize)> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(IoError::io(path))?;
-    let bad = |m: &str| IoError::format(path, format!("not a supported .npy file: {m}"));
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(bad("missing magic"));
-    }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
-        _ => return Err(bad("unknown version")),
-    };
-    let dict = bytes
-        .get(start..start + header_len)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| bad("truncated header"))?;
-    let field = |key: &str| {
-        let at = dict.find(&format!("'{key}':"))? + key.len() + 3;
-        Some(dict[at..].trim_start())
-    };
-    let descr = field("descr").ok_or_else(|| bad("no descr"))?;
-    let (descr, width) = [("<f4", 4), ("<f8", 8), ("|i1", 1), ("|u1", 1)]
-        .into_iter()
-        .find(|(name, _)| descr.starts_with(&format!("'{name}'")))
-        .ok_or_else(|| bad("dtype must be little-endian float32 or float64, int8 or uint8"))?;
-    if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
-        return Err(bad("Fortran order"));
-    }
-    let shape = field("shape").ok_or_else(|| bad("no shape"))?;
-    let shape = &shape[1..shape.find(')').ok_or_else(|| bad("bad shape"))?];
-    let dims: Vec<usize> = shape
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| bad("bad shape")))
-        .collect::<Result<_>>()?;
-    let (rows, dim) = match dims[..] {
-        [r, d] => (r, d),
-        [r] => (r, 1),
-        _ => return Err(bad("expected a 1-D or 2-D array")),
-    };
-    bytes.drain(..start + header_len);
-    if rows.checked_mul(dim).and_then(|n| n.checked_mul(width)) != Some(bytes.len()) {
-        return Err(bad("data length does not match the shape"));
-    }
-    Ok((bytes, descr, rows, dim))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dense_reader::{read_dense, read_embeddings};
 
     #[test]
     fn streamed_rows_read_back_and_partial_file_is_renamed() {
@@ -381,7 +297,8 @@ mod tests {
         assert!(partial_path(&path).exists());
         writer.finish().unwrap();
         assert!(!partial_path(&path).exists());
-        let (values, rows, dim) = read_npy(&path).unwrap();
+        let read = read_embeddings(&path).unwrap();
+        let (values, rows, dim) = (read.as_slice().to_vec(), read.rows(), read.dim());
         assert_eq!((rows, dim), (3, 3));
         assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.5]);
     }
@@ -415,11 +332,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.npy");
         std::fs::write(&path, b"hello").unwrap();
-        assert!(read_npy(&path).unwrap_err().to_string().contains("bad.npy"));
+        assert!(
+            read_embeddings(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("bad.npy")
+        );
         let mut bytes = DenseFormat::Npy.header(2, 2, ValueType::F32);
         bytes.extend_from_slice(&[0u8; 12]);
         std::fs::write(&path, bytes).unwrap();
-        assert!(read_npy(&path).unwrap_err().to_string().contains("length"));
+        let error = read_embeddings(&path).unwrap_err().to_string();
+        assert!(error.contains("truncated"), "{error}");
     }
 
     #[test]
@@ -432,12 +355,13 @@ mod tests {
             writer.write_rows(&bytes).unwrap();
             assert_eq!(writer.bytes(), 128 + 6);
             writer.finish().unwrap();
+            let read = read_dense(&npy).unwrap();
             assert_eq!(
-                read_npy_values(&npy).unwrap(),
-                (bytes.to_vec(), values, 2, 3)
+                (read.ids, read.bytes, read.values, read.rows, read.dim),
+                (None, bytes.to_vec(), values, 2, 3)
             );
             // Embeddings are floats: a quantized file is refused where floats are needed.
-            let error = read_npy(&npy).unwrap_err().to_string();
+            let error = read_embeddings(&npy).unwrap_err().to_string();
             assert!(
                 error.contains("q.npy") && error.contains("float32"),
                 "{error}"
@@ -458,6 +382,11 @@ mod tests {
             assert_eq!(
                 (view.dtype(), view.shape(), view.data()),
                 (dtype, &[2, 3][..], &bytes[..])
+            );
+            let read = read_dense(&path).unwrap();
+            assert_eq!(
+                (read.bytes, read.values, read.rows, read.dim),
+                (bytes.to_vec(), values, 2, 3)
             );
         }
     }

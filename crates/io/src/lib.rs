@@ -1,6 +1,7 @@
 //! Reading texts and writing embeddings: the file formats of pool-encode.
 
 pub mod dense;
+pub mod dense_reader;
 mod error;
 pub mod input;
 mod json_lines;
@@ -11,9 +12,8 @@ pub mod shard;
 pub mod sparse_jsonl;
 pub mod store;
 
-pub use dense::{
-    DenseFormat, DenseWriter, ValueType, f32_bytes, partial_path, read_npy, read_npy_values,
-};
+pub use dense::{DenseFormat, DenseWriter, ValueType, f32_bytes, partial_path};
+pub use dense_reader::{DenseReader, DenseRows, read_dense, read_embeddings};
 pub use error::{IoError, Result};
 pub use input::{InputOptions, InputPosition, InputReader, Record};
 pub use output::{OutputFormat, RowWriter};

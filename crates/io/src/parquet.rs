@@ -28,7 +28,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::file::properties::WriterProperties;
 
-use crate::dense::{ValueType, f32_bytes, f32_values, partial_path, reopen_partial, sync};
+use crate::dense::{ValueType, f32_values, partial_path, reopen_partial, sync};
 use crate::error::{IoError, Result};
 
 /// Rows per batch read from an input file.
@@ -473,58 +473,6 @@ pub(crate) fn concatenate(parts: &[PathBuf], output: &Path, rows_kind: ParquetRo
     }
     let file = writer.into_inner().map_err(write_error)?;
     file.sync_all().map_err(IoError::io(output))
-}
-
-/// Reads a dense float32 Parquet output back: `(ids, row-major values, dim)`.
-pub fn read_dense_parquet(path: &Path) -> Result<(Vec<String>, Vec<f32>, usize)> {
-    match read_dense_parquet_values(path)? {
-        (ids, bytes, ValueType::F32, dim) => Ok((ids, f32_values(&bytes).collect(), dim)),
-        (_, _, values, _) => Err(IoError::format(
-            path,
-            format!("holds {values:?} embeddings, not float32"),
-        )),
-    }
-}
-
-/// Reads a dense Parquet output back, quantized or not: `(ids, the values' little-endian bytes
-/// row-major, their type, dim)`.
-pub fn read_dense_parquet_values(path: &Path) -> Result<(Vec<String>, Vec<u8>, ValueType, usize)> {
-    let not_ours = || IoError::format(path, "not a dense pool-encode Parquet output");
-    let (mut ids, mut bytes, mut values, mut dim) = (Vec::new(), Vec::new(), ValueType::F32, 0);
-    for batch in read_batches(path)? {
-        let (Some(id), Some(list)) = (
-            batch
-                .column_by_name("id")
-                .and_then(|c| c.as_string_opt::<i32>()),
-            batch
-                .column_by_name("embedding")
-                .and_then(|c| c.as_fixed_size_list_opt()),
-        ) else {
-            return Err(not_ours());
-        };
-        dim = list.value_length() as usize;
-        ids.extend(id.iter().map(|s| s.unwrap_or_default().to_string()));
-        let items = list.values();
-        match items.data_type() {
-            DataType::Float32 => {
-                values = ValueType::F32;
-                let floats = items.as_primitive::<arrow_array::types::Float32Type>();
-                bytes.extend(f32_bytes(floats.values()));
-            }
-            DataType::Int8 => {
-                values = ValueType::I8;
-                let ints = items.as_primitive::<arrow_array::types::Int8Type>();
-                bytes.extend(ints.values().iter().map(|&v| v as u8));
-            }
-            DataType::UInt8 => {
-                values = ValueType::U8;
-                let ints = items.as_primitive::<arrow_array::types::UInt8Type>();
-                bytes.extend_from_slice(ints.values());
-            }
-            _ => return Err(not_ours()),
-        }
-    }
-    Ok((ids, bytes, values, dim))
 }
 
 /// One row of a sparse output: `(id, indices, values)`.

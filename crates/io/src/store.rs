@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 use pool_encode_encoder::Embeddings;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use crate::dense::{
-    DenseFormat, DenseWriter, ValueType, f32_bytes, f32_values, partial_path, read_npy,
-};
+use crate::dense::{DenseFormat, DenseWriter, ValueType, f32_bytes, partial_path};
+use crate::dense_reader::read_embeddings;
 use crate::error::{IoError, Result};
 
 enum Format {
@@ -111,54 +110,46 @@ pub fn save_embeddings(
 
 /// Loads embeddings and, when the file has them, their texts.
 pub fn load_embeddings(path: &Path) -> Result<(Embeddings, Option<Vec<String>>)> {
-    match format_of(path)? {
+    let format = format_of(path)?;
+    let embeddings = read_embeddings(path)?;
+    let rows = embeddings.rows();
+    let texts = match format {
         Format::Npy => {
-            let (values, rows, dim) = read_npy(path)?;
             let sidecar = texts_sidecar(path);
-            let texts = if sidecar.exists() {
-                let file = std::fs::File::open(&sidecar).map_err(IoError::io(&sidecar))?;
-                let mut texts = Vec::with_capacity(rows);
-                for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-                    let line = line.map_err(IoError::io(&sidecar))?;
-                    texts.push(serde_json::from_str(&line).map_err(|e| IoError::Record {
-                        path: sidecar.clone(),
-                        line: i as u64 + 1,
-                        message: format!("expected a JSON string: {e}"),
-                    })?);
-                }
-                if texts.len() != rows {
-                    return Err(IoError::format(
-                        &sidecar,
-                        format!("{} texts for {rows} embeddings", texts.len()),
-                    ));
-                }
-                Some(texts)
-            } else {
-                None
-            };
-            Ok((Embeddings::new(values, rows, dim), texts))
+            if !sidecar.exists() {
+                return Ok((embeddings, None));
+            }
+            let file = std::fs::File::open(&sidecar).map_err(IoError::io(&sidecar))?;
+            let mut texts = Vec::with_capacity(rows);
+            for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let line = line.map_err(IoError::io(&sidecar))?;
+                texts.push(serde_json::from_str(&line).map_err(|e| IoError::Record {
+                    path: sidecar.clone(),
+                    line: i as u64 + 1,
+                    message: format!("expected a JSON string: {e}"),
+                })?);
+            }
+            if texts.len() != rows {
+                return Err(IoError::format(
+                    &sidecar,
+                    format!("{} texts for {rows} embeddings", texts.len()),
+                ));
+            }
+            Some(texts)
         }
         Format::Safetensors => {
             let bytes = std::fs::read(path).map_err(IoError::io(path))?;
             let file = SafeTensors::deserialize(&bytes)
                 .map_err(|e| IoError::format(path, e.to_string()))?;
-            let embeddings = file
-                .tensor("embeddings")
-                .map_err(|_| IoError::format(path, "no tensor named \"embeddings\""))?;
-            let (rows, dim) = match (embeddings.dtype(), embeddings.shape()) {
-                (Dtype::F32, &[rows, dim]) => (rows, dim),
-                _ => return Err(IoError::format(path, "\"embeddings\" must be F32 [N, dim]")),
-            };
-            let values = f32_values(embeddings.data()).collect();
-            let texts = match (file.tensor("text_bytes"), file.tensor("text_offsets")) {
+            match (file.tensor("text_bytes"), file.tensor("text_offsets")) {
                 (Ok(text), Ok(offsets)) => {
                     Some(split_texts(path, text.data(), offsets.data(), rows)?)
                 }
                 _ => None,
-            };
-            Ok((Embeddings::new(values, rows, dim), texts))
+            }
         }
-    }
+    };
+    Ok((embeddings, texts))
 }
 
 fn view<'a>(
