@@ -36,7 +36,8 @@ pub struct EncodeArgs {
     pub kind: Option<String>,
     /// Worker devices, comma-separated, one worker process each: cpu (all cores), cpu:N
     /// (N threads), cuda:K, wgpu:K (builds with the cuda / wgpu feature); repeat a device for
-    /// several workers on it. Default: every CUDA GPU, else one single-threaded CPU worker per core.
+    /// several workers on it. Default: every CUDA GPU, else one single-threaded CPU worker per core
+    /// (fewer, with more threads each, where memory does not hold a model copy per core).
     #[arg(long)]
     pub devices: Option<String>,
     /// Float type of the forward pass: f32, or f16 / bf16 on GPU devices.

@@ -85,6 +85,15 @@ impl Weights {
         &self.path
     }
 
+    /// Bytes the floating-point tensors take as float32, as they are computed on the CPU.
+    pub fn f32_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .filter(|e| matches!(e.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64))
+            .map(|e| 4 * e.shape.iter().product::<usize>() as u64)
+            .sum()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }

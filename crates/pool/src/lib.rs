@@ -18,13 +18,14 @@
 
 mod chunks;
 mod dispatcher;
+pub mod memory;
 mod protocol;
 mod rows;
 mod sorted_stream;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -67,7 +68,8 @@ pub struct PoolConfig {
     /// folder's `modules.json` must agree; a plain `*ForMaskedLM` folder takes either.
     pub kind: ModelKind,
     /// One worker process per entry (repeats allowed). Empty: every CUDA GPU the worker program
-    /// finds, else one single-threaded CPU worker per core ([`Pool::devices`] tells which).
+    /// finds, else one single-threaded CPU worker per core, or fewer with more threads each
+    /// where memory is short ([`default_devices`]; [`Pool::devices`] tells which).
     pub devices: Vec<Device>,
     /// The worker executable and the arguments that come before the worker's own (a program
     /// that embeds the worker, like `pool-encode worker`, names its subcommand here).
@@ -117,9 +119,11 @@ impl PoolConfig {
 }
 
 /// The devices used when none are given: every CUDA GPU that `worker_program` can see, else one
-/// single-threaded CPU worker per core this process may run on. The worker program is asked
-/// (`--list-devices`) so that the coordinator itself never loads a GPU driver.
-pub fn default_devices(worker_program: &(PathBuf, Vec<String>)) -> Vec<Device> {
+/// single-threaded CPU worker per core this process may run on, or fewer workers with more
+/// threads each where the memory does not hold a copy of `model` per core
+/// ([`memory::plan_cpu_workers`]). The worker program is asked (`--list-devices`) so that the
+/// coordinator itself never loads a GPU driver.
+pub fn default_devices(worker_program: &(PathBuf, Vec<String>), model: &Path) -> Vec<Device> {
     let gpus: Vec<Device> = list_gpus(worker_program)
         .0
         .into_iter()
@@ -129,7 +133,19 @@ pub fn default_devices(worker_program: &(PathBuf, Vec<String>)) -> Vec<Device> {
         return gpus;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    vec![Device::Cpu { threads: Some(1) }; cores]
+    let available = memory::available_memory();
+    let weights = memory::model_weights_bytes(model).unwrap_or(0);
+    let devices = memory::plan_cpu_workers(cores, available, weights);
+    if devices.len() < cores {
+        eprintln!(
+            "pool-encode: {} CPU workers for {cores} cores: memory ({:.1} GiB available) holds no more copies of the model ({:.2} GiB each at most); --devices overrides",
+            devices.len(),
+            available.unwrap_or(0) as f64 / (1u64 << 30) as f64,
+            memory::worker_bytes(weights, cores.div_ceil(devices.len())) as f64
+                / (1u64 << 30) as f64
+        );
+    }
+    devices
 }
 
 /// The GPU devices `worker_program --list-devices` reports (none if it cannot run), and why
@@ -237,7 +253,7 @@ impl Pool {
             None => (default_worker_program()?, Vec::new()),
         };
         if config.devices.is_empty() {
-            config.devices = default_devices(&program);
+            config.devices = default_devices(&program, &config.model);
         } else {
             check_gpus_exist(&config.devices, &program)?;
         }
