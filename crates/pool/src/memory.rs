@@ -11,12 +11,12 @@ use pool_encode_encoder::Device;
 const MIB: u64 = 1 << 20;
 
 /// What one CPU worker of `threads` threads holds at its peak, for a model of `weights` bytes
-/// as float32, at the default batch size. Measured (peak `RssAnon` of the worker encoding
-/// tests/data/texts.jsonl, long texts included) on all-MiniLM-L6-v2 (90 MB) and a base-sized
-/// BERT (438 MB): 206 and 651 MiB with one thread, 237 and 838 MiB with two (a second batch in
-/// flight); this gives 257, 755, 300 and 964 MiB. The weights file itself is mapped, and its
-/// pages are shared between the workers. Each further batch in flight (at most 4) adds
-/// activations that grow with the model.
+/// as float32, at the default batch size. Measured with `scripts/worker-memory.sh` (peak
+/// `RssAnon` of a worker encoding tests/data/texts.jsonl, long texts included) on
+/// all-MiniLM-L6-v2 (90 MB) and a base-sized BERT (438 MB): 206 and 651 MiB with one thread,
+/// 237 and 838 MiB with two (a second batch in flight); this gives 257, 755, 300 and 964 MiB.
+/// The weights file itself is mapped, and its pages are shared between the workers. Each
+/// further batch in flight (at most 4) adds activations that grow with the model.
 pub fn worker_bytes(weights: u64, threads: usize) -> u64 {
     let batches = threads.clamp(1, 4) as u64;
     3 * weights / 2 + 128 * MIB + (batches - 1) * weights / 2
