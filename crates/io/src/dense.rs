@@ -1,6 +1,6 @@
 //! Dense rows written as they arrive, as NumPy `.npy` (format 1.0, little-endian, C order) or
 //! `.safetensors` (one tensor `embeddings` of shape `[N, dim]`), of float32 or, for quantized
-//! embeddings, int8 / uint8 ([`ValueType`]); and `.npy` read back.
+//! embeddings, int8 / uint8 ([`ValueType`]). `dense_reader` reads them back.
 //!
 //! The row count is unknown until the end, so the header is written with room for any count
 //! (both formats allow padding it with spaces) and rewritten by [`DenseWriter::finish`]. The file
@@ -38,6 +38,14 @@ impl ValueType {
         }
     }
 
+    /// The type for which `is` holds (a name read from a file matches the type's name in its
+    /// format): one mapping per format, used both ways.
+    pub(crate) fn find(mut is: impl FnMut(ValueType) -> bool) -> Option<ValueType> {
+        [ValueType::F32, ValueType::I8, ValueType::U8]
+            .into_iter()
+            .find(|&v| is(v))
+    }
+
     /// NumPy's name of the type.
     pub fn name(self) -> &'static str {
         match self {
@@ -55,7 +63,7 @@ impl ValueType {
         }
     }
 
-    fn npy_descr(self) -> &'static str {
+    pub(crate) fn npy_descr(self) -> &'static str {
         match self {
             ValueType::F32 => "<f4",
             ValueType::I8 => "|i1",
@@ -63,7 +71,7 @@ impl ValueType {
         }
     }
 
-    fn safetensors_dtype(self) -> &'static str {
+    pub(crate) fn safetensors_dtype(self) -> &'static str {
         match self {
             ValueType::F32 => "F32",
             ValueType::I8 => "I8",

@@ -21,6 +21,7 @@ use pool_encode_encoder::Embeddings;
 
 use crate::dense::{ValueType, f32_bytes, f32_values};
 use crate::error::{IoError, Result};
+use crate::parquet::arrow_type;
 
 /// About this many bytes of values a block.
 const BLOCK_BYTES: usize = 8 << 20;
@@ -102,6 +103,14 @@ impl Stored {
             Stored::Values(values) => values,
             Stored::F64 => ValueType::F32,
         }
+    }
+
+    /// The type `name` names in a format where float64 is `f64` and the others `name_of`.
+    fn named(name: &str, f64: &str, name_of: fn(ValueType) -> &'static str) -> Option<Stored> {
+        if name == f64 {
+            return Some(Stored::F64);
+        }
+        ValueType::find(|v| name_of(v) == name).map(Stored::Values)
     }
 }
 
@@ -203,16 +212,12 @@ impl DenseReader {
         let (dim, values) = match field.data_type() {
             DataType::FixedSizeList(item, dim) => (
                 *dim as usize,
-                match item.data_type() {
-                    DataType::Float32 => ValueType::F32,
-                    DataType::Int8 => ValueType::I8,
-                    DataType::UInt8 => ValueType::U8,
-                    other => {
-                        return Err(not_dense(format!(
-                            "\"embedding\" holds lists of {other}, not float32, int8 or uint8"
-                        )));
-                    }
-                },
+                ValueType::find(|v| arrow_type(v) == *item.data_type()).ok_or_else(|| {
+                    not_dense(format!(
+                        "\"embedding\" holds lists of {}, not float32, int8 or uint8",
+                        item.data_type()
+                    ))
+                })?,
             ),
             other => {
                 return Err(not_dense(format!(
@@ -389,17 +394,12 @@ fn npy_layout(path: &Path, file: &mut File, length: u64) -> Result<Layout> {
         let at = dict.find(&format!("'{key}':"))? + key.len() + 3;
         Some(dict[at..].trim_start())
     };
-    let descr = field("descr").ok_or_else(|| bad("no descr"))?;
-    let stored = [
-        ("<f4", Stored::Values(ValueType::F32)),
-        ("<f8", Stored::F64),
-        ("|i1", Stored::Values(ValueType::I8)),
-        ("|u1", Stored::Values(ValueType::U8)),
-    ]
-    .into_iter()
-    .find(|(name, _)| descr.starts_with(&format!("'{name}'")))
-    .map(|(_, stored)| stored)
-    .ok_or_else(|| bad("dtype must be little-endian float32 or float64, int8 or uint8"))?;
+    let descr = field("descr")
+        .and_then(|d| d.strip_prefix('\'')?.split_once('\''))
+        .ok_or_else(|| bad("no descr"))?
+        .0;
+    let stored = Stored::named(descr, "<f8", ValueType::npy_descr)
+        .ok_or_else(|| bad("dtype must be little-endian float32 or float64, int8 or uint8"))?;
     if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
         return Err(bad("Fortran order"));
     }
@@ -459,17 +459,13 @@ fn safetensors_layout(path: &Path, file: &mut File, length: u64) -> Result<Layou
     }
     let tensor: Tensor = serde_json::from_value(header[name].clone())
         .map_err(|e| bad(format!("tensor {name:?}: {e}")))?;
-    let stored = match tensor.dtype.as_str() {
-        "F32" => Stored::Values(ValueType::F32),
-        "F64" => Stored::F64,
-        "I8" => Stored::Values(ValueType::I8),
-        "U8" => Stored::Values(ValueType::U8),
-        other => {
-            return Err(bad(format!(
-                "tensor {name:?} is {other}: expected F32, F64, I8 or U8"
-            )));
-        }
-    };
+    let stored =
+        Stored::named(&tensor.dtype, "F64", ValueType::safetensors_dtype).ok_or_else(|| {
+            bad(format!(
+                "tensor {name:?} is {}: expected F32, F64, I8 or U8",
+                tensor.dtype
+            ))
+        })?;
     let (rows, dim) = match tensor.shape[..] {
         [rows, dim] => (rows, dim),
         [rows] => (rows, 1),

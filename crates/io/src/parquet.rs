@@ -176,7 +176,7 @@ fn item(data_type: DataType) -> Arc<Field> {
     Arc::new(Field::new("item", data_type, false))
 }
 
-fn arrow_type(values: ValueType) -> DataType {
+pub(crate) fn arrow_type(values: ValueType) -> DataType {
     match values {
         ValueType::F32 => DataType::Float32,
         ValueType::I8 => DataType::Int8,
