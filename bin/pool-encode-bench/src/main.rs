@@ -525,6 +525,8 @@ fn pool_config(args: &Args, devices: Vec<Device>, precision: Precision) -> Resul
     config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
     config.max_seq_length = args.max_seq_length;
     config.precision = precision;
+    config.planned_options.batch_size = args.batch_size;
+    config.planned_options.max_batch_tokens = args.max_batch_tokens;
     Ok(config)
 }
 

@@ -154,14 +154,6 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
 
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let mut config = PoolConfig::new(&model, settings.devices.clone());
-    config.kind = kind;
-    // This binary is its own worker (`pool-encode worker …`): one file to deploy.
-    config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
-    config.max_seq_length = settings.max_seq_length;
-    config.precision = settings.precision;
-    config.gpu_batches_in_flight = settings.gpu_batches_in_flight;
-    let pool = Pool::start(config)?;
     let options = PoolEncodeOptions {
         encode: EncodeOptions {
             batch_size: settings.batch_size,
@@ -175,6 +167,15 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         chunk_size: Some(settings.chunk_size),
         ..Default::default()
     };
+    let mut config = PoolConfig::new(&model, settings.devices.clone());
+    config.kind = kind;
+    // This binary is its own worker (`pool-encode worker …`): one file to deploy.
+    config.worker_command = Some((std::env::current_exe()?, vec!["worker".into()]));
+    config.max_seq_length = settings.max_seq_length;
+    config.precision = settings.precision;
+    config.gpu_batches_in_flight = settings.gpu_batches_in_flight;
+    config.planned_options = options.encode.clone();
+    let pool = Pool::start(config)?;
     let dim = options.encode.output_dimension(pool.embedding_dimension());
     let quantizer = match settings.quantize {
         Some(quantize) => Some(Quantizer::new(quantize, dim, ranges.as_ref()).map_err(|e| {

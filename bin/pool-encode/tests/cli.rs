@@ -995,6 +995,38 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// CPU workers whose batches the memory may not hold are warned about, whether the devices are
+/// the caller's or the default plan (which cannot go below one worker); the run itself goes on.
+#[test]
+fn cpu_workers_too_large_for_the_memory_are_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model_dir("bert-mean-normalize-old");
+    let out = tmp.path().join("e.npy");
+    let warning = "warning: the CPU workers may need up to";
+    let run = |extra: &[&str]| {
+        let args = encode_args(&model, Path::new(&texts_jsonl()), &out, extra);
+        let output = pool_encode(&strs(&args));
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    let fits = run(&["--overwrite"]);
+    assert!(!fits.contains(warning), "{fits}");
+    // Batches of a hundred million texts: far more than any machine holds.
+    let huge = ["--overwrite", "--batch-size", "100000000"];
+    let explicit = run(&huge);
+    assert!(explicit.contains(warning), "{explicit}");
+    assert!(explicit.contains("a smaller batch size or --max-batch-tokens"));
+    let default_args: Vec<String> = encode_args(&model, Path::new(&texts_jsonl()), &out, &huge)
+        .into_iter()
+        .filter(|a| a != "--devices" && a != "cpu:1")
+        .collect();
+    let default = pool_encode(&strs(&default_args));
+    assert!(default.status.success(), "{default:?}");
+    let stderr = String::from_utf8(default.stderr).unwrap();
+    assert!(stderr.contains(warning), "{stderr}");
+    assert_eq!(read(&out).rows(), texts().len());
+}
+
 /// Three shards run as separate processes, one killed mid-way and resumed, merged: the rows of
 /// a single run. Merge refuses missing, unfinished, damaged or mismatched shards.
 #[test]

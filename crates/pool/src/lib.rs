@@ -25,7 +25,7 @@ mod sorted_stream;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -86,6 +86,10 @@ pub struct PoolConfig {
     pub gpu_batches_in_flight: Option<usize>,
     /// Extra environment variables for the worker processes.
     pub worker_env: Vec<(String, String)>,
+    /// The options the calls to come will use, as far as known when the pool starts: their
+    /// batch size and token budget size the default CPU workers to the memory, and decide
+    /// whether explicit CPU devices are warned about ([`memory`]).
+    pub planned_options: EncodeOptions,
     /// Chunks queued at a worker at once, so it never waits for its next chunk.
     pub in_flight_per_worker: usize,
     /// A chunk held longer than this means its worker hangs: it is killed and replaced.
@@ -109,6 +113,7 @@ impl PoolConfig {
             max_seq_length: None,
             gpu_batches_in_flight: None,
             worker_env: Vec::new(),
+            planned_options: EncodeOptions::default(),
             in_flight_per_worker: 2,
             task_timeout: Duration::from_secs(600),
             startup_timeout: Duration::from_secs(120),
@@ -120,10 +125,13 @@ impl PoolConfig {
 
 /// The devices used when none are given: every CUDA GPU that `worker_program` can see, else one
 /// single-threaded CPU worker per core this process may run on, or fewer workers with more
-/// threads each where the memory does not hold a copy of `model` per core
-/// ([`memory::plan_cpu_workers`]). The worker program is asked (`--list-devices`) so that the
-/// coordinator itself never loads a GPU driver.
-pub fn default_devices(worker_program: &(PathBuf, Vec<String>), model: &Path) -> Vec<Device> {
+/// threads each where the memory does not hold a worker per core at the batches `config`
+/// plans ([`memory::plan_cpu_workers`]). The worker program is asked (`--list-devices`) so
+/// that the coordinator itself never loads a GPU driver.
+pub fn default_devices(
+    worker_program: &(PathBuf, Vec<String>),
+    config: &PoolConfig,
+) -> Vec<Device> {
     let gpus: Vec<Device> = list_gpus(worker_program)
         .0
         .into_iter()
@@ -133,19 +141,72 @@ pub fn default_devices(worker_program: &(PathBuf, Vec<String>), model: &Path) ->
         return gpus;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let available = memory::available_memory();
-    let weights = memory::model_weights_bytes(model).unwrap_or(0);
-    let devices = memory::plan_cpu_workers(cores, available, weights);
+    let Some(plan) = MemoryPlan::of(config) else {
+        // The workers will say what is wrong with the model folder.
+        return vec![Device::Cpu { threads: Some(1) }; cores];
+    };
+    let devices = memory::plan_cpu_workers(cores, plan.available, &plan.model, plan.batch_tokens);
     if devices.len() < cores {
         eprintln!(
-            "pool-encode: {} CPU workers for {cores} cores: memory ({:.1} GiB available) holds no more copies of the model ({:.2} GiB each at most); --devices overrides",
+            "pool-encode: {} CPU workers for {cores} cores: memory ({}) holds no more workers of this model at batches of up to {} tokens ({} each at most); --devices overrides",
             devices.len(),
-            available.unwrap_or(0) as f64 / (1u64 << 30) as f64,
-            memory::worker_bytes(weights, cores.div_ceil(devices.len())) as f64
-                / (1u64 << 30) as f64
+            gib(plan.available.unwrap_or(0)),
+            plan.batch_tokens,
+            gib(plan
+                .model
+                .worker_bytes(cores.div_ceil(devices.len()), plan.batch_tokens)),
         );
     }
     devices
+}
+
+/// Says on stderr when the CPU workers among `config.devices` (the caller's, or a default plan
+/// of which even one worker is too large) may need more memory than there is: a worker the
+/// kernel kills for memory is replaced and its chunk retried, and in the end its texts are
+/// blamed; the warning names the likely cause first.
+fn warn_if_cpu_workers_do_not_fit(config: &PoolConfig) {
+    let Some(plan) = MemoryPlan::of(config) else {
+        return;
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(needed) = memory::cpu_workers_shortfall(
+        &config.devices,
+        cores,
+        plan.available,
+        &plan.model,
+        plan.batch_tokens,
+    ) {
+        eprintln!(
+            "pool-encode: warning: the CPU workers may need up to {} at batches of up to {} tokens, more than the {} of memory available; workers killed for lack of memory would be retried and their texts finally reported as failing. Fewer workers (more threads each), a smaller batch size or --max-batch-tokens need less",
+            gib(needed),
+            plan.batch_tokens,
+            gib(plan.available.unwrap_or(0)),
+        );
+    }
+}
+
+/// What sizing CPU workers to the memory needs to know.
+struct MemoryPlan {
+    available: Option<u64>,
+    model: memory::ModelFootprint,
+    batch_tokens: usize,
+}
+
+impl MemoryPlan {
+    /// `None` if the model folder cannot be read (the workers will say why).
+    fn of(config: &PoolConfig) -> Option<MemoryPlan> {
+        let folder = pool_encode_encoder::model::ModelFolder::load(&config.model).ok()?;
+        let max_seq_length = config.max_seq_length.unwrap_or(folder.max_seq_length);
+        Some(MemoryPlan {
+            available: memory::available_memory(),
+            model: memory::ModelFootprint::of(&folder)?,
+            batch_tokens: memory::batch_tokens(&config.planned_options, max_seq_length),
+        })
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 /// The GPU devices `worker_program --list-devices` reports (none if it cannot run), and why
@@ -253,10 +314,11 @@ impl Pool {
             None => (default_worker_program()?, Vec::new()),
         };
         if config.devices.is_empty() {
-            config.devices = default_devices(&program, &config.model);
+            config.devices = default_devices(&program, &config);
         } else {
             check_gpus_exist(&config.devices, &program)?;
         }
+        warn_if_cpu_workers_do_not_fit(&config);
         let (control, commands) = crossbeam_channel::unbounded();
         // Unbounded: the dispatcher must never block on a report nobody reads any more.
         let (ready_tx, ready) = crossbeam_channel::unbounded();

@@ -1,37 +1,88 @@
 //! How many CPU workers the memory holds. Each worker process loads its own copy of the model,
 //! so one single-threaded worker per core (the fastest default) can need more memory than a
-//! large machine, or a container's limit, has: 64 workers of a base-sized model want ~60 GiB.
+//! large machine, or a container's limit, has: 64 workers of a base-sized model want ~45 GiB at
+//! ST's default batch of 32 texts of 256 tokens, and more at larger batches or longer texts.
 //! A worker the kernel kills for memory would be replaced and its chunk retried, and in the end
-//! its texts blamed for it; so the default takes fewer workers with more threads each instead.
+//! its texts blamed for it; so the default takes fewer workers with more threads each instead,
+//! and explicit CPU devices that do not fit are warned about.
 
-use std::path::Path;
-
-use pool_encode_encoder::Device;
+use pool_encode_encoder::model::ModelFolder;
+use pool_encode_encoder::{Device, EncodeOptions, MAX_DEFAULT_CPU_CONCURRENT_BATCHES};
 
 const MIB: u64 = 1 << 20;
 
-/// What one CPU worker of `threads` threads holds at its peak, for a model of `weights` bytes
-/// as float32, at the default batch size. Measured with `scripts/worker-memory.sh` (peak
-/// `RssAnon` of a worker encoding tests/data/texts.jsonl, long texts included) on
-/// all-MiniLM-L6-v2 (90 MB) and a base-sized BERT (438 MB): 206 and 651 MiB with one thread,
-/// 237 and 838 MiB with two (a second batch in flight); this gives 257, 755, 300 and 964 MiB.
-/// The weights file itself is mapped, and its pages are shared between the workers. Each
-/// further batch in flight (at most 4) adds activations that grow with the model.
-pub fn worker_bytes(weights: u64, threads: usize) -> u64 {
-    let batches = threads.clamp(1, 4) as u64;
-    3 * weights / 2 + 128 * MIB + (batches - 1) * weights / 2
+/// What one worker of a model holds in memory besides its fixed overhead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelFootprint {
+    /// The weights as float32, the dtype they are computed in on the CPU. The weights file
+    /// itself is mapped, and its pages are shared between the workers.
+    pub weights: u64,
+    /// Activations per token of a batch at the peak of a layer: the CPU path packs each
+    /// batch's real tokens (no padding) and computes attention per text, so a layer's peak is
+    /// in the feed-forward block, holding its input, its intermediate and its output (hidden +
+    /// intermediate + hidden floats a token).
+    pub token_activations: u64,
+}
+
+impl ModelFootprint {
+    /// From the model folder's config and safetensors header; `None` if the weights cannot be
+    /// read (the worker will say why).
+    pub fn of(folder: &ModelFolder) -> Option<ModelFootprint> {
+        let weights =
+            pool_encode_encoder::model::weights::Weights::open(&folder.weights_path(), "").ok()?;
+        let shape = folder.architecture.shape();
+        Some(ModelFootprint {
+            weights: weights.f32_bytes(),
+            token_activations: 4 * (2 * shape.hidden_size + shape.intermediate_size) as u64,
+        })
+    }
+
+    /// What one CPU worker of `threads` threads holds at its peak when its batches hold at
+    /// most `batch_tokens` tokens: the weights, 128 MiB for the runtime, the tokenizer and the
+    /// chunks it holds, and the activations of each batch in flight (one per thread, at most
+    /// [`MAX_DEFAULT_CPU_CONCURRENT_BATCHES`]) with a quarter more for the allocator.
+    ///
+    /// Measured with `scripts/worker-memory.sh MODEL cpu:1 long --batch-size B` (peak
+    /// `RssAnon`, texts past max_seq_length 256, so every batch is full; this estimate in
+    /// brackets): all-MiniLM-L6-v2 (87 MiB of weights) at 16 / 32 / 64 / 96
+    /// texts a batch: 147 / 205 / 257 / 330 MiB (259 / 305 / 395 / 485); a base-sized BERT
+    /// (418 MiB): 538 / 650 / 750 / 894 MiB (636 / 726 / 906 / 1,086). Two threads at 32 texts:
+    /// 231 and 710 MiB (395 and 906).
+    pub fn worker_bytes(&self, threads: usize, batch_tokens: usize) -> u64 {
+        let batches = threads.clamp(1, MAX_DEFAULT_CPU_CONCURRENT_BATCHES) as u64;
+        let activations = (batch_tokens as u64)
+            .saturating_mul(self.token_activations)
+            .saturating_mul(batches);
+        (self.weights + 128 * MIB)
+            .saturating_add(activations)
+            .saturating_add(activations / 4)
+    }
+}
+
+/// The most tokens one batch holds with these options when texts are cut to `max_seq_length`
+/// tokens: `batch_size` texts of `max_seq_length` tokens, or fewer within `max_batch_tokens`
+/// (which lets one text through however long it is).
+pub fn batch_tokens(options: &EncodeOptions, max_seq_length: usize) -> usize {
+    let full = options.batch_size.max(1).saturating_mul(max_seq_length);
+    options
+        .max_batch_tokens
+        .map_or(full, |budget| full.min(budget.max(max_seq_length)))
 }
 
 /// The default CPU workers for `cores` cores and `available` bytes of memory (`None`: not
 /// known): one single-threaded worker per core if the memory holds them, else as many as it
 /// holds (at least one), the cores shared out between them.
-pub fn plan_cpu_workers(cores: usize, available: Option<u64>, weights: u64) -> Vec<Device> {
+pub fn plan_cpu_workers(
+    cores: usize,
+    available: Option<u64>,
+    model: &ModelFootprint,
+    batch_tokens: usize,
+) -> Vec<Device> {
     let cores = cores.max(1);
-    // Room for the coordinator, the page cache of the mapped weights and the rest of the system.
-    let budget = available.map_or(u64::MAX, |a| a / 10 * 8);
     let fits = |workers: usize| {
         let threads = cores.div_ceil(workers);
-        (workers as u64).saturating_mul(worker_bytes(weights, threads)) <= budget
+        (workers as u64).saturating_mul(model.worker_bytes(threads, batch_tokens))
+            <= budget(available)
     };
     let workers = (1..=cores).rev().find(|&w| fits(w)).unwrap_or(1);
     (0..workers)
@@ -42,13 +93,32 @@ pub fn plan_cpu_workers(cores: usize, available: Option<u64>, weights: u64) -> V
         .collect()
 }
 
-/// Bytes of the model's weights as float32 (the dtype they are computed in on the CPU), from its
-/// safetensors headers; `None` if the folder cannot be read (the worker will say why).
-pub fn model_weights_bytes(model: &Path) -> Option<u64> {
-    let folder = pool_encode_encoder::model::ModelFolder::load(model).ok()?;
-    let weights =
-        pool_encode_encoder::model::weights::Weights::open(&folder.weights_path(), "").ok()?;
-    Some(weights.f32_bytes())
+/// What the CPU workers among `devices` need together, when it is more than `available`
+/// memory leaves for them (`None`: they fit, or the memory is not known). `cores` sizes a plain
+/// `cpu` device (it uses every core).
+pub fn cpu_workers_shortfall(
+    devices: &[Device],
+    cores: usize,
+    available: Option<u64>,
+    model: &ModelFootprint,
+    batch_tokens: usize,
+) -> Option<u64> {
+    let needed: u64 = devices
+        .iter()
+        .filter_map(|device| match *device {
+            Device::Cpu { threads } => {
+                Some(model.worker_bytes(threads.unwrap_or(cores), batch_tokens))
+            }
+            Device::Cuda(_) | Device::Wgpu(_) => None,
+        })
+        .sum();
+    (needed > budget(available)).then_some(needed)
+}
+
+/// What the workers may take of `available` memory: room is left for the coordinator, the page
+/// cache of the mapped weights and the rest of the system.
+fn budget(available: Option<u64>) -> u64 {
+    available.map_or(u64::MAX, |a| a / 10 * 8)
 }
 
 /// Memory this process may still use: the system's available memory, or what its cgroup's limit
@@ -124,6 +194,7 @@ fn cgroup_dirs(proc_self_cgroup: &str) -> Vec<(String, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const GIB: u64 = 1 << 30;
 
@@ -137,59 +208,139 @@ mod tests {
             .collect()
     }
 
+    /// all-MiniLM-L6-v2 and a base-sized BERT, from their configs (hidden 384 / 768,
+    /// intermediate 1536 / 3072) and weights files.
+    const MINILM: ModelFootprint = ModelFootprint {
+        weights: 90_852_864,
+        token_activations: 4 * (2 * 384 + 1536),
+    };
+    const BASE: ModelFootprint = ModelFootprint {
+        weights: 437_928_960,
+        token_activations: 4 * (2 * 768 + 3072),
+    };
+    /// ST's default batch: 32 texts of up to 256 tokens.
+    const BATCH: usize = 32 * 256;
+
     #[test]
     fn one_worker_per_core_when_memory_holds_them() {
-        let minilm = 90_000_000;
         assert_eq!(
-            threads(&plan_cpu_workers(16, Some(64 * GIB), minilm)),
+            threads(&plan_cpu_workers(16, Some(64 * GIB), &MINILM, BATCH)),
             [1; 16]
         );
-        assert_eq!(threads(&plan_cpu_workers(16, None, 438_000_000)), [1; 16]);
-        assert_eq!(threads(&plan_cpu_workers(0, None, minilm)), [1]);
+        assert_eq!(threads(&plan_cpu_workers(16, None, &BASE, BATCH)), [1; 16]);
+        assert_eq!(threads(&plan_cpu_workers(0, None, &MINILM, BATCH)), [1]);
     }
 
     #[test]
     fn fewer_workers_with_more_threads_when_memory_is_short() {
-        let base = 438_000_000;
-        // 8 GiB: 6.9 GB to spend. 16 one-thread workers of 0.79 GB do not fit, nor 8 of two
-        // threads (1.01 GB each), 6 of three (1.23 GB) or 5 of four (1.45 GB); 4 of four do.
-        let plan = threads(&plan_cpu_workers(16, Some(8 * GIB), base));
+        // 8 GiB: 6.4 GiB to spend. 16 one-thread workers of 0.71 GiB do not fit, nor 8 of two
+        // threads (0.88 GiB each) or 7 of three (1.06 GiB); 6 of three or two threads do.
+        let plan = threads(&plan_cpu_workers(16, Some(8 * GIB), &BASE, BATCH));
         assert_eq!(plan.iter().sum::<usize>(), 16);
         let workers = plan.len() as u64;
-        assert!(workers * worker_bytes(base, plan[0]) <= 8 * GIB / 10 * 8);
-        assert!(
-            (workers + 1) * worker_bytes(base, 16usize.div_ceil(plan.len() + 1)) > 8 * GIB / 10 * 8
-        );
-        assert_eq!(plan, [4, 4, 4, 4]);
+        let budget = 8 * GIB / 10 * 8;
+        assert!(workers * BASE.worker_bytes(plan[0], BATCH) <= budget);
+        let threads_of_one_more = 16usize.div_ceil(plan.len() + 1);
+        assert!((workers + 1) * BASE.worker_bytes(threads_of_one_more, BATCH) > budget);
+        assert_eq!(plan, [3, 3, 3, 3, 2, 2]);
         // Less than one worker's worth: still one worker, with every core.
-        assert_eq!(threads(&plan_cpu_workers(8, Some(GIB / 2), base)), [8]);
+        assert_eq!(
+            threads(&plan_cpu_workers(8, Some(GIB / 2), &BASE, BATCH)),
+            [8]
+        );
     }
 
-    /// The estimate stays above what was measured (see [`worker_bytes`]).
+    #[test]
+    fn larger_batches_mean_fewer_workers() {
+        let plan = |batch_tokens| plan_cpu_workers(16, Some(8 * GIB), &MINILM, batch_tokens).len();
+        // 32 texts of 256 tokens: 16 workers of 0.30 GiB fit in 6.4 GiB.
+        assert_eq!(plan(BATCH), 16);
+        // 64 texts of 512 tokens: 0.56 GiB a one-thread worker; 4 of four threads (four
+        // batches in flight each) need 6.5 GiB, 3 need 4.8 GiB.
+        assert_eq!(plan(64 * 512), 3);
+        // 128 texts of 512 tokens: 0.91 GiB a one-thread worker, 3.0 GiB with four threads.
+        assert_eq!(plan(128 * 512), 2);
+    }
+
+    /// The estimate stays above what was measured (see [`ModelFootprint::worker_bytes`]).
     #[test]
     fn estimates_cover_the_measured_workers() {
-        let (minilm, base) = (90_000_000, 438_000_000);
-        for (weights, threads, measured_mib) in [
-            (minilm, 1, 206),
-            (base, 1, 651),
-            (minilm, 2, 237),
-            (base, 2, 838),
+        for (model, threads, batch, measured_mib) in [
+            (MINILM, 1, 16, 147),
+            (MINILM, 1, 32, 205),
+            (MINILM, 1, 64, 257),
+            (MINILM, 1, 96, 330),
+            (MINILM, 2, 32, 231),
+            (BASE, 1, 16, 538),
+            (BASE, 1, 32, 650),
+            (BASE, 1, 64, 750),
+            (BASE, 1, 96, 894),
+            (BASE, 2, 32, 710),
         ] {
-            assert!(worker_bytes(weights, threads) > measured_mib * MIB);
+            let estimate = model.worker_bytes(threads, batch * 256);
+            assert!(
+                estimate > measured_mib * MIB,
+                "{model:?}, {threads} threads, {batch} texts: {} MiB",
+                estimate / MIB
+            );
         }
     }
 
     #[test]
-    fn weights_are_counted_from_the_model_folder() {
+    fn batch_tokens_follow_the_batch_size_and_the_token_budget() {
+        let options = |batch_size, max_batch_tokens| EncodeOptions {
+            batch_size,
+            max_batch_tokens,
+            ..EncodeOptions::default()
+        };
+        assert_eq!(batch_tokens(&options(32, None), 256), 8192);
+        assert_eq!(batch_tokens(&options(32, Some(4096)), 256), 4096);
+        assert_eq!(batch_tokens(&options(32, Some(100_000)), 256), 8192);
+        // A budget below one text still lets a text of max_seq_length through.
+        assert_eq!(batch_tokens(&options(32, Some(10)), 256), 256);
+    }
+
+    #[test]
+    fn explicit_cpu_workers_that_do_not_fit_are_found() {
+        let devices: Vec<Device> = ["cpu:1", "cpu:1", "cpu:2", "cuda:0"]
+            .map(|d| d.parse().unwrap())
+            .to_vec();
+        let needed = 2 * BASE.worker_bytes(1, BATCH) + BASE.worker_bytes(2, BATCH);
+        let short = cpu_workers_shortfall(&devices, 16, Some(2 * GIB), &BASE, BATCH);
+        assert_eq!(short, Some(needed));
+        assert_eq!(
+            cpu_workers_shortfall(&devices, 16, Some(16 * GIB), &BASE, BATCH),
+            None
+        );
+        assert_eq!(
+            cpu_workers_shortfall(&devices, 16, None, &BASE, BATCH),
+            None
+        );
+        // A plain `cpu` worker uses every core: four batches in flight.
+        let cpu: Vec<Device> = vec!["cpu".parse().unwrap()];
+        assert_eq!(
+            cpu_workers_shortfall(&cpu, 16, Some(GIB), &BASE, BATCH),
+            Some(BASE.worker_bytes(4, BATCH))
+        );
+    }
+
+    #[test]
+    fn footprints_are_read_from_the_model_folder() {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/models");
         let tiny = models.join("bert-mean-normalize-old");
         let file = std::fs::metadata(tiny.join("model.safetensors"))
             .unwrap()
             .len();
-        let bytes = model_weights_bytes(&tiny).unwrap();
+        let folder = ModelFolder::load(&tiny).unwrap();
+        let footprint = ModelFootprint::of(&folder).unwrap();
         // All float32: the tensors' bytes, i.e. the file less its header (and int64 ids).
+        let bytes = footprint.weights;
         assert!(bytes > file * 9 / 10 && bytes < file, "{bytes} of {file}");
-        assert_eq!(model_weights_bytes(&models.join("no-such-model")), None);
+        let shape = folder.architecture.shape();
+        assert_eq!(
+            footprint.token_activations,
+            4 * (2 * shape.hidden_size + shape.intermediate_size) as u64
+        );
     }
 
     #[test]
