@@ -16,7 +16,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--input", required=True)
-    parser.add_argument("--output", required=True)
+    parser.add_argument("--output", help="where the embeddings go (not with --tokenize-only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-seq-length", type=int)
@@ -26,6 +26,9 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--sparse", action="store_true",
                         help="a SPLADE model (SparseEncoder); --output gets JSON lines of rows")
+    parser.add_argument("--tokenize-only", action="store_true",
+                        help="time model.tokenize over all texts (what encode does per batch), "
+                        "on RAYON_NUM_THREADS threads; no --output written")
     args = parser.parse_args()
 
     import numpy as np
@@ -43,6 +46,13 @@ def main():
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
     monitor = GpuMonitor() if args.device.startswith("cuda") else None
+    if args.tokenize_only:
+        model.tokenize(texts[:64])  # warm-up
+        start = time.perf_counter()
+        model.tokenize(texts)
+        seconds = time.perf_counter() - start
+        print(json.dumps({"seconds": seconds, "texts": len(texts)}))
+        return
     if args.pool:
         # ST's own pool, started outside the timing as its docs show (start_multi_process_pool).
         pool = model.start_multi_process_pool(["cpu"] * args.pool)

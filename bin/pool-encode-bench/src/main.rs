@@ -30,7 +30,8 @@ struct Args {
     model: PathBuf,
     /// `fortunes` (Debian's package, ~42 tokens a text), `fortunes-long` (consecutive fortunes
     /// joined into texts of at least 200 words: ~256 tokens each once truncated to MiniLM's
-    /// max_seq_length), or a .jsonl / .txt file.
+    /// max_seq_length), `fortunes-docs` (likewise, documents of at least 3,000 words: the
+    /// tokenizer's work, not the model's, grows with them), or a .jsonl / .txt file.
     #[arg(long, default_value = "fortunes")]
     corpus: String,
     /// The machine's f32 peak in GFLOP/s for the threads used, for the fraction-of-peak line
@@ -177,6 +178,7 @@ fn cpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
         let dir = write_corpus(texts)?;
         let single = run_st(args, &dir, StRun::cpu(0))?;
         let pool = run_st(args, &dir, StRun::cpu(args.threads))?;
+        tokenization_comparison(args, texts, &dir)?;
         std::fs::remove_dir_all(&dir).ok();
         let seconds = single.seconds;
         results.push(single);
@@ -284,37 +286,12 @@ fn sparse_comparison(args: &Args, texts: &[String]) -> Result<()> {
 /// ST's SparseEncoder on the corpus in `dir`: seconds and its rows.
 fn run_st_sparse(args: &Args, dir: &Path, dim: usize) -> Result<(f64, SparseEmbeddings)> {
     let output = dir.join("st-sparse.jsonl");
-    let python = args
-        .python
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".venv-reference/bin/python"));
-    let out = Command::new(&python)
-        .arg("scripts/st_bench.py")
+    let mut command = st_command(args, dir);
+    command
         .arg("--sparse")
-        .args(["--model", &args.model.to_string_lossy()])
-        .args(["--input", &dir.join("texts.jsonl").to_string_lossy()])
         .args(["--output", &output.to_string_lossy()])
-        .args(["--batch-size", &args.batch_size.to_string()])
-        .args(["--threads", &args.threads.to_string()])
-        .output()
-        .with_context(|| {
-            format!(
-                "running {} (create it with scripts/reference-env.sh)",
-                python.display()
-            )
-        })?;
-    if !out.status.success() {
-        bail!(
-            "sentence-transformers side failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let last = out
-        .stdout
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_slice(last)?;
+        .args(["--batch-size", &args.batch_size.to_string()]);
+    let report = run_st_command(command, args)?;
     let seconds = report["seconds"]
         .as_f64()
         .context("no seconds in ST report")?;
@@ -702,37 +679,32 @@ impl GpuMonitor {
     }
 }
 
-fn run_st(args: &Args, dir: &Path, run: StRun) -> Result<Measured> {
-    let StRun {
-        pool,
-        device,
-        dtype,
-    } = run;
-    let output = dir.join(format!("st-{pool}-{device}-{dtype}.npy"));
-    let python = args
-        .python
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".venv-reference/bin/python"));
-    let mut command = Command::new(&python);
+/// `scripts/st_bench.py` on the corpus in `dir` with the arguments every run shares.
+fn st_command(args: &Args, dir: &Path) -> Command {
+    let mut command = Command::new(st_python(args));
     command
         .arg("scripts/st_bench.py")
         .args(["--model", &args.model.to_string_lossy()])
         .args(["--input", &dir.join("texts.jsonl").to_string_lossy()])
-        .args(["--output", &output.to_string_lossy()])
-        .args([
-            "--batch-size",
-            &args.st_batch_size.unwrap_or(args.batch_size).to_string(),
-        ])
-        .args(["--threads", &args.threads.to_string()])
-        .args(["--pool", &pool.to_string()])
-        .args(["--device", device, "--dtype", dtype]);
+        .args(["--threads", &args.threads.to_string()]);
     if let Some(n) = args.max_seq_length {
         command.args(["--max-seq-length", &n.to_string()]);
     }
+    command
+}
+
+fn st_python(args: &Args) -> PathBuf {
+    args.python
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".venv-reference/bin/python"))
+}
+
+/// Runs an ST side and returns the JSON report it prints last.
+fn run_st_command(mut command: Command, args: &Args) -> Result<serde_json::Value> {
     let out = command.output().with_context(|| {
         format!(
             "running {} (create it with scripts/reference-env.sh)",
-            python.display()
+            st_python(args).display()
         )
     })?;
     if !out.status.success() {
@@ -746,7 +718,62 @@ fn run_st(args: &Args, dir: &Path, run: StRun) -> Result<Measured> {
         .split(|&b| b == b'\n')
         .rfind(|l| !l.is_empty())
         .unwrap_or_default();
-    let report: serde_json::Value = serde_json::from_slice(last)?;
+    Ok(serde_json::from_slice(last)?)
+}
+
+/// Tokenization alone, ours and ST's (`model.tokenize`, the same Rust tokenizers library), on
+/// `--threads` threads: the part of the work that grows with the length of a text, not with
+/// `max_seq_length`. Prints one line.
+fn tokenization_comparison(args: &Args, texts: &[String], dir: &Path) -> Result<()> {
+    let folder = pool_encode_encoder::model::ModelFolder::load(&args.model)?;
+    let mut tokenizer = pool_encode_encoder::TextTokenizer::load(&folder)?;
+    if let Some(n) = args.max_seq_length {
+        tokenizer.set_max_seq_length(n)?;
+    }
+    let threads = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+    threads.install(|| tokenizer.encode_all(&texts[..texts.len().min(64)]))?;
+    let start = Instant::now();
+    threads.install(|| tokenizer.encode_all(texts))?;
+    let ours = start.elapsed().as_secs_f64();
+
+    let mut command = st_command(args, dir);
+    command
+        .arg("--tokenize-only")
+        .env("RAYON_NUM_THREADS", args.threads.to_string());
+    let report = run_st_command(command, args)?;
+    let st = report["seconds"]
+        .as_f64()
+        .context("no seconds in ST's report")?;
+    let rate = |seconds: f64| texts.len() as f64 / seconds;
+    println!(
+        "tokenization alone, {} threads: pool-encode {:.0} texts/s, sentence-transformers {:.0} texts/s: {:.2}x",
+        args.threads,
+        rate(ours),
+        rate(st),
+        st / ours
+    );
+    Ok(())
+}
+
+fn run_st(args: &Args, dir: &Path, run: StRun) -> Result<Measured> {
+    let StRun {
+        pool,
+        device,
+        dtype,
+    } = run;
+    let output = dir.join(format!("st-{pool}-{device}-{dtype}.npy"));
+    let mut command = st_command(args, dir);
+    command
+        .args(["--output", &output.to_string_lossy()])
+        .args([
+            "--batch-size",
+            &args.st_batch_size.unwrap_or(args.batch_size).to_string(),
+        ])
+        .args(["--pool", &pool.to_string()])
+        .args(["--device", device, "--dtype", dtype]);
+    let report = run_st_command(command, args)?;
     let embeddings = pool_encode_io::read_embeddings(&output)?;
     let name = match (pool, device) {
         (0, "cpu") => format!(
@@ -808,6 +835,8 @@ fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
     let mut texts = Vec::new();
     if corpus == "fortunes-long" {
         texts = join_into_long_texts(load_corpus("fortunes", None)?, 200);
+    } else if corpus == "fortunes-docs" {
+        texts = join_into_long_texts(load_corpus("fortunes", None)?, 3000);
     } else if corpus == "fortunes" {
         let dir = Path::new("/usr/share/games/fortunes");
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
