@@ -7,7 +7,7 @@
 #   here:   scripts/gpu-checks.sh bundle          build (--features cuda,wgpu), write .dev/gpu/1..K
 #   device: bash scripts/gpu-checks.sh unpack N   one call per stage, carrying .dev/gpu/N
 #           bash scripts/gpu-checks.sh test NAME… gpu, pool, dense_reference, sparse_reference
-#           bash scripts/gpu-checks.sh bench-minilm | bench-base [BENCH ARGS…] | stream
+#           bash scripts/gpu-checks.sh bench-minilm | bench-base | bench-docs [BENCH ARGS…] | stream
 #
 # Device-side steps write their logs to $OUT (which comes back) and print a summary. Files are
 # unpacked to $GPU_CHECKS_DIR (default /tmp/gpu-checks), which lasts while the machine stays warm.
@@ -163,6 +163,10 @@ main() {
     bench-minilm)
       bench minilm-b32 --batch-size 32
       bench minilm-b256 --batch-size 256 --max-batch-tokens 32768
+      ;;
+    bench-docs)
+      # Documents of 3,000+ words: ST tokenizes each whole, pool-encode a prefix.
+      bench minilm-docs --corpus fortunes-docs --batch-size 256 --max-batch-tokens 32768
       ;;
     bench-base)
       python3 scripts/make_base_model.py --tokenizer-from "$minilm" --output "$work/base" \

@@ -30,8 +30,9 @@ struct Args {
     model: PathBuf,
     /// `fortunes` (Debian's package, ~42 tokens a text), `fortunes-long` (consecutive fortunes
     /// joined into texts of at least 200 words: ~256 tokens each once truncated to MiniLM's
-    /// max_seq_length), `fortunes-docs` (likewise, documents of at least 3,000 words: the
-    /// tokenizer's work, not the model's, grows with them), or a .jsonl / .txt file.
+    /// max_seq_length), `fortunes-docs` (documents of at least 3,000 words, one starting at every
+    /// 10th fortune, ~1,500: the tokenizer's work, not the model's, grows with them), or a
+    /// .jsonl / .txt file.
     #[arg(long, default_value = "fortunes")]
     corpus: String,
     /// The machine's f32 peak in GFLOP/s for the threads used, for the fraction-of-peak line
@@ -830,13 +831,31 @@ fn join_into_long_texts(texts: Vec<String>, words: usize) -> Vec<String> {
     out
 }
 
+/// Documents of at least `words` words of consecutive texts, one starting at every `step`-th
+/// text: they overlap, so a corpus of short texts gives many long ones.
+fn overlapping_documents(texts: &[String], words: usize, step: usize) -> Vec<String> {
+    let counts: Vec<usize> = texts.iter().map(|t| t.split_whitespace().count()).collect();
+    let mut documents = Vec::new();
+    for start in (0..texts.len()).step_by(step) {
+        let mut total = 0;
+        let Some(end) = (start..texts.len()).find(|&i| {
+            total += counts[i];
+            total >= words
+        }) else {
+            break;
+        };
+        documents.push(texts[start..=end].join("\n\n"));
+    }
+    documents
+}
+
 /// Debian's fortunes (texts separated by lines holding `%`), or a .jsonl / .txt file.
 fn load_corpus(corpus: &str, limit: Option<usize>) -> Result<Vec<String>> {
     let mut texts = Vec::new();
     if corpus == "fortunes-long" {
         texts = join_into_long_texts(load_corpus("fortunes", None)?, 200);
     } else if corpus == "fortunes-docs" {
-        texts = join_into_long_texts(load_corpus("fortunes", None)?, 3000);
+        texts = overlapping_documents(&load_corpus("fortunes", None)?, 3000, 10);
     } else if corpus == "fortunes" {
         let dir = Path::new("/usr/share/games/fortunes");
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
