@@ -132,6 +132,14 @@ pub fn default_devices(
     worker_program: &(PathBuf, Vec<String>),
     config: &PoolConfig,
 ) -> Vec<Device> {
+    planned_default_devices(worker_program, MemoryPlan::of(config).as_ref())
+}
+
+/// [`default_devices`] with the memory plan at hand (`None`: the model cannot be read).
+fn planned_default_devices(
+    worker_program: &(PathBuf, Vec<String>),
+    plan: Option<&MemoryPlan>,
+) -> Vec<Device> {
     let gpus: Vec<Device> = list_gpus(worker_program)
         .0
         .into_iter()
@@ -140,53 +148,34 @@ pub fn default_devices(
     if !gpus.is_empty() {
         return gpus;
     }
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let Some(plan) = MemoryPlan::of(config) else {
+    let Some(plan) = plan else {
         // The workers will say what is wrong with the model folder.
-        return vec![Device::Cpu { threads: Some(1) }; cores];
+        return vec![Device::Cpu { threads: Some(1) }; available_cores()];
     };
-    let devices = memory::plan_cpu_workers(cores, plan.available, &plan.model, plan.batch_tokens);
-    if devices.len() < cores {
+    let devices =
+        memory::plan_cpu_workers(plan.cores, plan.available, &plan.model, plan.batch_tokens);
+    if devices.len() < plan.cores {
         eprintln!(
-            "pool-encode: {} CPU workers for {cores} cores: memory ({}) holds no more workers of this model at batches of up to {} tokens ({} each at most); --devices overrides",
+            "pool-encode: {} CPU workers for {} cores: memory ({}) holds no more workers of this model at batches of up to {} tokens ({} each at most); --devices overrides",
             devices.len(),
+            plan.cores,
             gib(plan.available.unwrap_or(0)),
             plan.batch_tokens,
             gib(plan
                 .model
-                .worker_bytes(cores.div_ceil(devices.len()), plan.batch_tokens)),
+                .worker_bytes(plan.cores.div_ceil(devices.len()), plan.batch_tokens)),
         );
     }
     devices
 }
 
-/// Says on stderr when the CPU workers among `config.devices` (the caller's, or a default plan
-/// of which even one worker is too large) may need more memory than there is: a worker the
-/// kernel kills for memory is replaced and its chunk retried, and in the end its texts are
-/// blamed; the warning names the likely cause first.
-fn warn_if_cpu_workers_do_not_fit(config: &PoolConfig) {
-    let Some(plan) = MemoryPlan::of(config) else {
-        return;
-    };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Some(needed) = memory::cpu_workers_shortfall(
-        &config.devices,
-        cores,
-        plan.available,
-        &plan.model,
-        plan.batch_tokens,
-    ) {
-        eprintln!(
-            "pool-encode: warning: the CPU workers may need up to {} at batches of up to {} tokens, more than the {} of memory available; workers killed for lack of memory would be retried and their texts finally reported as failing. Fewer workers (more threads each), a smaller batch size or --max-batch-tokens need less",
-            gib(needed),
-            plan.batch_tokens,
-            gib(plan.available.unwrap_or(0)),
-        );
-    }
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// What sizing CPU workers to the memory needs to know.
 struct MemoryPlan {
+    cores: usize,
     available: Option<u64>,
     model: memory::ModelFootprint,
     batch_tokens: usize,
@@ -198,10 +187,32 @@ impl MemoryPlan {
         let folder = pool_encode_encoder::model::ModelFolder::load(&config.model).ok()?;
         let max_seq_length = config.max_seq_length.unwrap_or(folder.max_seq_length);
         Some(MemoryPlan {
+            cores: available_cores(),
             available: memory::available_memory(),
             model: memory::ModelFootprint::of(&folder)?,
             batch_tokens: memory::batch_tokens(&config.planned_options, max_seq_length),
         })
+    }
+
+    /// Says on stderr when the CPU workers among `devices` (the caller's, or a default plan of
+    /// which even one worker is too large) may need more memory than is theirs to take: a
+    /// worker the kernel kills for memory is replaced and its chunk retried, and in the end its
+    /// texts are blamed; the warning names the likely cause first.
+    fn warn_if_cpu_workers_do_not_fit(&self, devices: &[Device]) {
+        if let Some(needed) = memory::cpu_workers_shortfall(
+            devices,
+            self.cores,
+            self.available,
+            &self.model,
+            self.batch_tokens,
+        ) {
+            eprintln!(
+                "pool-encode: warning: the CPU workers may need up to {} at batches of up to {} tokens, more than the workers' share (80 %) of the {} of memory available; workers killed for lack of memory would be retried and their texts finally reported as failing. Fewer workers (more threads each), a smaller batch size or --max-batch-tokens need less",
+                gib(needed),
+                self.batch_tokens,
+                gib(self.available.unwrap_or(0)),
+            );
+        }
     }
 }
 
@@ -313,12 +324,16 @@ impl Pool {
             Some(command) => command.clone(),
             None => (default_worker_program()?, Vec::new()),
         };
+        // Read once: the default plan and the warning both size workers with it.
+        let memory = MemoryPlan::of(&config);
         if config.devices.is_empty() {
-            config.devices = default_devices(&program, &config);
+            config.devices = planned_default_devices(&program, memory.as_ref());
         } else {
             check_gpus_exist(&config.devices, &program)?;
         }
-        warn_if_cpu_workers_do_not_fit(&config);
+        if let Some(memory) = &memory {
+            memory.warn_if_cpu_workers_do_not_fit(&config.devices);
+        }
         let (control, commands) = crossbeam_channel::unbounded();
         // Unbounded: the dispatcher must never block on a report nobody reads any more.
         let (ready_tx, ready) = crossbeam_channel::unbounded();

@@ -7,7 +7,7 @@
 //! and explicit CPU devices that do not fit are warned about.
 
 use pool_encode_encoder::model::ModelFolder;
-use pool_encode_encoder::{Device, EncodeOptions, MAX_DEFAULT_CPU_CONCURRENT_BATCHES};
+use pool_encode_encoder::{Device, EncodeOptions, default_concurrent_batches};
 
 const MIB: u64 = 1 << 20;
 
@@ -40,7 +40,7 @@ impl ModelFootprint {
     /// What one CPU worker of `threads` threads holds at its peak when its batches hold at
     /// most `batch_tokens` tokens: the weights, 128 MiB for the runtime, the tokenizer and the
     /// chunks it holds, and the activations of each batch in flight (one per thread, at most
-    /// [`MAX_DEFAULT_CPU_CONCURRENT_BATCHES`]) with a quarter more for the allocator.
+    /// [`pool_encode_encoder::MAX_DEFAULT_CPU_CONCURRENT_BATCHES`]) with a quarter more for the allocator.
     ///
     /// Measured with `scripts/worker-memory.sh MODEL cpu:1 long --batch-size B` (peak
     /// `RssAnon`, texts past max_seq_length 256, so every batch is full; this estimate in
@@ -49,7 +49,9 @@ impl ModelFootprint {
     /// (418 MiB): 538 / 650 / 750 / 894 MiB (636 / 726 / 906 / 1,086). Two threads at 32 texts:
     /// 231 and 710 MiB (395 and 906).
     pub fn worker_bytes(&self, threads: usize, batch_tokens: usize) -> u64 {
-        let batches = threads.clamp(1, MAX_DEFAULT_CPU_CONCURRENT_BATCHES) as u64;
+        let batches = default_concurrent_batches(Device::Cpu {
+            threads: Some(threads),
+        }) as u64;
         let activations = (batch_tokens as u64)
             .saturating_mul(self.token_activations)
             .saturating_mul(batches);
