@@ -22,7 +22,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 9] = [
+pub const TINY_MODELS: [&str; 11] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -32,6 +32,8 @@ pub const TINY_MODELS: [&str; 9] = [
     "mpnet-mean-normalize-new",
     "mpnet-multi-old",
     "distilbert-lowercase-old",
+    "roberta-mean-normalize-new",
+    "xlm-roberta-cls-mean-old",
 ];
 
 /// The device the reference tests run on: `$POOL_ENCODE_TEST_DEVICE` (e.g. `cuda:0` in a build
@@ -170,12 +172,13 @@ pub fn assert_close_within(
 }
 
 /// The tiny generated SPLADE models (`tests/reference/generate_sparse.py`).
-pub const SPARSE_MODELS: [&str; 5] = [
+pub const SPARSE_MODELS: [&str; 6] = [
     "splade-bert-tied-max",
     "splade-bert-untied-sum-old",
     "splade-distilbert-untied-log1p",
     "splade-distilbert-tied-bare",
     "splade-inference-free",
+    "splade-xlm-roberta-untied",
 ];
 
 /// Weights at or below this are "zero" when sparse rows are compared (the rule: the

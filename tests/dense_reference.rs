@@ -208,6 +208,8 @@ tiny_model_tests! {
     mpnet_mean_normalize_new => "mpnet-mean-normalize-new",
     mpnet_multi_old => "mpnet-multi-old",
     distilbert_lowercase_old => "distilbert-lowercase-old",
+    roberta_mean_normalize_new => "roberta-mean-normalize-new",
+    xlm_roberta_cls_mean_old => "xlm-roberta-cls-mean-old",
 }
 
 /// A CPU encoder runs a batch per thread at once by default (its ops split over idle

@@ -8,10 +8,28 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// A private copy of a tiny model (with a Dense head) to break.
 fn copy_model() -> (tempfile::TempDir, PathBuf) {
+    copy_tiny_model("bert-cls-dense-new")
+}
+
+/// A private copy of the tiny model `name` to break.
+fn copy_tiny_model(name: &str) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join("model");
-    copy_dir(&tiny_model_dir("bert-cls-dense-new"), &dst);
+    copy_dir(&tiny_model_dir(name), &dst);
     (tmp, dst)
+}
+
+/// Rewrites config.json's top-level keys through `edit`.
+fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut config: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&config).unwrap();
+    edit(&mut config);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -208,16 +226,73 @@ fn unknown_architecture() {
 #[test]
 fn config_missing_a_key() {
     let (_tmp, dir) = copy_model();
-    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
-    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
-    let mut config = config.as_object().unwrap().clone();
-    config.remove("num_attention_heads");
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string(&config).unwrap(),
-    )
-    .unwrap();
+    edit_config(&dir, |config| {
+        config.remove("num_attention_heads");
+    });
     expect_error(&dir, "config.json", "missing key \"num_attention_heads\"");
+}
+
+/// XLM-RoBERTa-XL shares the name's start but puts LayerNorm before each sublayer: it must not
+/// be loaded as RoBERTa. Neither may RoBERTa with relative position embeddings.
+#[test]
+fn roberta_variants_we_do_not_run_are_refused() {
+    let (_tmp, dir) = copy_tiny_model("xlm-roberta-cls-mean-old");
+    edit_config(&dir, |config| {
+        config.insert("model_type".into(), "xlm-roberta-xl".into());
+        config.insert(
+            "architectures".into(),
+            serde_json::json!(["XLMRobertaXLModel"]),
+        );
+    });
+    expect_error(
+        &dir,
+        "config.json",
+        "unsupported architecture \"xlm-roberta-xl\"",
+    );
+    edit_config(&dir, |config| {
+        config.remove("model_type");
+    });
+    expect_error(
+        &dir,
+        "config.json",
+        "unsupported architecture \"xlmrobertaxlmodel\"",
+    );
+    edit_config(&dir, |config| {
+        config.insert("model_type".into(), "roberta".into());
+        config.insert("position_embedding_type".into(), "relative_key".into());
+    });
+    expect_error(
+        &dir,
+        "config.json",
+        "position_embedding_type \"relative_key\"",
+    );
+}
+
+/// A config without `model_type` is recognised by its class name, as for every architecture.
+#[test]
+fn roberta_family_found_by_class_name() {
+    let (_tmp, dir) = copy_tiny_model("xlm-roberta-cls-mean-old");
+    let texts = [
+        "Bonjour à tous.",
+        "Ein längerer Satz, der etwas mehr Tokens braucht.",
+    ];
+    let options = pool_encode_encoder::EncodeOptions::default();
+    let expected = SentenceEncoder::load(&dir, Device::default())
+        .unwrap()
+        .encode(&texts, &options)
+        .unwrap();
+    for class in ["XLMRobertaModel", "RobertaForMaskedLM", "CamembertModel"] {
+        edit_config(&dir, |config| {
+            config.remove("model_type");
+            config.insert("architectures".into(), serde_json::json!([class]));
+        });
+        let encoder = SentenceEncoder::load(&dir, Device::default()).unwrap();
+        assert_eq!(
+            encoder.encode(&texts, &options).unwrap(),
+            expected,
+            "{class}"
+        );
+    }
 }
 
 #[test]
@@ -293,14 +368,6 @@ fn corrupt_tokenizer() {
     expect_error(&dir, "tokenizer.json", "cannot load tokenizer");
 }
 
-/// A private copy of a tiny SPLADE model to break.
-fn copy_sparse_model(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dst = tmp.path().join("model");
-    copy_dir(&tiny_model_dir(name), &dst);
-    (tmp, dst)
-}
-
 fn expect_sparse_error(dir: &Path, file: &str, words: &str) {
     let err = match pool_encode_encoder::SparseEncoder::load(dir, Device::default()) {
         Ok(_) => panic!("loading a SPLADE model with a broken {file} succeeded"),
@@ -312,7 +379,7 @@ fn expect_sparse_error(dir: &Path, file: &str, words: &str) {
 
 #[test]
 fn unknown_splade_pooling_strategy() {
-    let (_tmp, dir) = copy_sparse_model("splade-bert-tied-max");
+    let (_tmp, dir) = copy_tiny_model("splade-bert-tied-max");
     let path = dir.join("1_SpladePooling/config.json");
     let text = std::fs::read_to_string(&path)
         .unwrap()
@@ -327,7 +394,7 @@ fn unknown_splade_pooling_strategy() {
 
 #[test]
 fn missing_mlm_head_weights() {
-    let (_tmp, dir) = copy_sparse_model("splade-bert-tied-max");
+    let (_tmp, dir) = copy_tiny_model("splade-bert-tied-max");
     rewrite_weights(&dir, |tensors| {
         tensors.retain(|(name, ..)| !name.contains("predictions.transform.dense"));
     });
@@ -340,7 +407,7 @@ fn missing_mlm_head_weights() {
 
 #[test]
 fn router_with_two_transformer_routes() {
-    let (_tmp, dir) = copy_sparse_model("splade-inference-free");
+    let (_tmp, dir) = copy_tiny_model("splade-inference-free");
     let path = dir.join("router_config.json");
     let text = std::fs::read_to_string(&path).unwrap().replace(
         "\"query_0_SparseStaticEmbedding\"\n        ]",
@@ -356,7 +423,7 @@ fn router_with_two_transformer_routes() {
 
 #[test]
 fn static_embedding_of_the_wrong_size() {
-    let (_tmp, dir) = copy_sparse_model("splade-inference-free");
+    let (_tmp, dir) = copy_tiny_model("splade-inference-free");
     let static_dir = dir.join("query_0_SparseStaticEmbedding");
     rewrite_weights(&static_dir, |tensors| {
         let (_, _, shape, bytes) = &mut tensors[0];

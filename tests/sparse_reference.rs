@@ -191,6 +191,11 @@ fn inference_free_splade_router() {
 }
 
 #[test]
+fn splade_xlm_roberta_untied_decoder() {
+    check_model("splade-xlm-roberta-untied");
+}
+
+#[test]
 fn dense_and_sparse_models_are_not_confused() {
     let sparse = tiny_model_dir("splade-bert-tied-max");
     let error = SentenceEncoder::load(&sparse, Device::default())

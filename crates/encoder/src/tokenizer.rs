@@ -285,6 +285,9 @@ mod tests {
             "bert-mean-normalize-old",
             "distilbert-lowercase-old",
             "mpnet-multi-old",
+            // Byte-level BPE; SentencePiece Unigram with the NFKC charsmap and Metaspace.
+            "roberta-mean-normalize-new",
+            "xlm-roberta-cls-mean-old",
         ] {
             let folder = ModelFolder::load(&data_dir().join("models").join(model)).unwrap();
             let mut prefixed = TextTokenizer::load(&folder).unwrap();

@@ -64,6 +64,12 @@ pub enum ArchitectureConfig {
         relative_attention_num_buckets: usize,
         pad_token_id: usize,
     },
+    /// RoBERTa, XLM-RoBERTa and CamemBERT (one architecture in Hugging Face's code).
+    Roberta {
+        shape: EncoderShape,
+        type_vocab_size: usize,
+        pad_token_id: usize,
+    },
 }
 
 #[derive(Deserialize)]
@@ -122,23 +128,35 @@ impl ArchitectureConfig {
             .clone()
             .or_else(|| raw.architectures.first().map(|a| a.to_lowercase()))
             .unwrap_or_default();
+        let named = |model_type: &str| {
+            let class = model_type.replace('-', "");
+            kind == model_type
+                || kind == format!("{class}model")
+                || kind.starts_with(&format!("{class}for"))
+        };
+        let bert_like = named("bert")
+            || ["roberta", "xlm-roberta", "camembert"]
+                .into_iter()
+                .any(named);
+        if bert_like
+            && let Some(scheme) = raw.position_embedding_type.as_deref()
+            && scheme != "absolute"
+        {
+            return Err(ModelError::config(
+                path,
+                format!("position_embedding_type {scheme:?} is not supported (only \"absolute\")"),
+            ));
+        }
         let config = match kind.as_str() {
-            k if k == "bert" || k.starts_with("bertfor") || k == "bertmodel" => {
-                if let Some(kind) = raw.position_embedding_type.as_deref()
-                    && kind != "absolute"
-                {
-                    return Err(ModelError::config(
-                        path,
-                        format!(
-                            "position_embedding_type {kind:?} is not supported (only \"absolute\")"
-                        ),
-                    ));
-                }
-                ArchitectureConfig::Bert {
-                    shape: raw.bert_style_shape(path, 512, 1e-12)?,
-                    type_vocab_size: raw.type_vocab_size.unwrap_or(2),
-                }
-            }
+            _ if named("bert") => ArchitectureConfig::Bert {
+                shape: raw.bert_style_shape(path, 512, 1e-12)?,
+                type_vocab_size: raw.type_vocab_size.unwrap_or(2),
+            },
+            _ if bert_like => ArchitectureConfig::Roberta {
+                shape: raw.bert_style_shape(path, 514, 1e-5)?,
+                type_vocab_size: raw.type_vocab_size.unwrap_or(1),
+                pad_token_id: raw.pad_token_id.unwrap_or(1),
+            },
             k if k == "distilbert" || k.starts_with("distilbert") => {
                 ArchitectureConfig::DistilBert {
                     shape: EncoderShape {
@@ -187,7 +205,8 @@ impl ArchitectureConfig {
         match self {
             ArchitectureConfig::Bert { shape, .. }
             | ArchitectureConfig::DistilBert { shape }
-            | ArchitectureConfig::MPNet { shape, .. } => shape,
+            | ArchitectureConfig::MPNet { shape, .. }
+            | ArchitectureConfig::Roberta { shape, .. } => shape,
         }
     }
 
@@ -197,14 +216,21 @@ impl ArchitectureConfig {
             ArchitectureConfig::Bert { .. } => "bert",
             ArchitectureConfig::DistilBert { .. } => "distilbert",
             ArchitectureConfig::MPNet { .. } => "mpnet",
+            // XLM-RoBERTa's and CamemBERT's masked-LM checkpoints use `roberta.` too.
+            ArchitectureConfig::Roberta { .. } => "roberta",
         }
     }
 
     /// The longest input (in tokens, specials included) the position table can encode.
     pub fn max_input_tokens(&self) -> usize {
         match self {
-            // MPNet (like RoBERTa) numbers positions from pad_token_id + 1.
+            // MPNet and RoBERTa number positions from pad_token_id + 1.
             ArchitectureConfig::MPNet {
+                shape,
+                pad_token_id,
+                ..
+            }
+            | ArchitectureConfig::Roberta {
                 shape,
                 pad_token_id,
                 ..

@@ -20,7 +20,9 @@ pub enum ModelError {
     MissingFile { path: PathBuf },
     #[error("{path}: {message}")]
     InvalidConfig { path: PathBuf, message: String },
-    #[error("{path}: unsupported architecture {name:?} (supported: bert, distilbert, mpnet)")]
+    #[error(
+        "{path}: unsupported architecture {name:?} (supported: bert, distilbert, mpnet, roberta, xlm-roberta, camembert)"
+    )]
     UnknownArchitecture { path: PathBuf, name: String },
     #[error("{path}: invalid safetensors file: {message}")]
     InvalidWeights { path: PathBuf, message: String },

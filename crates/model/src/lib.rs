@@ -1,5 +1,5 @@
-//! Transformer encoders in burn (BERT, DistilBERT, MPNet) and the sentence-transformers modules
-//! around them, loaded from a local Hugging Face / sentence-transformers model folder.
+//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa) and the sentence-transformers
+//! modules around them, loaded from a local Hugging Face / sentence-transformers model folder.
 //!
 //! ```no_run
 //! use pool_encode_model::{ModelFolder, SentenceModel};

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use super::TokenBatch;
 use super::layers::{
     Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
-    load_layers, row_ids, run_layers, sequential_positions, widen,
+    load_layers, positions_after_padding, row_ids, run_layers, sequential_positions, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
@@ -21,7 +21,17 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     norm: "cls.predictions.transform.LayerNorm",
     decoder: "cls.predictions.decoder",
     shared_bias: Some("cls.predictions.bias"),
+    activation: None,
 };
+
+/// How tokens are numbered for the position table.
+#[derive(Debug, Clone, Copy)]
+pub enum Positions {
+    /// `0..seq_len`: BERT.
+    FromZero,
+    /// From `pad_token_id + 1`, pad ids at `pad_token_id`: RoBERTa.
+    AfterPadding { pad_token_id: u32 },
+}
 
 #[derive(Debug)]
 pub struct Bert<B: Backend> {
@@ -30,12 +40,14 @@ pub struct Bert<B: Backend> {
     token_type_embeddings: Embedding<B>,
     embeddings_norm: LayerNorm<B>,
     layers: Vec<EncoderLayer<B>>,
+    positions: Positions,
 }
 
 impl<B: EncoderBackend> Bert<B> {
     pub fn load(
         shape: &EncoderShape,
         type_vocab_size: usize,
+        positions: Positions,
         weights: &Weights,
         device: &B::Device,
     ) -> Result<Self> {
@@ -83,6 +95,7 @@ impl<B: EncoderBackend> Bert<B> {
                 device,
             )?,
             layers,
+            positions,
         })
     }
 
@@ -93,14 +106,18 @@ impl<B: EncoderBackend> Bert<B> {
         device: &B::Device,
     ) -> HiddenStates<B> {
         let rows = TokenRows::of::<B>(batch);
+        let positions = match self.positions {
+            Positions::FromZero => sequential_positions(batch),
+            Positions::AfterPadding { pad_token_id } => {
+                positions_after_padding(batch, pad_token_id)
+            }
+        };
         let embeddings = self
             .word_embeddings
             .forward(row_ids(&rows, &widen(&batch.ids), device))
-            + self.position_embeddings.forward(row_ids(
-                &rows,
-                &sequential_positions(batch),
-                device,
-            ))
+            + self
+                .position_embeddings
+                .forward(row_ids(&rows, &positions, device))
             + self
                 .token_type_embeddings
                 .forward(row_ids(&rows, &widen(&batch.type_ids), device));

@@ -20,6 +20,7 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     norm: "vocab_layer_norm",
     decoder: "vocab_projector",
     shared_bias: None,
+    activation: None,
 };
 
 #[derive(Debug)]

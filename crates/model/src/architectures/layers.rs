@@ -1,5 +1,5 @@
-//! Building blocks shared by the post-LayerNorm encoders (BERT, DistilBERT, MPNet): they differ
-//! in embeddings, weight names and attention bias, not in the layer itself.
+//! Building blocks shared by the post-LayerNorm encoders (BERT, DistilBERT, MPNet, RoBERTa): they
+//! differ in embeddings, weight names and attention bias, not in the layer itself.
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
@@ -242,6 +242,27 @@ pub fn sequential_positions(batch: &TokenBatch) -> Vec<i64> {
     (0..batch.batch)
         .flat_map(|_| 0..batch.seq_len as i64)
         .collect()
+}
+
+/// RoBERTa's and MPNet's absolute positions (Hugging Face's `create_position_ids_from_input_ids`):
+/// tokens that are not the pad id are numbered from `pad + 1`; pad ids get position `pad`. One
+/// per padded position. A pad id inside a text (its literal `<pad>`) is skipped in the count,
+/// as there.
+pub fn positions_after_padding(batch: &TokenBatch, pad_token_id: u32) -> Vec<i64> {
+    let pad = pad_token_id as i64;
+    let mut positions = Vec::with_capacity(batch.ids.len());
+    for row in batch.ids.chunks(batch.seq_len) {
+        let mut count = 0;
+        for &id in row {
+            if id == pad_token_id {
+                positions.push(pad);
+            } else {
+                count += 1;
+                positions.push(pad + count);
+            }
+        }
+    }
+    positions
 }
 
 /// Widens token ids for an embedding lookup.

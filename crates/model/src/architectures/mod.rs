@@ -7,10 +7,11 @@ mod layers;
 pub use layers::Attention;
 pub(crate) use layers::{activate, load_layer_norm, load_linear};
 mod mpnet;
+mod roberta;
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
-pub use bert::Bert;
+pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
 pub use mpnet::MPNet;
 
@@ -48,6 +49,8 @@ pub enum Transformer<B: Backend> {
     Bert(Bert<B>),
     DistilBert(DistilBert<B>),
     MPNet(MPNet<B>),
+    /// RoBERTa, XLM-RoBERTa, CamemBERT: BERT's module with RoBERTa's positions.
+    Roberta(Bert<B>),
 }
 
 impl<B: EncoderBackend> Transformer<B> {
@@ -60,7 +63,13 @@ impl<B: EncoderBackend> Transformer<B> {
             ArchitectureConfig::Bert {
                 shape,
                 type_vocab_size,
-            } => Transformer::Bert(Bert::load(shape, *type_vocab_size, weights, device)?),
+            } => Transformer::Bert(Bert::load(
+                shape,
+                *type_vocab_size,
+                Positions::FromZero,
+                weights,
+                device,
+            )?),
             ArchitectureConfig::DistilBert { shape } => {
                 Transformer::DistilBert(DistilBert::load(shape, weights, device)?)
             }
@@ -75,13 +84,24 @@ impl<B: EncoderBackend> Transformer<B> {
                 weights,
                 device,
             )?),
+            ArchitectureConfig::Roberta {
+                shape,
+                type_vocab_size,
+                pad_token_id,
+            } => Transformer::Roberta(roberta::load(
+                shape,
+                *type_vocab_size,
+                *pad_token_id,
+                weights,
+                device,
+            )?),
         })
     }
 
     /// The `[vocab, hidden]` word embedding table (a tied MLM head decodes with it).
     pub fn word_embeddings(&self) -> Tensor<B, 2> {
         match self {
-            Transformer::Bert(m) => m.word_embeddings.weight.val(),
+            Transformer::Bert(m) | Transformer::Roberta(m) => m.word_embeddings.weight.val(),
             Transformer::DistilBert(m) => m.word_embeddings.weight.val(),
             Transformer::MPNet(m) => m.word_embeddings.weight.val(),
         }
@@ -92,6 +112,7 @@ impl<B: EncoderBackend> Transformer<B> {
         match self {
             Transformer::Bert(_) => Some(&bert::MLM_HEAD),
             Transformer::DistilBert(_) => Some(&distilbert::MLM_HEAD),
+            Transformer::Roberta(_) => Some(&roberta::MLM_HEAD),
             Transformer::MPNet(_) => None,
         }
     }
@@ -104,7 +125,7 @@ impl<B: EncoderBackend> Transformer<B> {
         device: &B::Device,
     ) -> HiddenStates<B> {
         match self {
-            Transformer::Bert(m) => m.forward(batch, attention, device),
+            Transformer::Bert(m) | Transformer::Roberta(m) => m.forward(batch, attention, device),
             Transformer::DistilBert(m) => m.forward(batch, attention, device),
             Transformer::MPNet(m) => m.forward(batch, attention, device),
         }

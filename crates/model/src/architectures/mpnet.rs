@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use super::TokenBatch;
 use super::layers::{
     Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
-    load_layers, row_ids, run_layers, widen,
+    load_layers, positions_after_padding, row_ids, run_layers, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
@@ -95,31 +95,14 @@ impl<B: EncoderBackend> MPNet<B> {
         let embeddings = self
             .word_embeddings
             .forward(row_ids(&rows, &widen(&batch.ids), device))
-            + self
-                .position_embeddings
-                .forward(row_ids(&rows, &self.position_ids(batch), device));
+            + self.position_embeddings.forward(row_ids(
+                &rows,
+                &positions_after_padding(batch, self.pad_token_id),
+                device,
+            ));
         let x = self.embeddings_norm.forward(flatten_rows(embeddings));
         let bias = self.position_bias(batch.seq_len, device);
         run_layers(&self.layers, x, batch, rows, Some(bias), attention, device)
-    }
-
-    /// Hugging Face's `create_position_ids_from_input_ids`: tokens that are not the pad id are
-    /// numbered from `pad + 1`; pad ids get position `pad`. One per padded position.
-    fn position_ids(&self, batch: &TokenBatch) -> Vec<i64> {
-        let pad = self.pad_token_id as i64;
-        let mut positions = Vec::with_capacity(batch.ids.len());
-        for row in batch.ids.chunks(batch.seq_len) {
-            let mut count = 0;
-            for &id in row {
-                if id == self.pad_token_id {
-                    positions.push(pad);
-                } else {
-                    count += 1;
-                    positions.push(pad + count);
-                }
-            }
-        }
-        positions
     }
 
     fn position_bias(&self, seq: usize, device: &B::Device) -> Tensor<B, 4> {

@@ -21,6 +21,8 @@ pub struct MlmHeadNames {
     pub decoder: &'static str,
     /// A bias kept beside the decoder and tied to its bias (BERT's `cls.predictions.bias`).
     pub shared_bias: Option<&'static str>,
+    /// The head's own activation; `None`: the encoder's (`hidden_act`).
+    pub activation: Option<Activation>,
 }
 
 #[derive(Debug)]
@@ -70,7 +72,7 @@ impl<B: EncoderBackend> MlmHead<B> {
             .unwrap_or(candidates[0]);
         Ok(MlmHead {
             transform: load_linear(weights, names.transform, h, h, device)?,
-            activation: shape.activation,
+            activation: names.activation.unwrap_or(shape.activation),
             norm: load_layer_norm(weights, names.norm, h, shape.layer_norm_eps, device)?,
             decoder: Linear {
                 weight: Param::from_tensor(decoder),
