@@ -183,6 +183,21 @@ def train_roberta_tokenizer(arch: str):
     return tokenizer
 
 
+def write_hub_sentencepiece_pipeline(tokenizer_json: pathlib.Path):
+    """Rewrites an XLM-RoBERTa tokenizer.json's normalizer and pre-tokenizer as transformers 4's
+    converter wrote them, so as XLM-R checkpoints on the hub carry them (charsmap, then runs of
+    spaces replaced; Metaspace alone). transformers 5 ignores both and rebuilds the class's own
+    pipeline, so this is what tells a loader that reads the file as it is from ST 6."""
+    config = json.loads(tokenizer_json.read_text())
+    charsmap = config["normalizer"]["precompiled_charsmap"]
+    config["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Precompiled", "precompiled_charsmap": charsmap},
+        {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]}
+    config["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                               "prepend_scheme": "always", "split": True}
+    tokenizer_json.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+
+
 def make_tokenizer(arch: str):
     if arch in ("roberta", "xlm-roberta"):
         return train_roberta_tokenizer(arch)
@@ -314,6 +329,8 @@ def build_tiny(spec, seed):
     for junk in ["README.md", "special_tokens_map.json"]:
         (folder / junk).unlink(missing_ok=True)
     rewrite_weight_names(folder / "model.safetensors", spec["arch"], spec["weights"])
+    if spec["arch"] == "xlm-roberta":
+        write_hub_sentencepiece_pipeline(folder / "tokenizer.json")
 
 
 def write_npy(path: pathlib.Path, array):

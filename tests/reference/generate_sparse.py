@@ -36,7 +36,17 @@ from transformers import (
     XLMRobertaForMaskedLM,
 )
 
-from generate import FFN, HEADS, HIDDEN, LAYERS, MODELS, REFERENCE, TEXTS, make_tokenizer
+from generate import (
+    FFN,
+    HEADS,
+    HIDDEN,
+    LAYERS,
+    MODELS,
+    REFERENCE,
+    TEXTS,
+    make_tokenizer,
+    write_hub_sentencepiece_pipeline,
+)
 
 # The pre-5.4 class paths of SPLADE checkpoints on the hub (naver/splade-*, opensearch-*).
 OLD_TYPES = {
@@ -154,6 +164,8 @@ def build(spec, seed):
             st.save(str(folder))
     for junk in ["README.md", "special_tokens_map.json"]:
         (folder / junk).unlink(missing_ok=True)
+    if spec["arch"] == "xlm-roberta":
+        write_hub_sentencepiece_pipeline(folder / "tokenizer.json")
 
 
 def rows_jsonl(path: pathlib.Path, embeddings: torch.Tensor):

@@ -1,13 +1,17 @@
 //! Tokenization that gives exactly the input ids sentence-transformers feeds its model:
-//! the folder's `tokenizer.json`, truncated (longest-first, right side) to `max_seq_length`
-//! including special tokens, `do_lower_case` from sentence_bert_config.json honoured, and no
-//! padding (batches are padded to their own longest text).
+//! the folder's `tokenizer.json` (with the pipeline transformers builds for classes that ignore
+//! the file's, see `use_class_pipeline`), truncated (longest-first, right side) to
+//! `max_seq_length` including special tokens, `do_lower_case` from sentence_bert_config.json
+//! honoured, and no padding (batches are padded to their own longest text).
 
 use std::path::Path;
 
 use pool_encode_model::{ModelFolder, TokenBatch};
 use rayon::prelude::*;
 use tokenizers::normalizers::{Lowercase, Sequence};
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::{Encoding, NormalizerWrapper, PreTokenizerWrapper, Tokenizer, TruncationParams};
 
 use crate::error::{EncodeError, Result};
@@ -38,6 +42,8 @@ impl TextTokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        let config = tokenizer_config(&folder.transformer_dir);
+        use_class_pipeline(&mut inner, config.as_ref());
         if folder.do_lower_case {
             let lowercase = NormalizerWrapper::Lowercase(Lowercase);
             let normalizer = match inner.get_normalizer().cloned() {
@@ -49,7 +55,7 @@ impl TextTokenizer {
             inner.with_normalizer(Some(normalizer));
         }
         inner.with_padding(None);
-        let pad_id = pad_token_id(&folder.transformer_dir, &inner);
+        let pad_id = pad_token_id(config.as_ref(), &inner);
         let words_apart = inner.get_pre_tokenizer().is_some_and(splits_at_whitespace);
         let mut tokenizer = TextTokenizer {
             inner,
@@ -208,21 +214,57 @@ fn prefix_before_whitespace(text: &str, bytes: usize) -> Option<&str> {
     (!prefix.is_empty()).then_some(prefix)
 }
 
-/// The pad token named in tokenizer_config.json (a string or `{"content": …}`), else 0.
-pub(crate) fn pad_token_id(dir: &Path, tokenizer: &Tokenizer) -> u32 {
-    let config: Option<serde_json::Value> = std::fs::read(dir.join("tokenizer_config.json"))
+/// The folder's tokenizer_config.json, if it has a readable one.
+pub(crate) fn tokenizer_config(dir: &Path) -> Option<serde_json::Value> {
+    std::fs::read(dir.join("tokenizer_config.json"))
         .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
-    let name = config
-        .as_ref()
-        .and_then(|c| c.get("pad_token"))
-        .and_then(|t| {
-            t.as_str().map(str::to_string).or_else(|| {
-                t.get("content")
-                    .and_then(|c| c.as_str())
-                    .map(str::to_string)
-            })
-        });
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+}
+
+/// transformers 5, which sentence-transformers 6 runs, builds some tokenizer classes' pipelines
+/// in their own code and takes only the vocabulary (and a SentencePiece charsmap) from
+/// tokenizer.json; so does this, for the classes whose checkpoints' files say otherwise.
+/// `XLMRobertaTokenizer`, `CamembertTokenizer`: the charsmap alone as normalizer, then words
+/// split at whitespace, then Metaspace. Their hub files (transformers 4's converter) replace runs
+/// of spaces and run Metaspace alone, which keeps a trailing "▁": a text ending in whitespace
+/// got one token more than ST 6 gives it.
+fn use_class_pipeline(tokenizer: &mut Tokenizer, config: Option<&serde_json::Value>) {
+    let Some(config) = config else { return };
+    let class = config.get("tokenizer_class").and_then(|c| c.as_str());
+    let class = class.map(|c| c.trim_end_matches("Fast"));
+    if !matches!(class, Some("XLMRobertaTokenizer" | "CamembertTokenizer")) {
+        return;
+    }
+    let charsmap = match tokenizer.get_normalizer() {
+        Some(p @ NormalizerWrapper::Precompiled(_)) => Some(p.clone()),
+        Some(NormalizerWrapper::Sequence(sequence)) => sequence
+            .as_ref()
+            .iter()
+            .find(|n| matches!(n, NormalizerWrapper::Precompiled(_)))
+            .cloned(),
+        _ => None,
+    };
+    tokenizer.with_normalizer(charsmap);
+    let prepend = match config.get("add_prefix_space").and_then(|a| a.as_bool()) {
+        Some(false) => PrependScheme::Never,
+        _ => PrependScheme::Always,
+    };
+    let pre_tokenizer = PreTokenizerSequence::new(vec![
+        PreTokenizerWrapper::WhitespaceSplit(WhitespaceSplit),
+        PreTokenizerWrapper::Metaspace(Metaspace::new('▁', prepend, true)),
+    ]);
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre_tokenizer)));
+}
+
+/// The pad token named in tokenizer_config.json (a string or `{"content": …}`), else 0.
+pub(crate) fn pad_token_id(config: Option<&serde_json::Value>, tokenizer: &Tokenizer) -> u32 {
+    let name = config.and_then(|c| c.get("pad_token")).and_then(|t| {
+        t.as_str().map(str::to_string).or_else(|| {
+            t.get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })
+    });
     name.and_then(|n| tokenizer.token_to_id(&n))
         .or_else(|| tokenizer.get_padding().map(|p| p.pad_id))
         .unwrap_or(0)
