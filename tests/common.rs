@@ -22,7 +22,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 11] = [
+pub const TINY_MODELS: [&str; 12] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -34,6 +34,7 @@ pub const TINY_MODELS: [&str; 11] = [
     "distilbert-lowercase-old",
     "roberta-mean-normalize-new",
     "xlm-roberta-cls-mean-old",
+    "bert-class-config-wins-new",
 ];
 
 /// The device the reference tests run on: `$POOL_ENCODE_TEST_DEVICE` (e.g. `cuda:0` in a build

@@ -36,6 +36,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (
     BertConfig,
     BertModel,
+    BertTokenizer,
     DistilBertConfig,
     DistilBertModel,
     MPNetConfig,
@@ -106,6 +107,12 @@ SPECS = [
          normalize=True, max_seq_length=128, similarity="cosine", weights="prefixed"),
     dict(name="xlm-roberta-cls-mean-old", arch="xlm-roberta", fmt="old", pooling=["cls", "mean"],
          dense=None, normalize=False, max_seq_length=None, similarity="dot", weights="plain"),
+    # transformers' BertTokenizer class with cased options in tokenizer_config.json, and a
+    # tokenizer.json that disagrees (it lowercases, keeps accents, splits CJK characters):
+    # transformers 5 builds the pipeline from the config and ignores the file's.
+    dict(name="bert-class-config-wins-new", arch="bert", fmt="new", pooling=["mean"], dense=None,
+         normalize=True, max_seq_length=128, similarity="cosine", weights="plain",
+         bert_class=dict(do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False)),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
@@ -303,6 +310,9 @@ def build_tiny(spec, seed):
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     tokenizer = make_tokenizer(spec["arch"])
+    if "bert_class" in spec:
+        cased = train_tokenizer("cased")
+        tokenizer = BertTokenizer(vocab=cased.get_vocab(), **spec["bert_class"])
     model = build_hf_model(spec["arch"], tokenizer.vocab_size, seed)
     dense = None
     if spec["dense"]:
@@ -331,6 +341,13 @@ def build_tiny(spec, seed):
     rewrite_weight_names(folder / "model.safetensors", spec["arch"], spec["weights"])
     if spec["arch"] == "xlm-roberta":
         write_hub_sentencepiece_pipeline(folder / "tokenizer.json")
+    if "bert_class" in spec:
+        tokenizer_json = folder / "tokenizer.json"
+        config = json.loads(tokenizer_json.read_text())
+        config["normalizer"] = {"type": "BertNormalizer", "clean_text": True,
+                                "handle_chinese_chars": True, "strip_accents": None,
+                                "lowercase": True}
+        tokenizer_json.write_text(json.dumps(config, ensure_ascii=False, indent=2))
 
 
 def write_npy(path: pathlib.Path, array):

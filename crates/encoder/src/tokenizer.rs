@@ -8,7 +8,9 @@ use std::path::Path;
 
 use pool_encode_model::{ModelFolder, TokenBatch};
 use rayon::prelude::*;
-use tokenizers::normalizers::{Lowercase, Sequence};
+use tokenizers::normalizers::{BertNormalizer, Lowercase, Sequence};
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
 use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
@@ -221,39 +223,59 @@ pub(crate) fn tokenizer_config(dir: &Path) -> Option<serde_json::Value> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
 }
 
-/// transformers 5, which sentence-transformers 6 runs, builds some tokenizer classes' pipelines
-/// in their own code and takes only the vocabulary (and a SentencePiece charsmap) from
-/// tokenizer.json; so does this, for the classes whose checkpoints' files say otherwise.
-/// `XLMRobertaTokenizer`, `CamembertTokenizer`: the charsmap alone as normalizer, then words
-/// split at whitespace, then Metaspace. Their hub files (transformers 4's converter) replace runs
-/// of spaces and run Metaspace alone, which keeps a trailing "▁": a text ending in whitespace
-/// got one token more than ST 6 gives it.
+/// transformers 5, which sentence-transformers 6 runs, builds the normalizer and pre-tokenizer
+/// of a tokenizer class with its own constructor in code, from tokenizer_config.json's options,
+/// and takes only the vocabulary (and a SentencePiece charsmap) from tokenizer.json. So does
+/// this, for the classes of the architectures we run, so that a checkpoint whose file says
+/// otherwise is tokenized as ST 6 tokenizes it. Hub XLM-R files (transformers 4's converter) are
+/// such: they replace runs of spaces and run Metaspace alone, which keeps a trailing "▁", so a
+/// text ending in whitespace got one token more than ST 6 gives it.
 fn use_class_pipeline(tokenizer: &mut Tokenizer, config: Option<&serde_json::Value>) {
     let Some(config) = config else { return };
+    let flag = |key: &str| config.get(key).and_then(serde_json::Value::as_bool);
     let class = config.get("tokenizer_class").and_then(|c| c.as_str());
-    let class = class.map(|c| c.trim_end_matches("Fast"));
-    if !matches!(class, Some("XLMRobertaTokenizer" | "CamembertTokenizer")) {
-        return;
-    }
-    let charsmap = match tokenizer.get_normalizer() {
-        Some(p @ NormalizerWrapper::Precompiled(_)) => Some(p.clone()),
-        Some(NormalizerWrapper::Sequence(sequence)) => sequence
-            .as_ref()
-            .iter()
-            .find(|n| matches!(n, NormalizerWrapper::Precompiled(_)))
-            .cloned(),
-        _ => None,
+    let (normalizer, pre_tokenizer) = match class.map(|c| c.trim_end_matches("Fast")) {
+        Some("BertTokenizer" | "DistilBertTokenizer" | "MPNetTokenizer") => (
+            Some(NormalizerWrapper::BertNormalizer(BertNormalizer::new(
+                true,
+                flag("tokenize_chinese_chars").unwrap_or(true),
+                flag("strip_accents"),
+                flag("do_lower_case").unwrap_or(true),
+            ))),
+            PreTokenizerWrapper::BertPreTokenizer(BertPreTokenizer),
+        ),
+        Some("RobertaTokenizer") => (
+            None,
+            PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+                flag("add_prefix_space").unwrap_or(false),
+                true,
+                true,
+            )),
+        ),
+        Some("XLMRobertaTokenizer" | "CamembertTokenizer") => {
+            let charsmap = match tokenizer.get_normalizer() {
+                Some(p @ NormalizerWrapper::Precompiled(_)) => Some(p.clone()),
+                Some(NormalizerWrapper::Sequence(sequence)) => sequence
+                    .as_ref()
+                    .iter()
+                    .find(|n| matches!(n, NormalizerWrapper::Precompiled(_)))
+                    .cloned(),
+                _ => None,
+            };
+            let prepend = match flag("add_prefix_space") {
+                Some(false) => PrependScheme::Never,
+                _ => PrependScheme::Always,
+            };
+            let words = PreTokenizerSequence::new(vec![
+                PreTokenizerWrapper::WhitespaceSplit(WhitespaceSplit),
+                PreTokenizerWrapper::Metaspace(Metaspace::new('▁', prepend, true)),
+            ]);
+            (charsmap, PreTokenizerWrapper::Sequence(words))
+        }
+        _ => return,
     };
-    tokenizer.with_normalizer(charsmap);
-    let prepend = match config.get("add_prefix_space").and_then(|a| a.as_bool()) {
-        Some(false) => PrependScheme::Never,
-        _ => PrependScheme::Always,
-    };
-    let pre_tokenizer = PreTokenizerSequence::new(vec![
-        PreTokenizerWrapper::WhitespaceSplit(WhitespaceSplit),
-        PreTokenizerWrapper::Metaspace(Metaspace::new('▁', prepend, true)),
-    ]);
-    tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(pre_tokenizer)));
+    tokenizer.with_normalizer(normalizer);
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
 }
 
 /// The pad token named in tokenizer_config.json (a string or `{"content": …}`), else 0.
