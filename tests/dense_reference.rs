@@ -43,7 +43,7 @@ fn check_model(name: &str, dir: &std::path::Path) {
     // what truncation cut off the long texts.
     let all = encoder.tokenizer().encode_all(&texts).unwrap();
     for (i, (text, ids)) in texts.iter().zip(reference_input_ids(name)).enumerate() {
-        for ours in [encoder.tokenizer().encode(text).unwrap(), all[i].clone()] {
+        for ours in [&encoder.tokenizer().encode(text).unwrap(), &all[i]] {
             assert_eq!(
                 ours.get_ids(),
                 &ids[..],

@@ -295,6 +295,16 @@ fn roberta_family_found_by_class_name() {
     }
 }
 
+/// tokenizer_config.json decides the tokenizer class's pipeline and the pad token: a broken one
+/// is an error, even where sentence_bert_config.json gives the max length.
+#[test]
+fn invalid_json_in_tokenizer_config() {
+    // An old-format model: its max length is in sentence_bert_config.json.
+    let (_tmp, dir) = copy_tiny_model("bert-mean-normalize-old");
+    std::fs::write(dir.join("tokenizer_config.json"), "{\"tokenizer_class\": ").unwrap();
+    expect_error(&dir, "tokenizer_config.json", "invalid JSON");
+}
+
 #[test]
 fn invalid_json_in_modules_json() {
     let (_tmp, dir) = copy_model();

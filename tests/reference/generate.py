@@ -190,19 +190,34 @@ def train_roberta_tokenizer(arch: str):
     return tokenizer
 
 
-def write_hub_sentencepiece_pipeline(tokenizer_json: pathlib.Path):
-    """Rewrites an XLM-RoBERTa tokenizer.json's normalizer and pre-tokenizer as transformers 4's
-    converter wrote them, so as XLM-R checkpoints on the hub carry them (charsmap, then runs of
-    spaces replaced; Metaspace alone). transformers 5 ignores both and rebuilds the class's own
+def edit_tokenizer_json(folder: pathlib.Path, edit):
+    """Rewrites folder/tokenizer.json through `edit(config)`: how a test model gets a file that
+    differs from what transformers 5 saves, as older checkpoints' files do."""
+    path = folder / "tokenizer.json"
+    config = json.loads(path.read_text())
+    edit(config)
+    path.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+
+
+def hub_sentencepiece_pipeline(config):
+    """An XLM-RoBERTa tokenizer.json's normalizer and pre-tokenizer as transformers 4's converter
+    wrote them, so as XLM-R checkpoints on the hub carry them (charsmap, then runs of spaces
+    replaced; Metaspace alone). transformers 5 ignores both and rebuilds the class's own
     pipeline, so this is what tells a loader that reads the file as it is from ST 6."""
-    config = json.loads(tokenizer_json.read_text())
     charsmap = config["normalizer"]["precompiled_charsmap"]
     config["normalizer"] = {"type": "Sequence", "normalizers": [
         {"type": "Precompiled", "precompiled_charsmap": charsmap},
         {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]}
     config["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
                                "prepend_scheme": "always", "split": True}
-    tokenizer_json.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+
+
+def lowercasing_bert_normalizer(config):
+    """A BERT tokenizer.json normalizer that lowercases, keeps accents and splits CJK characters,
+    whatever tokenizer_config.json says."""
+    config["normalizer"] = {"type": "BertNormalizer", "clean_text": True,
+                            "handle_chinese_chars": True, "strip_accents": None,
+                            "lowercase": True}
 
 
 def make_tokenizer(arch: str):
@@ -340,14 +355,9 @@ def build_tiny(spec, seed):
         (folder / junk).unlink(missing_ok=True)
     rewrite_weight_names(folder / "model.safetensors", spec["arch"], spec["weights"])
     if spec["arch"] == "xlm-roberta":
-        write_hub_sentencepiece_pipeline(folder / "tokenizer.json")
+        edit_tokenizer_json(folder, hub_sentencepiece_pipeline)
     if "bert_class" in spec:
-        tokenizer_json = folder / "tokenizer.json"
-        config = json.loads(tokenizer_json.read_text())
-        config["normalizer"] = {"type": "BertNormalizer", "clean_text": True,
-                                "handle_chinese_chars": True, "strip_accents": None,
-                                "lowercase": True}
-        tokenizer_json.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+        edit_tokenizer_json(folder, lowercasing_bert_normalizer)
 
 
 def write_npy(path: pathlib.Path, array):

@@ -44,8 +44,9 @@ from generate import (
     MODELS,
     REFERENCE,
     TEXTS,
+    edit_tokenizer_json,
+    hub_sentencepiece_pipeline,
     make_tokenizer,
-    write_hub_sentencepiece_pipeline,
 )
 
 # The pre-5.4 class paths of SPLADE checkpoints on the hub (naver/splade-*, opensearch-*).
@@ -165,7 +166,7 @@ def build(spec, seed):
     for junk in ["README.md", "special_tokens_map.json"]:
         (folder / junk).unlink(missing_ok=True)
     if spec["arch"] == "xlm-roberta":
-        write_hub_sentencepiece_pipeline(folder / "tokenizer.json")
+        edit_tokenizer_json(folder, hub_sentencepiece_pipeline)
 
 
 def rows_jsonl(path: pathlib.Path, embeddings: torch.Tensor):

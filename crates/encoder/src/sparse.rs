@@ -294,10 +294,7 @@ impl StaticEmbedding {
                 message: e.to_string(),
             })?;
         let weights = Weights::open(&config.weights_path(), "")?.values("weight", &[vocab])?;
-        let pad_id = crate::tokenizer::pad_token_id(
-            crate::tokenizer::tokenizer_config(&config.dir).as_ref(),
-            &tokenizer,
-        );
+        let pad_id = crate::tokenizer::pad_token_id(&config.tokenizer_config, &tokenizer);
         Ok(StaticEmbedding {
             tokenizer,
             weights,

@@ -4,8 +4,6 @@
 //! `max_seq_length` including special tokens, `do_lower_case` from sentence_bert_config.json
 //! honoured, and no padding (batches are padded to their own longest text).
 
-use std::path::Path;
-
 use pool_encode_model::{ModelFolder, TokenBatch};
 use rayon::prelude::*;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, Sequence};
@@ -44,8 +42,7 @@ impl TextTokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let config = tokenizer_config(&folder.transformer_dir);
-        use_class_pipeline(&mut inner, config.as_ref());
+        use_class_pipeline(&mut inner, &folder.tokenizer_config);
         if folder.do_lower_case {
             let lowercase = NormalizerWrapper::Lowercase(Lowercase);
             let normalizer = match inner.get_normalizer().cloned() {
@@ -57,7 +54,7 @@ impl TextTokenizer {
             inner.with_normalizer(Some(normalizer));
         }
         inner.with_padding(None);
-        let pad_id = pad_token_id(config.as_ref(), &inner);
+        let pad_id = pad_token_id(&folder.tokenizer_config, &inner);
         let words_apart = inner.get_pre_tokenizer().is_some_and(splits_at_whitespace);
         let mut tokenizer = TextTokenizer {
             inner,
@@ -216,13 +213,6 @@ fn prefix_before_whitespace(text: &str, bytes: usize) -> Option<&str> {
     (!prefix.is_empty()).then_some(prefix)
 }
 
-/// The folder's tokenizer_config.json, if it has a readable one.
-pub(crate) fn tokenizer_config(dir: &Path) -> Option<serde_json::Value> {
-    std::fs::read(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-}
-
 /// transformers 5, which sentence-transformers 6 runs, builds the normalizer and pre-tokenizer
 /// of a tokenizer class with its own constructor in code, from tokenizer_config.json's options,
 /// and takes only the vocabulary (and a SentencePiece charsmap) from tokenizer.json. So does
@@ -230,8 +220,7 @@ pub(crate) fn tokenizer_config(dir: &Path) -> Option<serde_json::Value> {
 /// otherwise is tokenized as ST 6 tokenizes it. Hub XLM-R files (transformers 4's converter) are
 /// such: they replace runs of spaces and run Metaspace alone, which keeps a trailing "▁", so a
 /// text ending in whitespace got one token more than ST 6 gives it.
-fn use_class_pipeline(tokenizer: &mut Tokenizer, config: Option<&serde_json::Value>) {
-    let Some(config) = config else { return };
+fn use_class_pipeline(tokenizer: &mut Tokenizer, config: &serde_json::Value) {
     let flag = |key: &str| config.get(key).and_then(serde_json::Value::as_bool);
     let class = config.get("tokenizer_class").and_then(|c| c.as_str());
     let (normalizer, pre_tokenizer) = match class.map(|c| c.trim_end_matches("Fast")) {
@@ -279,8 +268,8 @@ fn use_class_pipeline(tokenizer: &mut Tokenizer, config: Option<&serde_json::Val
 }
 
 /// The pad token named in tokenizer_config.json (a string or `{"content": …}`), else 0.
-pub(crate) fn pad_token_id(config: Option<&serde_json::Value>, tokenizer: &Tokenizer) -> u32 {
-    let name = config.and_then(|c| c.get("pad_token")).and_then(|t| {
+pub(crate) fn pad_token_id(config: &serde_json::Value, tokenizer: &Tokenizer) -> u32 {
+    let name = config.get("pad_token").and_then(|t| {
         t.as_str().map(str::to_string).or_else(|| {
             t.get("content")
                 .and_then(|c| c.as_str())
@@ -295,6 +284,7 @@ pub(crate) fn pad_token_id(config: Option<&serde_json::Value>, tokenizer: &Token
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn data_dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")

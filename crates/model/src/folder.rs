@@ -59,6 +59,8 @@ pub struct StaticEmbeddingConfig {
     pub dir: PathBuf,
     /// Truncation length (the tokenizer's `model_max_length`); `None`: no limit.
     pub max_length: Option<usize>,
+    /// Its tokenizer_config.json (`Null` if none): the pad token.
+    pub tokenizer_config: Value,
 }
 
 impl StaticEmbeddingConfig {
@@ -80,6 +82,9 @@ pub struct ModelFolder {
     /// The effective max length, computed as ST does, then capped by the position table.
     pub max_seq_length: usize,
     pub do_lower_case: bool,
+    /// The transformer's tokenizer_config.json (`Null` if none): transformers' tokenizer class
+    /// and its options, the pad token, `model_max_length`.
+    pub tokenizer_config: Value,
     pub pipeline: Pipeline,
     pub prompts: BTreeMap<String, String>,
     pub default_prompt_name: Option<String>,
@@ -276,6 +281,16 @@ fn load_splade(path: &Path) -> Result<SpladeConfig> {
     })
 }
 
+/// `dir`'s tokenizer_config.json, `Null` if it has none.
+fn read_tokenizer_config(dir: &Path) -> Result<Value> {
+    let path = dir.join("tokenizer_config.json");
+    if path.exists() {
+        read_json(&path)
+    } else {
+        Ok(Value::Null)
+    }
+}
+
 fn load_static_embedding(dir: &Path) -> Result<StaticEmbeddingConfig> {
     let config_path = dir.join("config.json");
     if config_path.exists() {
@@ -287,20 +302,16 @@ fn load_static_embedding(dir: &Path) -> Result<StaticEmbeddingConfig> {
             ));
         }
     }
-    let tokenizer_config = dir.join("tokenizer_config.json");
-    let max_length = if tokenizer_config.exists() {
-        let config: Value = read_json(&tokenizer_config)?;
-        config
-            .get("model_max_length")
-            .and_then(Value::as_f64)
-            .filter(|n| (1.0..1e9).contains(n))
-            .map(|n| n as usize)
-    } else {
-        None
-    };
+    let tokenizer_config = read_tokenizer_config(dir)?;
+    let max_length = tokenizer_config
+        .get("model_max_length")
+        .and_then(Value::as_f64)
+        .filter(|n| (1.0..1e9).contains(n))
+        .map(|n| n as usize);
     let config = StaticEmbeddingConfig {
         dir: dir.to_path_buf(),
         max_length,
+        tokenizer_config,
     };
     for file in [config.weights_path(), config.tokenizer_path()] {
         if !file.exists() {
@@ -381,7 +392,9 @@ impl ModelFolder {
         } else {
             SentenceBertConfig::default()
         };
-        let max_seq_length = resolve_max_seq_length(&transformer_dir, &architecture, &sbert)?;
+        let tokenizer_config = read_tokenizer_config(&transformer_dir)?;
+        let max_seq_length =
+            resolve_max_seq_length(&transformer_dir, &architecture, &sbert, &tokenizer_config)?;
 
         let st_path = root.join("config_sentence_transformers.json");
         let st: SentenceTransformersConfig = if st_path.exists() {
@@ -403,6 +416,7 @@ impl ModelFolder {
             architecture,
             max_seq_length,
             do_lower_case: sbert.do_lower_case,
+            tokenizer_config,
             pipeline,
             prompts: st.prompts,
             default_prompt_name: st.default_prompt_name,
@@ -434,18 +448,15 @@ fn resolve_max_seq_length(
     dir: &Path,
     architecture: &ArchitectureConfig,
     sbert: &SentenceBertConfig,
+    tokenizer_config: &Value,
 ) -> Result<usize> {
     let limit = architecture.max_input_tokens();
     let from_st = match sbert.max_seq_length {
         Some(n) => n,
         None => {
-            let path = dir.join("tokenizer_config.json");
-            let model_max_length = if path.exists() {
-                let config: Value = read_json(&path)?;
-                config.get("model_max_length").and_then(Value::as_f64)
-            } else {
-                None
-            };
+            let model_max_length = tokenizer_config
+                .get("model_max_length")
+                .and_then(Value::as_f64);
             let positions = architecture.shape().max_position_embeddings;
             match model_max_length {
                 Some(n) if n >= 0.0 && n < positions as f64 => n as usize,
