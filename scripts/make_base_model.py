@@ -1,9 +1,11 @@
-"""Makes a base-sized sentence-transformers model for GPU benchmarks, without the hub.
+"""Makes a base-sized sentence-transformers model for benchmarks, without the hub.
 
-BERT with 768 hidden, 12 layers, 12 heads, 3072 intermediate (bert-base's shape), randomly
-initialised (seed 0), with all-MiniLM-L6-v2's tokenizer, mean pooling and Normalize, saved by
-sentence-transformers itself. Its outputs mean nothing; its cost per token is a base model's,
-and both sides of the benchmark load the same weights, so their outputs must still agree.
+BERT with 768 hidden, 12 layers, 12 heads, 3072 intermediate (bert-base's shape), or with
+`--arch modernbert` ModernBERT-base's shape (768 hidden, 22 layers, 12 heads, 1152 gated
+intermediate, a global layer every third, windows of 128), randomly initialised (seed 0), with
+all-MiniLM-L6-v2's tokenizer, mean pooling and Normalize, saved by sentence-transformers
+itself. Its outputs mean nothing; its cost per token is a base model's, and both sides of the
+benchmark load the same weights, so their outputs must still agree.
 
     python scripts/make_base_model.py --tokenizer-from models/all-MiniLM-L6-v2 --output models/bert-base-random
 """
@@ -19,18 +21,25 @@ def main():
     parser.add_argument("--tokenizer-from", required=True, help="a model folder with tokenizer files")
     parser.add_argument("--output", required=True)
     parser.add_argument("--max-seq-length", type=int, default=512)
+    parser.add_argument("--arch", choices=["bert", "modernbert"], default="bert")
     args = parser.parse_args()
 
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer, BertConfig, BertModel, ModernBertConfig, ModernBertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-                        num_attention_heads=12, intermediate_size=3072,
-                        max_position_embeddings=512)
+    if args.arch == "modernbert":
+        model = ModernBertModel(ModernBertConfig(
+            vocab_size=30522, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
+            intermediate_size=1152, max_position_embeddings=8192, pad_token_id=0,
+            cls_token_id=101, bos_token_id=101, sep_token_id=102, eos_token_id=102))
+    else:
+        model = BertModel(BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                                     num_attention_heads=12, intermediate_size=3072,
+                                     max_position_embeddings=512))
     with tempfile.TemporaryDirectory() as tmp:
-        BertModel(config).save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True)
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_from)
         tokenizer.model_max_length = args.max_seq_length
         tokenizer.save_pretrained(tmp)

@@ -22,7 +22,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 12] = [
+pub const TINY_MODELS: [&str; 13] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -35,6 +35,7 @@ pub const TINY_MODELS: [&str; 12] = [
     "roberta-mean-normalize-new",
     "xlm-roberta-cls-mean-old",
     "bert-class-config-wins-new",
+    "modernbert-mean-normalize-new",
 ];
 
 /// The device the reference tests run on: `$POOL_ENCODE_TEST_DEVICE` (e.g. `cuda:0` in a build
@@ -173,13 +174,14 @@ pub fn assert_close_within(
 }
 
 /// The tiny generated SPLADE models (`tests/reference/generate_sparse.py`).
-pub const SPARSE_MODELS: [&str; 6] = [
+pub const SPARSE_MODELS: [&str; 7] = [
     "splade-bert-tied-max",
     "splade-bert-untied-sum-old",
     "splade-distilbert-untied-log1p",
     "splade-distilbert-tied-bare",
     "splade-inference-free",
     "splade-xlm-roberta-untied",
+    "splade-modernbert-biases",
 ];
 
 /// Weights at or below this are "zero" when sparse rows are compared (the rule: the

@@ -295,6 +295,90 @@ fn roberta_family_found_by_class_name() {
     }
 }
 
+/// ModernBERT's layer kinds and rotary bases in transformers 5's keys (`layer_types`,
+/// `rope_parameters`, as the SPLADE reference model has them) give the rows the hub's older keys
+/// give (the dense reference model's), and so does a config known only by its class name.
+#[test]
+fn modernbert_config_in_either_key_set() {
+    let (_tmp, dir) = copy_tiny_model("modernbert-mean-normalize-new");
+    let texts = [
+        "A short one.",
+        "A text long enough that the local layers see only part of it: their windows reach eight \
+         tokens each way, so the first words are out of sight of the last ones.",
+    ];
+    let options = pool_encode_encoder::EncodeOptions::default();
+    let encode = |dir: &Path| {
+        SentenceEncoder::load(dir, Device::default())
+            .unwrap()
+            .encode(&texts, &options)
+            .unwrap()
+    };
+    let expected = encode(&dir);
+    edit_config(&dir, |config| {
+        let every = config.remove("global_attn_every_n_layers").unwrap();
+        assert_eq!(every, 2);
+        let global = config.remove("global_rope_theta").unwrap();
+        let local = config.remove("local_rope_theta").unwrap();
+        config.insert(
+            "layer_types".into(),
+            serde_json::json!(["full_attention", "sliding_attention", "full_attention"]),
+        );
+        config.insert(
+            "rope_parameters".into(),
+            serde_json::json!({
+                "full_attention": {"rope_theta": global, "rope_type": "default"},
+                "sliding_attention": {"rope_theta": local, "rope_type": "default"},
+            }),
+        );
+    });
+    assert_eq!(encode(&dir), expected, "transformers 5 keys");
+    edit_config(&dir, |config| {
+        config.remove("model_type");
+        config.insert(
+            "architectures".into(),
+            serde_json::json!(["ModernBertForMaskedLM"]),
+        );
+    });
+    assert_eq!(encode(&dir), expected, "class name only");
+}
+
+/// ModernBERT configs whose positions or attention we would compute differently are refused,
+/// not loaded.
+#[test]
+fn modernbert_variants_we_do_not_run_are_refused() {
+    let (_tmp, dir) = copy_tiny_model("modernbert-mean-normalize-new");
+    let original = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        (
+            "rope_parameters",
+            serde_json::json!({"full_attention": {"rope_type": "yarn", "factor": 4.0}}),
+            "rope_type \"yarn\"",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+            "rope_scaling",
+        ),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "sliding_attention"]),
+            "layer_types has 2 entries for 3 layers",
+        ),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "chunked_attention", "full_attention"]),
+            "layer type \"chunked_attention\"",
+        ),
+    ];
+    for (key, value, words) in cases {
+        std::fs::write(dir.join("config.json"), &original).unwrap();
+        edit_config(&dir, |config| {
+            config.insert(key.into(), value);
+        });
+        expect_error(&dir, "config.json", words);
+    }
+}
+
 /// tokenizer_config.json decides the tokenizer class's pipeline and the pad token: a broken one
 /// is an error, even where sentence_bert_config.json gives the max length.
 #[test]

@@ -196,6 +196,11 @@ fn splade_xlm_roberta_untied_decoder() {
 }
 
 #[test]
+fn splade_modernbert_with_biases() {
+    check_model("splade-modernbert-biases");
+}
+
+#[test]
 fn dense_and_sparse_models_are_not_confused() {
     let sparse = tiny_model_dir("splade-bert-tied-max");
     let error = SentenceEncoder::load(&sparse, Device::default())

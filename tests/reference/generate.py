@@ -2,6 +2,7 @@
 
     scripts/reference-env.sh          # once: a venv with the pinned versions in requirements.txt
     .venv-reference/bin/python tests/reference/generate.py [NAME ...]   # NAME: only these models
+    .venv-reference/bin/python tests/reference/generate.py without-tokenizer-class   # one extra reference
 
 Writes (all committed, CI never runs this script and never needs torch):
     tests/data/models/<name>/          tiny generated models, ST folder layout, old or new config format
@@ -39,6 +40,8 @@ from transformers import (
     BertTokenizer,
     DistilBertConfig,
     DistilBertModel,
+    ModernBertConfig,
+    ModernBertModel,
     MPNetConfig,
     MPNetModel,
     PreTrainedTokenizerFast,
@@ -113,11 +116,16 @@ SPECS = [
     dict(name="bert-class-config-wins-new", arch="bert", fmt="new", pooling=["mean"], dense=None,
          normalize=True, max_seq_length=128, similarity="cosine", weights="plain",
          bert_class=dict(do_lower_case=False, strip_accents=True, tokenize_chinese_chars=False)),
+    # ModernBERT: rotary positions, global and local (windowed) layers, a gated feed-forward
+    # block, no biases; a byte-level BPE tokenizer read from its file (PreTrainedTokenizerFast);
+    # config.json in the hub's older keys; no max_seq_length (the tokenizer's 400).
+    dict(name="modernbert-mean-normalize-new", arch="modernbert", fmt="new", pooling=["mean"],
+         dense=None, normalize=True, max_seq_length=None, similarity="cosine", weights="plain"),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
 WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
-                 "xlm-roberta": "roberta"}
+                 "xlm-roberta": "roberta", "modernbert": "model"}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -190,6 +198,55 @@ def train_roberta_tokenizer(arch: str):
     return tokenizer
 
 
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+
+
+def train_modernbert_tokenizer():
+    """A byte-level BPE tokenizer as ModernBERT's (NFC, ByteLevel without a prefix space,
+    [CLS] $A [SEP]), saved as a PreTrainedTokenizerFast: transformers loads it from the file."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=MODERNBERT_SPECIALS,
+                                  min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TEXTS[:170], trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        pad_token="[PAD]", mask_token="[MASK]", model_max_length=400,
+        model_input_names=["input_ids", "attention_mask"])
+
+
+def modernbert_config(vocab: int, tokenizer, **options):
+    """A tiny ModernBERT: three layers, global / local / global (every second one global),
+    windows of 16 (8 each side) so that most test texts reach past them."""
+    ids = {name: tokenizer.convert_tokens_to_ids(f"[{name.upper()}]") for name in ("cls", "sep", "pad")}
+    return ModernBertConfig(
+        vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=3, num_attention_heads=HEADS,
+        intermediate_size=FFN, max_position_embeddings=1024, global_attn_every_n_layers=2,
+        local_attention=16, initializer_range=0.1, pad_token_id=ids["pad"],
+        cls_token_id=ids["cls"], bos_token_id=ids["cls"], sep_token_id=ids["sep"],
+        eos_token_id=ids["sep"], **options)
+
+
+def hub_modernbert_config(folder: pathlib.Path):
+    """config.json in the keys ModernBERT checkpoints on the hub carry (transformers 4):
+    `global_attn_every_n_layers` and the two rope thetas, for transformers 5's `layer_types`
+    and `rope_parameters`."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    every = next(i for i, t in enumerate(config.pop("layer_types")) if i and t == "full_attention")
+    rope = config.pop("rope_parameters")
+    config.update(global_attn_every_n_layers=every,
+                  global_rope_theta=rope["full_attention"]["rope_theta"],
+                  local_rope_theta=rope["sliding_attention"]["rope_theta"])
+    path.write_text(json.dumps(config, indent=2))
+
+
 def edit_tokenizer_json(folder: pathlib.Path, edit):
     """Rewrites folder/tokenizer.json through `edit(config)`: how a test model gets a file that
     differs from what transformers 5 saves, as older checkpoints' files do."""
@@ -221,14 +278,18 @@ def lowercasing_bert_normalizer(config):
 
 
 def make_tokenizer(arch: str):
+    if arch == "modernbert":
+        return train_modernbert_tokenizer()
     if arch in ("roberta", "xlm-roberta"):
         return train_roberta_tokenizer(arch)
     return train_tokenizer({"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[arch])
 
 
-def build_hf_model(arch: str, vocab: int, seed: int):
+def build_hf_model(arch: str, vocab: int, seed: int, tokenizer):
     torch.manual_seed(seed)
-    if arch == "bert":
+    if arch == "modernbert":
+        model = ModernBertModel(modernbert_config(vocab, tokenizer))
+    elif arch == "bert":
         config = BertConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, intermediate_size=FFN,
                             max_position_embeddings=512, initializer_range=0.1, pad_token_id=0)
@@ -328,7 +389,7 @@ def build_tiny(spec, seed):
     if "bert_class" in spec:
         cased = train_tokenizer("cased")
         tokenizer = BertTokenizer(vocab=cased.get_vocab(), **spec["bert_class"])
-    model = build_hf_model(spec["arch"], tokenizer.vocab_size, seed)
+    model = build_hf_model(spec["arch"], tokenizer.vocab_size, seed, tokenizer)
     dense = None
     if spec["dense"]:
         torch.manual_seed(seed + 100)
@@ -356,6 +417,8 @@ def build_tiny(spec, seed):
     rewrite_weight_names(folder / "model.safetensors", spec["arch"], spec["weights"])
     if spec["arch"] == "xlm-roberta":
         edit_tokenizer_json(folder, hub_sentencepiece_pipeline)
+    if spec["arch"] == "modernbert":
+        hub_modernbert_config(folder)
     if "bert_class" in spec:
         edit_tokenizer_json(folder, lowercasing_bert_normalizer)
 
@@ -403,7 +466,27 @@ def references(model_dir: pathlib.Path, out: pathlib.Path, extra: bool):
           f"mean pairwise cosine {spread.mean():.3f}")
 
 
+def without_tokenizer_class(name: str):
+    """ST's token ids for model `name` with `tokenizer_class` removed from tokenizer_config.json:
+    transformers then takes the class from config.json's model_type, with that class's default
+    options (a DistilBERT model gets BertTokenizer, which lowercases, whatever the file says)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp) / name
+        shutil.copytree(MODELS / name, folder)
+        path = folder / "tokenizer_config.json"
+        config = json.loads(path.read_text())
+        config.pop("tokenizer_class")
+        path.write_text(json.dumps(config, indent=2))
+        st = SentenceTransformer(str(folder), device="cpu")
+        with (REFERENCE / name / "input_ids_without_tokenizer_class.jsonl").open("w") as f:
+            for t in TEXTS:
+                f.write(json.dumps(st.preprocess([t])["input_ids"][0].tolist()) + "\n")
+        print(f"{name} without tokenizer_class: {type(st.tokenizer).__name__}")
+
+
 def main(names):
+    if "without-tokenizer-class" in names:
+        without_tokenizer_class("distilbert-weightedmean-old")
     for seed, spec in enumerate(SPECS):
         if names and spec["name"] not in names:
             continue

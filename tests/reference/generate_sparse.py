@@ -32,6 +32,7 @@ from transformers import (
     BertForMaskedLM,
     DistilBertConfig,
     DistilBertForMaskedLM,
+    ModernBertForMaskedLM,
     XLMRobertaConfig,
     XLMRobertaForMaskedLM,
 )
@@ -47,6 +48,7 @@ from generate import (
     edit_tokenizer_json,
     hub_sentencepiece_pipeline,
     make_tokenizer,
+    modernbert_config,
 )
 
 # The pre-5.4 class paths of SPLADE checkpoints on the hub (naver/splade-*, opensearch-*).
@@ -73,12 +75,21 @@ SPECS = [
     # XLM-RoBERTa's head (`lm_head`, its own GELU) and positions, as multilingual SPLADE models have.
     dict(name="splade-xlm-roberta-untied", arch="xlm-roberta", tied=False, layout="new",
          pooling="max", activation="relu", max_active_dims=None, max_seq_length=300),
+    # ModernBERT's head (`head`, the config's classifier activation, `decoder` tied to the token
+    # embeddings), every bias switched on, and config.json in transformers 5's keys.
+    dict(name="splade-modernbert-biases", arch="modernbert", tied=True, layout="new",
+         pooling="max", activation="relu", max_active_dims=None, max_seq_length=300),
 ]
 
 
-def build_mlm(arch: str, vocab: int, tied: bool, shift: float, seed: int):
+def build_mlm(arch: str, vocab: int, tied: bool, shift: float, seed: int, tokenizer):
     torch.manual_seed(seed)
-    if arch == "bert":
+    if arch == "modernbert":
+        config = modernbert_config(vocab, tokenizer, norm_bias=True, attention_bias=True,
+                                   mlp_bias=True, classifier_bias=True,
+                                   classifier_activation="silu", tie_word_embeddings=tied)
+        model = ModernBertForMaskedLM(config)
+    elif arch == "bert":
         config = BertConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, intermediate_size=FFN,
                             max_position_embeddings=512, initializer_range=0.1, pad_token_id=0,
@@ -122,7 +133,7 @@ def build(spec, seed):
     folder.mkdir(parents=True)
     tokenizer = make_tokenizer(spec["arch"])
     shift = -1.6 if spec["pooling"] == "sum" else -2.0
-    model = build_mlm(spec["arch"], tokenizer.vocab_size, spec["tied"], shift, seed)
+    model = build_mlm(spec["arch"], tokenizer.vocab_size, spec["tied"], shift, seed, tokenizer)
     with tempfile.TemporaryDirectory() as tmp:
         hf = pathlib.Path(tmp)
         save_hf(model, tokenizer, hf, spec["tied"])

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use pool_encode_encoder::model::ArchitectureConfig;
 use pool_encode_encoder::{
     Device, Embeddings, EncodeOptions, Precision, SentenceEncoder, SparseEmbeddings, SparseEncoder,
 };
@@ -458,21 +459,38 @@ struct Work {
 }
 
 /// FLOPs of one encoder pass over texts of `lengths` tokens, padding excluded: per layer and
-/// token 2·(4h² + 2·h·ffn) for the projections and the feed-forward, plus 4·n·h for Q·Kᵀ and P·V.
+/// token 2·(4h² + 2·h·ffn) for the projections and the feed-forward (3·h·ffn for ModernBERT's
+/// gated block), plus 4·k·h for Q·Kᵀ and P·V over the k keys a token sees (the whole text, or
+/// a local layer's window).
 fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
-    let shape = encoder.folder().architecture.shape();
-    let (h, ffn, layers) = (
-        shape.hidden_size as f64,
-        shape.intermediate_size as f64,
-        shape.num_layers as f64,
-    );
-    lengths
-        .iter()
-        .map(|&n| {
-            let n = n as f64;
-            layers * (2.0 * n * (4.0 * h * h + 2.0 * h * ffn) + 4.0 * n * n * h)
-        })
-        .sum()
+    let architecture = &encoder.folder().architecture;
+    let shape = architecture.shape();
+    let (h, ffn) = (shape.hidden_size as f64, shape.intermediate_size as f64);
+    // Per layer: the window a local layer attends within (None: the whole text).
+    let (ffn_matrices, windows): (f64, Vec<Option<usize>>) = match architecture {
+        ArchitectureConfig::ModernBert(config) => (
+            3.0,
+            config
+                .local_layers
+                .iter()
+                .map(|&local| local.then_some(config.local_window))
+                .collect(),
+        ),
+        _ => (2.0, vec![None; shape.num_layers]),
+    };
+    let mut flops = 0.0;
+    for &n in lengths {
+        for window in &windows {
+            // Keys seen, summed over the text's queries.
+            let keys: usize = match window {
+                None => n * n,
+                Some(w) => (0..n).map(|q| q.min(*w) + (n - 1 - q).min(*w) + 1).sum(),
+            };
+            flops +=
+                2.0 * n as f64 * (4.0 * h * h + ffn_matrices * h * ffn) + 4.0 * keys as f64 * h;
+        }
+    }
+    flops
 }
 
 /// The f32 peak of `threads` cores: `--peak-gflops`, else clock × 32 FLOP/cycle (AVX2 + FMA:

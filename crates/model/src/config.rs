@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::error::{ModelError, Result, read_json};
 
@@ -70,6 +71,32 @@ pub enum ArchitectureConfig {
         type_vocab_size: usize,
         pad_token_id: usize,
     },
+    ModernBert(ModernBertConfig),
+}
+
+/// What ModernBERT adds to the common shape (`layer_norm_eps` is its `norm_eps`, `activation`
+/// its `hidden_activation`).
+#[derive(Debug, Clone)]
+pub struct ModernBertConfig {
+    pub shape: EncoderShape,
+    /// One per layer: true where the layer attends within a window around each token
+    /// (`sliding_attention`), false where it attends to the whole text.
+    pub local_layers: Vec<bool>,
+    /// How far a local layer looks: keys at most this many positions away (`local_attention / 2`).
+    pub local_window: usize,
+    /// Rotary frequency bases of the global and the local layers.
+    pub global_rope_theta: f64,
+    pub local_rope_theta: f64,
+    /// Whether the LayerNorms, the attention projections and the feed-forward projections have
+    /// biases (`norm_bias`, `attention_bias`, `mlp_bias`).
+    pub norm_bias: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    /// The masked-language-model head's activation and dense bias (`classifier_activation`,
+    /// `classifier_bias`) and its decoder's bias (`decoder_bias`).
+    pub head_activation: Activation,
+    pub head_bias: bool,
+    pub decoder_bias: bool,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +124,22 @@ struct RawConfig {
     n_heads: Option<usize>,
     hidden_dim: Option<usize>,
     activation: Option<String>,
+    // ModernBERT names
+    hidden_activation: Option<String>,
+    norm_eps: Option<f64>,
+    norm_bias: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    local_attention: Option<usize>,
+    global_attn_every_n_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
+    global_rope_theta: Option<f64>,
+    local_rope_theta: Option<f64>,
+    rope_parameters: Option<Value>,
+    rope_scaling: Option<Value>,
+    classifier_activation: Option<String>,
+    classifier_bias: Option<bool>,
+    decoder_bias: Option<bool>,
 }
 
 impl RawConfig {
@@ -112,6 +155,105 @@ impl RawConfig {
             layer_norm_eps: self.layer_norm_eps.unwrap_or(eps),
             activation: Activation::parse(self.hidden_act.as_deref().unwrap_or("gelu"), path)?,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
+        })
+    }
+}
+
+impl RawConfig {
+    /// ModernBERT's config, in Hugging Face's older keys (`global_attn_every_n_layers`,
+    /// `global_rope_theta`, `local_rope_theta`: the hub's checkpoints) or transformers 5's
+    /// (`layer_types`, `rope_parameters`), with `ModernBertConfig`'s defaults.
+    fn modern_bert(&self, path: &Path) -> Result<ModernBertConfig> {
+        let num_layers = need(self.num_hidden_layers, "num_hidden_layers", path)?;
+        let local_layers = match &self.layer_types {
+            Some(types) => {
+                if types.len() != num_layers {
+                    return Err(ModelError::config(
+                        path,
+                        format!(
+                            "layer_types has {} entries for {num_layers} layers",
+                            types.len()
+                        ),
+                    ));
+                }
+                types
+                    .iter()
+                    .map(|kind| match kind.as_str() {
+                        "sliding_attention" => Ok(true),
+                        "full_attention" => Ok(false),
+                        other => Err(ModelError::config(
+                            path,
+                            format!("unsupported layer type {other:?} in layer_types"),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+            None => {
+                let every = self.global_attn_every_n_layers.unwrap_or(3);
+                if every == 0 {
+                    return Err(ModelError::config(
+                        path,
+                        "global_attn_every_n_layers must be at least 1",
+                    ));
+                }
+                (0..num_layers).map(|i| i % every != 0).collect()
+            }
+        };
+        let theta = |layer_type: &str, old: Option<f64>, default: f64| -> Result<f64> {
+            let Some(parameters) = &self.rope_parameters else {
+                return Ok(old.unwrap_or(default));
+            };
+            let entry = parameters.get(layer_type).unwrap_or(&Value::Null);
+            match entry.get("rope_type").and_then(Value::as_str) {
+                None | Some("default") => {}
+                Some(other) => {
+                    return Err(ModelError::config(
+                        path,
+                        format!("rope_type {other:?} is not supported (only \"default\")"),
+                    ));
+                }
+            }
+            Ok(entry
+                .get("rope_theta")
+                .and_then(Value::as_f64)
+                .or(old)
+                .unwrap_or(default))
+        };
+        if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
+            return Err(ModelError::config(
+                path,
+                "rope_scaling is not supported for ModernBERT",
+            ));
+        }
+        let (eps, activation) = (
+            self.norm_eps.unwrap_or(1e-5),
+            self.hidden_activation.as_deref().unwrap_or("gelu"),
+        );
+        Ok(ModernBertConfig {
+            shape: EncoderShape {
+                vocab_size: need(self.vocab_size, "vocab_size", path)?,
+                hidden_size: need(self.hidden_size, "hidden_size", path)?,
+                num_layers,
+                num_heads: need(self.num_attention_heads, "num_attention_heads", path)?,
+                intermediate_size: need(self.intermediate_size, "intermediate_size", path)?,
+                max_position_embeddings: self.max_position_embeddings.unwrap_or(8192),
+                layer_norm_eps: eps,
+                activation: Activation::parse(activation, path)?,
+                tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
+            },
+            local_layers,
+            local_window: self.local_attention.unwrap_or(128) / 2,
+            global_rope_theta: theta("full_attention", self.global_rope_theta, 160_000.0)?,
+            local_rope_theta: theta("sliding_attention", self.local_rope_theta, 10_000.0)?,
+            norm_bias: self.norm_bias.unwrap_or(false),
+            attention_bias: self.attention_bias.unwrap_or(false),
+            mlp_bias: self.mlp_bias.unwrap_or(false),
+            head_activation: Activation::parse(
+                self.classifier_activation.as_deref().unwrap_or("gelu"),
+                path,
+            )?,
+            head_bias: self.classifier_bias.unwrap_or(false),
+            decoder_bias: self.decoder_bias.unwrap_or(true),
         })
     }
 }
@@ -176,6 +318,7 @@ impl ArchitectureConfig {
                     },
                 }
             }
+            _ if named("modernbert") => ArchitectureConfig::ModernBert(raw.modern_bert(path)?),
             k if k == "mpnet" || k.starts_with("mpnet") => ArchitectureConfig::MPNet {
                 shape: raw.bert_style_shape(path, 514, 1e-5)?,
                 relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
@@ -206,7 +349,8 @@ impl ArchitectureConfig {
             ArchitectureConfig::Bert { shape, .. }
             | ArchitectureConfig::DistilBert { shape }
             | ArchitectureConfig::MPNet { shape, .. }
-            | ArchitectureConfig::Roberta { shape, .. } => shape,
+            | ArchitectureConfig::Roberta { shape, .. }
+            | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. }) => shape,
         }
     }
 
@@ -218,10 +362,24 @@ impl ArchitectureConfig {
             ArchitectureConfig::MPNet { .. } => "mpnet",
             // XLM-RoBERTa's and CamemBERT's masked-LM checkpoints use `roberta.` too.
             ArchitectureConfig::Roberta { .. } => "roberta",
+            ArchitectureConfig::ModernBert(_) => "model",
         }
     }
 
-    /// The longest input (in tokens, specials included) the position table can encode.
+    /// Floats a token holds at the peak of a layer, in its feed-forward block: the block's
+    /// input, its intermediate activations and its output. ModernBERT's gated block holds the
+    /// input and gate halves (2 × intermediate) and their product.
+    pub fn peak_floats_per_token(&self) -> usize {
+        let shape = self.shape();
+        let intermediate = match self {
+            ArchitectureConfig::ModernBert(_) => 3 * shape.intermediate_size,
+            _ => shape.intermediate_size,
+        };
+        2 * shape.hidden_size + intermediate
+    }
+
+    /// The longest input (in tokens, specials included) the positions can encode: the
+    /// position table's rows, or ModernBERT's `max_position_embeddings` (rotary positions).
     pub fn max_input_tokens(&self) -> usize {
         match self {
             // MPNet and RoBERTa number positions from pad_token_id + 1.

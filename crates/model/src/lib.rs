@@ -106,11 +106,11 @@ impl<B: EncoderBackend> SentenceModel<B> {
                 let names = transformer.mlm_head_names().ok_or_else(|| {
                     ModelError::config(
                         &folder.transformer_dir.join("config.json"),
-                        "sparse (SPLADE) models are supported for BERT and DistilBERT masked-language models",
+                        "sparse (SPLADE) models are supported for BERT, DistilBERT, RoBERTa-family and ModernBERT masked-language models",
                     )
                 })?;
                 let head = MlmHead::load(
-                    names,
+                    &names,
                     shape,
                     &weights,
                     transformer.word_embeddings(),

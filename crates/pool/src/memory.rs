@@ -19,8 +19,8 @@ pub struct ModelFootprint {
     pub weights: u64,
     /// Activations per token of a batch at the peak of a layer: the CPU path packs each
     /// batch's real tokens (no padding) and computes attention per text, so a layer's peak is
-    /// in the feed-forward block, holding its input, its intermediate and its output (hidden +
-    /// intermediate + hidden floats a token).
+    /// in the feed-forward block, holding its input, its intermediate and its output
+    /// ([`ArchitectureConfig::peak_floats_per_token`](pool_encode_encoder::model::ArchitectureConfig::peak_floats_per_token)).
     pub token_activations: u64,
 }
 
@@ -30,10 +30,9 @@ impl ModelFootprint {
     pub fn of(folder: &ModelFolder) -> Option<ModelFootprint> {
         let weights =
             pool_encode_encoder::model::weights::Weights::open(&folder.weights_path(), "").ok()?;
-        let shape = folder.architecture.shape();
         Some(ModelFootprint {
             weights: weights.f32_bytes(),
-            token_activations: 4 * (2 * shape.hidden_size + shape.intermediate_size) as u64,
+            token_activations: 4 * folder.architecture.peak_floats_per_token() as u64,
         })
     }
 
@@ -342,6 +341,10 @@ mod tests {
         assert_eq!(
             footprint.token_activations,
             4 * (2 * shape.hidden_size + shape.intermediate_size) as u64
+        );
+        assert_eq!(
+            footprint.token_activations,
+            4 * folder.architecture.peak_floats_per_token() as u64
         );
     }
 

@@ -22,6 +22,8 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "cls.predictions.decoder",
     shared_bias: Some("cls.predictions.bias"),
     activation: None,
+    norm_bias: true,
+    decoder_bias: true,
 };
 
 /// How tokens are numbered for the position table.

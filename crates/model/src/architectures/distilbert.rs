@@ -21,6 +21,8 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "vocab_projector",
     shared_bias: None,
     activation: None,
+    norm_bias: true,
+    decoder_bias: true,
 };
 
 #[derive(Debug)]

@@ -62,6 +62,25 @@ pub fn load_stacked_linear<B: Backend>(
     })
 }
 
+/// A linear layer whose bias the architecture's config decides: `{name}.bias` must be there
+/// when `bias`, and is not read otherwise (as Hugging Face builds the layer).
+pub fn load_linear_with_bias<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    (d_in, d_out): (usize, usize),
+    bias: bool,
+    device: &B::Device,
+) -> Result<Linear<B>> {
+    let mut linear = load_linear(weights, name, d_in, d_out, device)?;
+    linear.bias = if bias {
+        let bias = weights.tensor(&format!("{name}.bias"), [d_out], device)?;
+        Some(Param::from_tensor(bias))
+    } else {
+        None
+    };
+    Ok(linear)
+}
+
 pub fn load_layer_norm<B: Backend>(
     weights: &Weights,
     name: &str,
@@ -69,13 +88,26 @@ pub fn load_layer_norm<B: Backend>(
     eps: f64,
     device: &B::Device,
 ) -> Result<LayerNorm<B>> {
+    load_norm(weights, name, dim, eps, true, device)
+}
+
+/// A LayerNorm with its bias, or (`bias` false: ModernBERT's `norm_bias`) without one.
+pub fn load_norm<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    dim: usize,
+    eps: f64,
+    bias: bool,
+    device: &B::Device,
+) -> Result<LayerNorm<B>> {
     let mut norm = LayerNormConfig::new(dim).with_epsilon(eps).init(device);
     norm.gamma = Param::from_tensor(weights.tensor(&format!("{name}.weight"), [dim], device)?);
-    norm.beta = Some(Param::from_tensor(weights.tensor(
-        &format!("{name}.bias"),
-        [dim],
-        device,
-    )?));
+    norm.beta = if bias {
+        let beta = weights.tensor(&format!("{name}.bias"), [dim], device)?;
+        Some(Param::from_tensor(beta))
+    } else {
+        None
+    };
     Ok(norm)
 }
 
@@ -209,7 +241,7 @@ pub fn run_layers<B: EncoderBackend>(
     attention: Attention,
     device: &B::Device,
 ) -> HiddenStates<B> {
-    let input = AttentionInput::new(rows, batch, bias, attention, device);
+    let input = AttentionInput::new(rows, batch, bias, None, attention, device);
     for layer in layers {
         x = layer.forward(x, &input);
     }

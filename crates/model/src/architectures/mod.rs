@@ -5,7 +5,8 @@ mod bert;
 mod distilbert;
 mod layers;
 pub use layers::Attention;
-pub(crate) use layers::{activate, load_layer_norm, load_linear};
+pub(crate) use layers::{activate, load_linear, load_norm};
+mod modernbert;
 mod mpnet;
 mod roberta;
 
@@ -13,6 +14,7 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
+pub use modernbert::ModernBert;
 pub use mpnet::MPNet;
 
 use crate::config::ArchitectureConfig;
@@ -33,13 +35,31 @@ pub struct TokenBatch {
 }
 
 impl TokenBatch {
-    /// `[batch, 1, seq, seq]`, true where the key position is padding (the attention op's mask).
-    pub fn padding_mask<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4, Bool> {
+    /// `[batch, 1, seq, seq]`, true where a query may not see the key (the attention op's
+    /// mask): the key is padding, or (local attention) more than `window` positions away.
+    pub fn attention_mask<B: Backend>(
+        &self,
+        window: Option<usize>,
+        device: &B::Device,
+    ) -> Tensor<B, 4, Bool> {
         let (b, s) = (self.batch, self.seq_len);
         let padding: Vec<bool> = self.mask.iter().map(|&m| m == 0).collect();
-        Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [b, s]), device)
-            .reshape([b, 1, 1, s])
-            .expand([b, 1, s, s])
+        let Some(window) = window else {
+            return Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [b, s]), device)
+                .reshape([b, 1, 1, s])
+                .expand([b, 1, s, s]);
+        };
+        let mut hidden = Vec::with_capacity(b * s * s);
+        for keys in padding.chunks(s) {
+            for query in 0..s {
+                hidden.extend(
+                    keys.iter()
+                        .enumerate()
+                        .map(|(key, &pad)| pad || key.abs_diff(query) > window),
+                );
+            }
+        }
+        Tensor::<B, 4, Bool>::from_data(TensorData::new(hidden, [b, 1, s, s]), device)
     }
 }
 
@@ -51,6 +71,7 @@ pub enum Transformer<B: Backend> {
     MPNet(MPNet<B>),
     /// RoBERTa, XLM-RoBERTa, CamemBERT: BERT's module with RoBERTa's positions.
     Roberta(Bert<B>),
+    ModernBert(ModernBert<B>),
 }
 
 impl<B: EncoderBackend> Transformer<B> {
@@ -95,6 +116,9 @@ impl<B: EncoderBackend> Transformer<B> {
                 weights,
                 device,
             )?),
+            ArchitectureConfig::ModernBert(config) => {
+                Transformer::ModernBert(ModernBert::load(config, weights, device)?)
+            }
         })
     }
 
@@ -104,15 +128,17 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::Bert(m) | Transformer::Roberta(m) => m.word_embeddings.weight.val(),
             Transformer::DistilBert(m) => m.word_embeddings.weight.val(),
             Transformer::MPNet(m) => m.word_embeddings.weight.val(),
+            Transformer::ModernBert(m) => m.word_embeddings.weight.val(),
         }
     }
 
     /// Where this architecture's masked-language-model head lives, if we support one.
-    pub fn mlm_head_names(&self) -> Option<&'static MlmHeadNames> {
+    pub fn mlm_head_names(&self) -> Option<MlmHeadNames> {
         match self {
-            Transformer::Bert(_) => Some(&bert::MLM_HEAD),
-            Transformer::DistilBert(_) => Some(&distilbert::MLM_HEAD),
-            Transformer::Roberta(_) => Some(&roberta::MLM_HEAD),
+            Transformer::Bert(_) => Some(bert::MLM_HEAD),
+            Transformer::DistilBert(_) => Some(distilbert::MLM_HEAD),
+            Transformer::Roberta(_) => Some(roberta::MLM_HEAD),
+            Transformer::ModernBert(m) => Some(m.mlm_head_names()),
             Transformer::MPNet(_) => None,
         }
     }
@@ -128,6 +154,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::Bert(m) | Transformer::Roberta(m) => m.forward(batch, attention, device),
             Transformer::DistilBert(m) => m.forward(batch, attention, device),
             Transformer::MPNet(m) => m.forward(batch, attention, device),
+            Transformer::ModernBert(m) => m.forward(batch, attention, device),
         }
     }
 }

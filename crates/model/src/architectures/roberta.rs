@@ -18,6 +18,8 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "lm_head.decoder",
     shared_bias: Some("lm_head.bias"),
     activation: Some(Activation::Gelu),
+    norm_bias: true,
+    decoder_bias: true,
 };
 
 /// A RoBERTa encoder: BERT's module with RoBERTa's positions.

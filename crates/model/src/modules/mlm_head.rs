@@ -6,13 +6,14 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::SpladeConfig;
-use crate::architectures::{TokenBatch, load_layer_norm, load_linear};
+use crate::architectures::{TokenBatch, load_linear, load_norm};
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates};
 use crate::weights::Weights;
 
-/// Where an architecture keeps its MLM head in the checkpoint (each architecture file has one).
+/// Where an architecture keeps its MLM head in the checkpoint, and the head's few options
+/// (each architecture file has one).
 #[derive(Debug, Clone, Copy)]
 pub struct MlmHeadNames {
     pub transform: &'static str,
@@ -23,6 +24,10 @@ pub struct MlmHeadNames {
     pub shared_bias: Option<&'static str>,
     /// The head's own activation; `None`: the encoder's (`hidden_act`).
     pub activation: Option<Activation>,
+    /// Whether the LayerNorm has a bias (ModernBERT's `norm_bias`), and the decoder one
+    /// (`decoder_bias`).
+    pub norm_bias: bool,
+    pub decoder_bias: bool,
 }
 
 #[derive(Debug)]
@@ -70,17 +75,23 @@ impl<B: EncoderBackend> MlmHead<B> {
             .find(|name| weights.contains(name))
             .copied()
             .unwrap_or(candidates[0]);
+        let bias = if names.decoder_bias {
+            Some(Param::from_tensor(weights.tensor(
+                bias_name,
+                [v],
+                device,
+            )?))
+        } else {
+            None
+        };
+        let eps = shape.layer_norm_eps;
         Ok(MlmHead {
             transform: load_linear(weights, names.transform, h, h, device)?,
             activation: names.activation.unwrap_or(shape.activation),
-            norm: load_layer_norm(weights, names.norm, h, shape.layer_norm_eps, device)?,
+            norm: load_norm(weights, names.norm, h, eps, names.norm_bias, device)?,
             decoder: Linear {
                 weight: Param::from_tensor(decoder),
-                bias: Some(Param::from_tensor(weights.tensor(
-                    bias_name,
-                    [v],
-                    device,
-                )?)),
+                bias,
             },
         })
     }

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{AttentionInput, HiddenStates, math};
+use super::{AttentionInput, HiddenStates, Rotary, math};
 use crate::Cpu;
 use crate::architectures::TokenBatch;
 use crate::config::Activation;
@@ -26,6 +26,8 @@ const GEMM_ROW_BLOCK: usize = 256;
 const SPLADE_TILE: [usize; 2] = [128, 512];
 /// Rows per task of the row-wise kernels.
 const ROWS_PER_TASK: usize = 16;
+/// Attention computes the scores of this many queries at a time (per text and head).
+const QUERY_BLOCK: usize = 128;
 
 fn flex<const D: usize>(tensor: Tensor<Cpu, D>) -> FlexTensor {
     tensor.into_primitive().tensor()
@@ -143,12 +145,7 @@ pub fn linear(
             unsafe { multiply_into(out, x, k, (w, w_rs, w_cs), bias) };
         });
     if let Some(activation) = activation {
-        let kernel = match activation {
-            Activation::Gelu => math::gelu,
-            Activation::GeluTanh => math::gelu_tanh,
-            Activation::Relu => math::relu,
-            Activation::Silu => math::silu,
-        };
+        let kernel = activation_kernel(activation);
         out.par_chunks_mut(n * ROWS_PER_TASK).for_each(kernel);
     }
     tensor(out, [m, n])
@@ -186,7 +183,7 @@ pub fn add_layer_norm(
 }
 
 thread_local! {
-    /// One text-and-head's attention scores, reused: a fresh 256 KB buffer per task (256
+    /// One query block's attention scores, reused: a fresh 256 KB buffer per task (256
     /// tokens) was an mmap, page faults and an munmap each time.
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -206,7 +203,10 @@ impl SharedOut {
     }
 }
 
-/// Per text and head: softmax(Q·Kᵀ/√d + bias)·V over the text's own rows, any layout.
+/// Per text and head: softmax(Q·Kᵀ/√d + bias)·V over the text's own rows, any layout; with a
+/// window, each query over the keys at most that far away only. Queries go in blocks of
+/// [`QUERY_BLOCK`], so a block's scores stay small however long the text (8,192 tokens
+/// would be 256 MB at once), and a windowed block multiplies only the keys its window reaches.
 pub fn self_attention(
     qkv: Tensor<Cpu, 2>,
     heads: usize,
@@ -221,81 +221,171 @@ pub fn self_attention(
     let bias = input.bias.clone().map(|b| contiguous(flex(b)));
     let bias = bias.as_ref().map(|b| (values(b), b.layout().shape()[2]));
     let layout = &input.rows;
+    let window = input.window;
 
     let mut out = vec![0f32; rows * hidden];
     let shared = SharedOut(out.as_mut_ptr());
     (0..layout.batch * heads).into_par_iter().for_each(|task| {
         let (text, head) = (task / heads, task % heads);
         let (start, len) = (layout.starts[text], layout.lengths[text]);
-        if len == 0 {
-            return;
-        }
-        let q = &qkv[start * width + head * head_dim..];
-        let k = &qkv[start * width + hidden + head * head_dim..];
-        let v = &qkv[start * width + 2 * hidden + head * head_dim..];
-        SCORES.with_borrow_mut(|scores| {
-            scores.clear();
-            scores.resize(len * len, 0.0);
-            // SAFETY: Q, K, V are [len, head_dim] blocks with row stride `width` inside `qkv`;
-            // `scores` is [len, len]; this task's output block (its text's rows, its head's
-            // columns) is written by no other task.
-            unsafe {
-                // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
-                gemm::gemm(
-                    len,
-                    len,
-                    head_dim,
-                    scores.as_mut_ptr(),
-                    1,
-                    len as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    width as isize,
-                    k.as_ptr(),
-                    width as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-                if let Some((bias, seq)) = bias {
-                    let block = &bias[head * seq * seq..];
-                    for (i, row) in scores.chunks_mut(len).enumerate() {
-                        for (s, b) in row.iter_mut().zip(&block[i * seq..i * seq + len]) {
+        for first in (0..len).step_by(QUERY_BLOCK) {
+            let queries = first..(first + QUERY_BLOCK).min(len);
+            let keys = match window {
+                Some(w) => queries.start.saturating_sub(w)..(queries.end + w).min(len),
+                None => 0..len,
+            };
+            let (m, n) = (queries.len(), keys.len());
+            let q = &qkv[(start + queries.start) * width + head * head_dim..];
+            let k = &qkv[(start + keys.start) * width + hidden + head * head_dim..];
+            let v = &qkv[(start + keys.start) * width + 2 * hidden + head * head_dim..];
+            SCORES.with_borrow_mut(|scores| {
+                scores.clear();
+                scores.resize(m * n, 0.0);
+                // SAFETY: Q is an [m, head_dim] block, K and V [n, head_dim] blocks, all with
+                // row stride `width` inside `qkv`; `scores` is [m, n]; this task's output block
+                // (its text's rows, its head's columns) is written by no other task.
+                unsafe {
+                    // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
+                    gemm::gemm(
+                        m,
+                        n,
+                        head_dim,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        width as isize,
+                        k.as_ptr(),
+                        width as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for (i, row) in scores.chunks_mut(n).enumerate() {
+                    let query = queries.start + i;
+                    if let Some((bias, seq)) = bias {
+                        let from = head * seq * seq + query * seq + keys.start;
+                        for (s, b) in row.iter_mut().zip(&bias[from..from + n]) {
                             *s += b;
                         }
                     }
+                    // The keys this query sees, within the block's keys.
+                    let seen = match window {
+                        Some(w) => {
+                            query.saturating_sub(w) - keys.start
+                                ..(query + w + 1).min(keys.end) - keys.start
+                        }
+                        None => 0..n,
+                    };
+                    row[..seen.start].fill(0.0);
+                    row[seen.end..].fill(0.0);
+                    let count = seen.len();
+                    math::softmax_rows(&mut row[seen], count);
                 }
-                math::softmax_rows(scores, len);
-                gemm::gemm(
-                    len,
-                    head_dim,
-                    len,
-                    shared.at(start * hidden + head * head_dim),
-                    1,
-                    hidden as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    len as isize,
-                    v.as_ptr(),
-                    1,
-                    width as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+                // SAFETY: as above; the output block is [m, head_dim] with row stride `hidden`.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        head_dim,
+                        n,
+                        shared.at((start + queries.start) * hidden + head * head_dim),
+                        1,
+                        hidden as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        v.as_ptr(),
+                        1,
+                        width as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        }
     });
     tensor(out, [rows, hidden])
+}
+
+/// Rotary position embedding of the queries and keys, in place on a copy of `qkv`.
+pub fn rotate_queries_keys(
+    qkv: Tensor<Cpu, 2>,
+    heads: usize,
+    rotary: &Rotary<Cpu>,
+) -> Tensor<Cpu, 2> {
+    let [rows, width] = qkv.dims();
+    let hidden = width / 3;
+    let half = hidden / heads / 2;
+    let mut out = values(&contiguous(flex(qkv))).to_vec();
+    let (cos, sin) = (
+        contiguous(flex(rotary.cos.clone())),
+        contiguous(flex(rotary.sin.clone())),
+    );
+    let (cos, sin) = (values(&cos), values(&sin));
+    out.par_chunks_mut(width * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, block)| {
+            for (i, row) in block.chunks_mut(width).enumerate() {
+                let r = task * ROWS_PER_TASK + i;
+                let (cos, sin) = (
+                    &cos[r * half..(r + 1) * half],
+                    &sin[r * half..(r + 1) * half],
+                );
+                // Queries and keys: the first 2 × hidden values, head by head.
+                for head in row[..2 * hidden].chunks_mut(2 * half) {
+                    let (first, second) = head.split_at_mut(half);
+                    for d in 0..half {
+                        let (x1, x2) = (first[d], second[d]);
+                        first[d] = x1 * cos[d] - x2 * sin[d];
+                        second[d] = x2 * cos[d] + x1 * sin[d];
+                    }
+                }
+            }
+        });
+    tensor(out, [rows, width])
+}
+
+/// `activation(input) ⊙ gate` for rows holding `[input | gate]`.
+pub fn gated_activation(x: Tensor<Cpu, 2>, activation: Activation) -> Tensor<Cpu, 2> {
+    let [rows, width] = x.dims();
+    let half = width / 2;
+    let x = contiguous(flex(x));
+    let mut out = vec![0f32; rows * half];
+    let kernel = activation_kernel(activation);
+    out.par_chunks_mut(half * ROWS_PER_TASK)
+        .zip(values(&x).par_chunks(width * ROWS_PER_TASK))
+        .for_each(|(out, x)| {
+            for (o, row) in out.chunks_mut(half).zip(x.chunks(width)) {
+                o.copy_from_slice(&row[..half]);
+                kernel(o);
+                for (o, g) in o.iter_mut().zip(&row[half..]) {
+                    *o *= g;
+                }
+            }
+        });
+    tensor(out, [rows, half])
+}
+
+/// The in-place kernel of an activation.
+fn activation_kernel(activation: Activation) -> fn(&mut [f32]) {
+    match activation {
+        Activation::Gelu => math::gelu,
+        Activation::GeluTanh => math::gelu_tanh,
+        Activation::Relu => math::relu,
+        Activation::Silu => math::silu,
+    }
 }
 
 /// SPLADE's weights `[batch, vocab]` for the decoder's logits `x · W + b`: each task decodes a

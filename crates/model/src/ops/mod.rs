@@ -63,6 +63,27 @@ pub trait EncoderBackend: Backend {
         padded_self_attention(qkv, heads, input)
     }
 
+    /// Rotary position embedding applied to the queries and keys of `qkv` (`[rows, 3 × hidden]`,
+    /// as [`self_attention`](Self::self_attention) takes it): in each head, the first and the
+    /// second half of the dimensions are rotated as pairs by each row's angles. Values pass
+    /// unchanged.
+    fn rotate_queries_keys(
+        qkv: Tensor<Self, 2>,
+        heads: usize,
+        rotary: &Rotary<Self>,
+    ) -> Tensor<Self, 2> {
+        rotate_with_tensor_ops(qkv, heads, rotary)
+    }
+
+    /// A gated linear unit's activation: `x` is `[rows, 2 × width]`, an input half and a gate
+    /// half; returns `activation(input) ⊙ gate`, `[rows, width]`.
+    fn gated_activation(x: Tensor<Self, 2>, activation: Activation) -> Tensor<Self, 2> {
+        let [rows, width] = x.dims();
+        let half = width / 2;
+        let input = x.clone().slice([0..rows, 0..half]);
+        activate(input, activation) * x.slice([0..rows, half..width])
+    }
+
     /// SPLADE's weights `[batch, vocab]`: each text's rows decoded to vocabulary logits
     /// (`x · W + b`; `hidden` holds the MLM head's transformed rows), activated and pooled over
     /// the text's real tokens. At most about `max_logits` logits exist at once.
@@ -110,6 +131,18 @@ impl EncoderBackend for crate::Cpu {
         } else {
             padded_self_attention(qkv, heads, input)
         }
+    }
+
+    fn rotate_queries_keys(
+        qkv: Tensor<Self, 2>,
+        heads: usize,
+        rotary: &Rotary<Self>,
+    ) -> Tensor<Self, 2> {
+        cpu::rotate_queries_keys(qkv, heads, rotary)
+    }
+
+    fn gated_activation(x: Tensor<Self, 2>, activation: Activation) -> Tensor<Self, 2> {
+        cpu::gated_activation(x, activation)
     }
 
     fn splade_pool(
@@ -276,10 +309,13 @@ impl<B: Backend> HiddenStates<B> {
 /// What attention needs besides the projections; built once per forward pass.
 pub struct AttentionInput<B: Backend> {
     pub rows: TokenRows,
-    /// `[batch, 1, seq, seq]`, true where the key is padding: the padded layout's mask.
-    pub padding: Option<Tensor<B, 4, Bool>>,
+    /// `[batch, 1, seq, seq]`, true where a query may not see the key (padding, or outside
+    /// the window): the padded layout's mask.
+    pub mask: Option<Tensor<B, 4, Bool>>,
     /// Additive bias `[1, heads, seq, seq]` (MPNet's relative positions), the same for every text.
     pub bias: Option<Tensor<B, 4>>,
+    /// Local attention (ModernBERT): a token sees only keys at most this many positions away.
+    pub window: Option<usize>,
     pub kind: Attention,
 }
 
@@ -288,17 +324,85 @@ impl<B: Backend> AttentionInput<B> {
         rows: TokenRows,
         batch: &TokenBatch,
         bias: Option<Tensor<B, 4>>,
+        window: Option<usize>,
         kind: Attention,
         device: &B::Device,
     ) -> Self {
-        let padding = (!rows.packed).then(|| batch.padding_mask(device));
+        let mask = (!rows.packed).then(|| batch.attention_mask(window, device));
         AttentionInput {
             rows,
-            padding,
+            mask,
             bias,
+            window,
             kind,
         }
     }
+}
+
+/// Rotary position embedding (RoFormer; Hugging Face's default RoPE) for each row of the hidden
+/// states: `cos` and `sin` of its position times each frequency, `[rows, head_dim / 2]`.
+pub struct Rotary<B: Backend> {
+    pub cos: Tensor<B, 2>,
+    pub sin: Tensor<B, 2>,
+}
+
+impl<B: Backend> Rotary<B> {
+    /// `positions`: one per row. Frequencies `θ^(−2i/head_dim)`, computed in f32 as Hugging
+    /// Face computes them.
+    pub fn new(positions: &[i64], head_dim: usize, theta: f64, device: &B::Device) -> Self {
+        let half = head_dim / 2;
+        let frequencies: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &position in positions {
+            for &frequency in &frequencies {
+                let angle = position as f32 * frequency;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let table = |values| {
+            Tensor::<B, 2>::from_data(TensorData::new(values, [positions.len(), half]), device)
+        };
+        Rotary {
+            cos: table(cos),
+            sin: table(sin),
+        }
+    }
+}
+
+/// The default rotary embedding, in tensor ops: per head, `(x₁, x₂) → (x₁·cos − x₂·sin,
+/// x₂·cos + x₁·sin)` for the halves `x₁`, `x₂` of its dimensions.
+fn rotate_with_tensor_ops<B: Backend>(
+    qkv: Tensor<B, 2>,
+    heads: usize,
+    rotary: &Rotary<B>,
+) -> Tensor<B, 2> {
+    let [rows, width] = qkv.dims();
+    let hidden = width / 3;
+    let (head_dim, half) = (hidden / heads, hidden / heads / 2);
+    let cos = rotary.cos.clone().reshape([rows, 1, half]);
+    let sin = rotary.sin.clone().reshape([rows, 1, half]);
+    let rotate = |part: usize| {
+        let x = qkv
+            .clone()
+            .slice([0..rows, part * hidden..(part + 1) * hidden])
+            .reshape([rows, heads, head_dim]);
+        let first = x.clone().slice([0..rows, 0..heads, 0..half]);
+        let second = x.slice([0..rows, 0..heads, half..head_dim]);
+        Tensor::cat(
+            vec![
+                first.clone() * cos.clone() - second.clone() * sin.clone(),
+                second * cos.clone() + first * sin.clone(),
+            ],
+            2,
+        )
+        .reshape([rows, hidden])
+    };
+    let values = qkv.clone().slice([0..rows, 2 * hidden..width]);
+    Tensor::cat(vec![rotate(0), rotate(1), values], 1)
 }
 
 /// The default linear: burn's `Linear` then the activation.
@@ -333,16 +437,13 @@ fn padded_self_attention<B: Backend>(
             .swap_dims(1, 2)
     };
     let (q, k, v) = (part(0), part(1), part(2));
-    let padding = input
-        .padding
-        .clone()
-        .expect("a padded batch has a padding mask");
+    let mask = input.mask.clone().expect("a padded batch has a mask");
     let context = match input.kind {
         Attention::Fused => attention(
             q,
             k,
             v,
-            Some(padding),
+            Some(mask),
             input.bias.clone(),
             AttentionModuleOptions::default(),
         ),
@@ -354,7 +455,7 @@ fn padded_self_attention<B: Backend>(
                 scores = scores + bias.clone();
             }
             // The most negative f16 value: finite in every precision, zero after softmax.
-            let scores = scores.mask_fill(padding, -65504.0);
+            let scores = scores.mask_fill(mask, -65504.0);
             burn::tensor::activation::softmax(scores, 3).matmul(v)
         }
     };
@@ -476,12 +577,13 @@ mod tests {
     }
 
     /// Packed attention per text equals burn's masked attention over the padded batch, with
-    /// and without a relative-position bias, for texts of every length down to none.
+    /// and without a relative-position bias, with and without a window, for texts of every
+    /// length down to none and past one block of queries.
     #[test]
     fn packed_cpu_attention_matches_padded_burn_attention() {
-        let (heads, head_dim, seq) = (3, 4, 9);
+        let (heads, head_dim, seq) = (3, 4, 300);
         let hidden = heads * head_dim;
-        let lengths = [9, 1, 5, 0, 7];
+        let lengths = [300, 1, 5, 0, 137];
         let batch = TokenBatch {
             ids: vec![0; lengths.len() * seq],
             type_ids: vec![0; lengths.len() * seq],
@@ -516,14 +618,19 @@ mod tests {
                 .collect()
         };
         let packed_qkv = tensor(packed_qkv_values, [packed_rows.rows, 3 * hidden]);
-        for bias in [
+        let biases = [
             None,
             Some(tensor(random(heads * seq * seq, 8), [1, heads, seq, seq])),
-        ] {
+        ];
+        for (bias, window) in biases
+            .iter()
+            .flat_map(|b| [None, Some(2), Some(70)].map(|w| (b.clone(), w)))
+        {
             let padded_input = AttentionInput::<Cpu>::new(
                 padded_rows.clone(),
                 &batch,
                 bias.clone(),
+                window,
                 Attention::Explicit,
                 &device,
             );
@@ -531,6 +638,7 @@ mod tests {
                 packed_rows.clone(),
                 &batch,
                 bias.clone(),
+                window,
                 Attention::Fused,
                 &device,
             );
@@ -549,9 +657,47 @@ mod tests {
             );
             assert!(
                 max_diff(ours * mask.clone(), theirs * mask) < 1e-5,
-                "bias {}",
+                "bias {}, window {window:?}",
                 bias.is_some()
             );
+        }
+    }
+
+    /// The CPU's rotary and gated-activation kernels equal the default tensor ops.
+    #[test]
+    fn cpu_rotary_and_gated_activation_match_tensor_ops() {
+        let (rows, heads, head_dim) = (37, 3, 8);
+        let hidden = heads * head_dim;
+        let qkv = tensor(random(rows * 3 * hidden, 21), [rows, 3 * hidden]);
+        let positions: Vec<i64> = (0..rows as i64).map(|p| (p * 7) % 23).collect();
+        for theta in [10_000.0, 160_000.0] {
+            let rotary = Rotary::<Cpu>::new(&positions, head_dim, theta, &Default::default());
+            let ours = Cpu::rotate_queries_keys(qkv.clone(), heads, &rotary);
+            let theirs = rotate_with_tensor_ops(qkv.clone(), heads, &rotary);
+            assert!(max_diff(ours.clone(), theirs) < 1e-6, "theta {theta}");
+            // Values pass unchanged; position 0 leaves queries and keys as they were.
+            let unchanged = |t: Tensor<Cpu, 2>, cols: std::ops::Range<usize>| t.slice([0..1, cols]);
+            assert_eq!(
+                max_diff(
+                    unchanged(ours.clone(), 0..3 * hidden),
+                    unchanged(qkv.clone(), 0..3 * hidden)
+                ),
+                0.0
+            );
+            let values = |t: Tensor<Cpu, 2>| t.slice([0..rows, 2 * hidden..3 * hidden]);
+            assert_eq!(max_diff(values(ours), values(qkv.clone())), 0.0);
+        }
+        let x = tensor(random(rows * 2 * 40, 22), [rows, 80]);
+        for activation in [
+            Activation::Gelu,
+            Activation::GeluTanh,
+            Activation::Relu,
+            Activation::Silu,
+        ] {
+            let [input, gate] = [0..40, 40..80].map(|cols| x.clone().slice([0..rows, cols]));
+            let theirs = activate(input, activation) * gate;
+            let ours = Cpu::gated_activation(x.clone(), activation);
+            assert!(max_diff(ours, theirs) < 1e-5, "{activation:?}");
         }
     }
 
