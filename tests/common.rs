@@ -92,7 +92,12 @@ pub fn reference_meta(model: &str) -> serde_json::Value {
 
 /// ST's token ids for every text, one JSON array a line.
 pub fn reference_input_ids(model: &str) -> Vec<Vec<u32>> {
-    std::fs::read_to_string(reference_dir(model).join("input_ids.jsonl"))
+    reference_ids_in(model, "input_ids.jsonl")
+}
+
+/// Token ids for every text from a reference file of the model's.
+pub fn reference_ids_in(model: &str, file: &str) -> Vec<Vec<u32>> {
+    std::fs::read_to_string(reference_dir(model).join(file))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

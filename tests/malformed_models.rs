@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use pool_encode_encoder::{Device, SentenceEncoder};
-use pool_encode_tests::tiny_model_dir;
+use pool_encode_tests::{reference_ids_in, texts, tiny_model_dir};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// A private copy of a tiny model (with a Dense head) to break.
@@ -376,6 +376,29 @@ fn modernbert_variants_we_do_not_run_are_refused() {
             config.insert(key.into(), value);
         });
         expect_error(&dir, "config.json", words);
+    }
+}
+
+/// With no `tokenizer_class` in tokenizer_config.json, transformers takes the class from
+/// config.json's model_type, with its default options: this cased DistilBERT file then
+/// lowercases (ST's ids, `generate.py without-tokenizer-class`; 186 of the 211 texts differ
+/// from the file's own pipeline).
+#[test]
+fn tokenizer_class_from_model_type_when_the_config_names_none() {
+    let name = "distilbert-weightedmean-old";
+    let (_tmp, dir) = copy_tiny_model(name);
+    let path = dir.join("tokenizer_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove("tokenizer_class");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let encoder = SentenceEncoder::load(&dir, Device::default()).unwrap();
+    let expected = reference_ids_in(name, "input_ids_without_tokenizer_class.jsonl");
+    let texts = texts();
+    assert_eq!(expected.len(), texts.len());
+    for (i, (text, ids)) in texts.iter().zip(expected).enumerate() {
+        let ours = encoder.tokenizer().encode(text).unwrap();
+        assert_eq!(ours.get_ids(), &ids[..], "text {i} ({text:?})");
     }
 }
 

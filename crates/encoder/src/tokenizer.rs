@@ -42,7 +42,11 @@ impl TextTokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        use_class_pipeline(&mut inner, &folder.tokenizer_config);
+        use_class_pipeline(
+            &mut inner,
+            &folder.tokenizer_config,
+            folder.architecture.default_tokenizer_class(),
+        );
         if folder.do_lower_case {
             let lowercase = NormalizerWrapper::Lowercase(Lowercase);
             let normalizer = match inner.get_normalizer().cloned() {
@@ -219,10 +223,20 @@ fn prefix_before_whitespace(text: &str, bytes: usize) -> Option<&str> {
 /// this, for the classes of the architectures we run, so that a checkpoint whose file says
 /// otherwise is tokenized as ST 6 tokenizes it. Hub XLM-R files (transformers 4's converter) are
 /// such: they replace runs of spaces and run Metaspace alone, which keeps a trailing "▁", so a
-/// text ending in whitespace got one token more than ST 6 gives it.
-fn use_class_pipeline(tokenizer: &mut Tokenizer, config: &serde_json::Value) {
+/// text ending in whitespace got one token more than ST 6 gives it. Where tokenizer_config.json
+/// names no class, transformers takes the one of config.json's model_type (`default_class`),
+/// with that class's default options: a DistilBERT checkpoint gets BertTokenizer, which
+/// lowercases, whatever its file says.
+fn use_class_pipeline(
+    tokenizer: &mut Tokenizer,
+    config: &serde_json::Value,
+    default_class: Option<&str>,
+) {
     let flag = |key: &str| config.get(key).and_then(serde_json::Value::as_bool);
-    let class = config.get("tokenizer_class").and_then(|c| c.as_str());
+    let class = config
+        .get("tokenizer_class")
+        .and_then(|c| c.as_str())
+        .or(default_class);
     let (normalizer, pre_tokenizer) = match class.map(|c| c.trim_end_matches("Fast")) {
         Some("BertTokenizer" | "DistilBertTokenizer" | "MPNetTokenizer") => (
             Some(NormalizerWrapper::BertNormalizer(BertNormalizer::new(

@@ -70,6 +70,8 @@ pub enum ArchitectureConfig {
         shape: EncoderShape,
         type_vocab_size: usize,
         pad_token_id: usize,
+        /// The tokenizer class of the model_type (RoBERTa's, XLM-RoBERTa's or CamemBERT's).
+        tokenizer_class: &'static str,
     },
     ModernBert(ModernBertConfig),
 }
@@ -298,6 +300,13 @@ impl ArchitectureConfig {
                 shape: raw.bert_style_shape(path, 514, 1e-5)?,
                 type_vocab_size: raw.type_vocab_size.unwrap_or(1),
                 pad_token_id: raw.pad_token_id.unwrap_or(1),
+                tokenizer_class: if named("xlm-roberta") {
+                    "XLMRobertaTokenizer"
+                } else if named("camembert") {
+                    "CamembertTokenizer"
+                } else {
+                    "RobertaTokenizer"
+                },
             },
             k if k == "distilbert" || k.starts_with("distilbert") => {
                 ArchitectureConfig::DistilBert {
@@ -363,6 +372,21 @@ impl ArchitectureConfig {
             // XLM-RoBERTa's and CamemBERT's masked-LM checkpoints use `roberta.` too.
             ArchitectureConfig::Roberta { .. } => "roberta",
             ArchitectureConfig::ModernBert(_) => "model",
+        }
+    }
+
+    /// The tokenizer class transformers takes from config.json's model_type when
+    /// tokenizer_config.json names none (or is absent); `None`: the tokenizer file as it is
+    /// (ModernBERT's `PreTrainedTokenizerFast`).
+    pub fn default_tokenizer_class(&self) -> Option<&'static str> {
+        match self {
+            ArchitectureConfig::Bert { .. } => Some("BertTokenizer"),
+            ArchitectureConfig::DistilBert { .. } => Some("DistilBertTokenizer"),
+            ArchitectureConfig::MPNet { .. } => Some("MPNetTokenizer"),
+            ArchitectureConfig::Roberta {
+                tokenizer_class, ..
+            } => Some(tokenizer_class),
+            ArchitectureConfig::ModernBert(_) => None,
         }
     }
 

@@ -109,6 +109,7 @@ impl<B: EncoderBackend> Transformer<B> {
                 shape,
                 type_vocab_size,
                 pad_token_id,
+                ..
             } => Transformer::Roberta(roberta::load(
                 shape,
                 *type_vocab_size,
