@@ -297,7 +297,7 @@ fn roberta_family_found_by_class_name() {
 
 /// ModernBERT's layer kinds and rotary bases in transformers 5's keys (`layer_types`,
 /// `rope_parameters`, as the SPLADE reference model has them) give the rows the hub's older keys
-/// give (the dense reference model's), and so does a config known only by its class name.
+/// give (the dense reference model's keys), and so does a config known only by its class name.
 #[test]
 fn modernbert_config_in_either_key_set() {
     let (_tmp, dir) = copy_tiny_model("modernbert-mean-normalize-new");
@@ -313,7 +313,15 @@ fn modernbert_config_in_either_key_set() {
             .encode(&texts, &options)
             .unwrap()
     };
+    // Rotary bases other than the defaults, so that a key set whose thetas were not read
+    // would give other rows.
+    let reference = encode(&dir);
+    edit_config(&dir, |config| {
+        config.insert("global_rope_theta".into(), 20_000.0.into());
+        config.insert("local_rope_theta".into(), 500.0.into());
+    });
     let expected = encode(&dir);
+    assert_ne!(expected, reference, "the older keys' thetas are read");
     edit_config(&dir, |config| {
         let every = config.remove("global_attn_every_n_layers").unwrap();
         assert_eq!(every, 2);

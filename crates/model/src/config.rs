@@ -94,8 +94,8 @@ pub struct ModernBertConfig {
     pub norm_bias: bool,
     pub attention_bias: bool,
     pub mlp_bias: bool,
-    /// The masked-language-model head's activation and dense bias (`classifier_activation`,
-    /// `classifier_bias`) and its decoder's bias (`decoder_bias`).
+    /// The masked-language-model head's activation and dense layer's bias
+    /// (`classifier_activation`, `classifier_bias`) and its decoder's bias (`decoder_bias`).
     pub head_activation: Activation,
     pub head_bias: bool,
     pub decoder_bias: bool,
@@ -159,9 +159,7 @@ impl RawConfig {
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
         })
     }
-}
 
-impl RawConfig {
     /// ModernBERT's config, in Hugging Face's older keys (`global_attn_every_n_layers`,
     /// `global_rope_theta`, `local_rope_theta`: the hub's checkpoints) or transformers 5's
     /// (`layer_types`, `rope_parameters`), with `ModernBertConfig`'s defaults.
@@ -227,21 +225,13 @@ impl RawConfig {
                 "rope_scaling is not supported for ModernBERT",
             ));
         }
-        let (eps, activation) = (
-            self.norm_eps.unwrap_or(1e-5),
-            self.hidden_activation.as_deref().unwrap_or("gelu"),
-        );
+        let activation = self.hidden_activation.as_deref().unwrap_or("gelu");
         Ok(ModernBertConfig {
+            // BERT's key names, but for the norm's epsilon and the activation.
             shape: EncoderShape {
-                vocab_size: need(self.vocab_size, "vocab_size", path)?,
-                hidden_size: need(self.hidden_size, "hidden_size", path)?,
-                num_layers,
-                num_heads: need(self.num_attention_heads, "num_attention_heads", path)?,
-                intermediate_size: need(self.intermediate_size, "intermediate_size", path)?,
-                max_position_embeddings: self.max_position_embeddings.unwrap_or(8192),
-                layer_norm_eps: eps,
+                layer_norm_eps: self.norm_eps.unwrap_or(1e-5),
                 activation: Activation::parse(activation, path)?,
-                tie_word_embeddings: self.tie_word_embeddings.unwrap_or(true),
+                ..self.bert_style_shape(path, 8192, 1e-5)?
             },
             local_layers,
             local_window: self.local_attention.unwrap_or(128) / 2,

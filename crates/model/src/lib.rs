@@ -1,4 +1,4 @@
-//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa) and the sentence-transformers
+//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT) and the
 //! modules around them, loaded from a local Hugging Face / sentence-transformers model folder.
 //!
 //! ```no_run

@@ -22,6 +22,7 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "cls.predictions.decoder",
     shared_bias: Some("cls.predictions.bias"),
     activation: None,
+    transform_bias: true,
     norm_bias: true,
     decoder_bias: true,
 };

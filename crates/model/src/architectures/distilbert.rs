@@ -21,6 +21,7 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "vocab_projector",
     shared_bias: None,
     activation: None,
+    transform_bias: true,
     norm_bias: true,
     decoder_bias: true,
 };

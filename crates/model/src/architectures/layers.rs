@@ -72,12 +72,12 @@ pub fn load_linear_with_bias<B: Backend>(
     device: &B::Device,
 ) -> Result<Linear<B>> {
     let mut linear = load_linear(weights, name, d_in, d_out, device)?;
-    linear.bias = if bias {
-        let bias = weights.tensor(&format!("{name}.bias"), [d_out], device)?;
-        Some(Param::from_tensor(bias))
-    } else {
-        None
-    };
+    if !bias {
+        linear.bias = None;
+    } else if linear.bias.is_none() {
+        // Absent where the config says it is there: the missing-tensor error, naming it.
+        weights.values(&format!("{name}.bias"), &[d_out])?;
+    }
     Ok(linear)
 }
 

@@ -5,7 +5,7 @@ mod bert;
 mod distilbert;
 mod layers;
 pub use layers::Attention;
-pub(crate) use layers::{activate, load_linear, load_norm};
+pub(crate) use layers::{activate, load_linear, load_linear_with_bias, load_norm};
 mod modernbert;
 mod mpnet;
 mod roberta;

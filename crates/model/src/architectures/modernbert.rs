@@ -27,6 +27,7 @@ const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "decoder",
     shared_bias: None,
     activation: None,
+    transform_bias: false,
     norm_bias: false,
     decoder_bias: true,
 };
@@ -127,6 +128,7 @@ impl<B: EncoderBackend> ModernBert<B> {
     pub fn mlm_head_names(&self) -> MlmHeadNames {
         MlmHeadNames {
             activation: Some(self.config.head_activation),
+            transform_bias: self.config.head_bias,
             norm_bias: self.config.norm_bias,
             decoder_bias: self.config.decoder_bias,
             ..MLM_HEAD

@@ -18,6 +18,7 @@ pub(crate) const MLM_HEAD: MlmHeadNames = MlmHeadNames {
     decoder: "lm_head.decoder",
     shared_bias: Some("lm_head.bias"),
     activation: Some(Activation::Gelu),
+    transform_bias: true,
     norm_bias: true,
     decoder_bias: true,
 };

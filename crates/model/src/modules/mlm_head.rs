@@ -6,7 +6,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::SpladeConfig;
-use crate::architectures::{TokenBatch, load_linear, load_norm};
+use crate::architectures::{TokenBatch, load_linear_with_bias, load_norm};
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates};
@@ -24,8 +24,9 @@ pub struct MlmHeadNames {
     pub shared_bias: Option<&'static str>,
     /// The head's own activation; `None`: the encoder's (`hidden_act`).
     pub activation: Option<Activation>,
-    /// Whether the LayerNorm has a bias (ModernBERT's `norm_bias`), and the decoder one
-    /// (`decoder_bias`).
+    /// Whether the transform, the LayerNorm and the decoder have biases (always in BERT's
+    /// family; ModernBERT's `classifier_bias`, `norm_bias`, `decoder_bias`).
+    pub transform_bias: bool,
     pub norm_bias: bool,
     pub decoder_bias: bool,
 }
@@ -86,7 +87,13 @@ impl<B: EncoderBackend> MlmHead<B> {
         };
         let eps = shape.layer_norm_eps;
         Ok(MlmHead {
-            transform: load_linear(weights, names.transform, h, h, device)?,
+            transform: load_linear_with_bias(
+                weights,
+                names.transform,
+                (h, h),
+                names.transform_bias,
+                device,
+            )?,
             activation: names.activation.unwrap_or(shape.activation),
             norm: load_norm(weights, names.norm, h, eps, names.norm_bias, device)?,
             decoder: Linear {
