@@ -1,5 +1,6 @@
 //! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT) and the
-//! modules around them, loaded from a local Hugging Face / sentence-transformers model folder.
+//! sentence-transformers modules around them, loaded from a local Hugging Face /
+//! sentence-transformers model folder.
 //!
 //! ```no_run
 //! use pool_encode_model::{ModelFolder, SentenceModel};
