@@ -2,9 +2,11 @@
 
 BERT with 768 hidden, 12 layers, 12 heads, 3072 intermediate (bert-base's shape), or with
 `--arch modernbert` ModernBERT-base's shape (768 hidden, 22 layers, 12 heads, 1152 gated
-intermediate, a global layer every third, windows of 128), randomly initialised (seed 0), with
-all-MiniLM-L6-v2's tokenizer, mean pooling and Normalize, saved by sentence-transformers
-itself. Its outputs mean nothing; its cost per token is a base model's, and both sides of the
+intermediate, a global layer every third, windows of 128), or with `--arch qwen3`
+Qwen3-Embedding-0.6B's (1024 hidden, 28 causal layers, 16 query heads of 128 sharing 8 key /
+value heads, 3072 gated intermediate, last-token pooling), randomly initialised (seed 0), with
+all-MiniLM-L6-v2's tokenizer, mean pooling (last-token for qwen3) and Normalize, saved by
+sentence-transformers itself. Its outputs mean nothing; its cost per token is a base model's, and both sides of the
 benchmark load the same weights, so their outputs must still agree.
 
     python scripts/make_base_model.py --tokenizer-from models/all-MiniLM-L6-v2 --output models/bert-base-random
@@ -21,12 +23,13 @@ def main():
     parser.add_argument("--tokenizer-from", required=True, help="a model folder with tokenizer files")
     parser.add_argument("--output", required=True)
     parser.add_argument("--max-seq-length", type=int, default=512)
-    parser.add_argument("--arch", choices=["bert", "modernbert"], default="bert")
+    parser.add_argument("--arch", choices=["bert", "modernbert", "qwen3"], default="bert")
     args = parser.parse_args()
 
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel, ModernBertConfig, ModernBertModel
+    from transformers import (AutoTokenizer, BertConfig, BertModel, ModernBertConfig,
+                              ModernBertModel, Qwen3Config, Qwen3Model)
 
     torch.manual_seed(0)
     if args.arch == "modernbert":
@@ -34,6 +37,13 @@ def main():
             vocab_size=30522, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
             intermediate_size=1152, max_position_embeddings=8192, pad_token_id=0,
             cls_token_id=101, bos_token_id=101, sep_token_id=102, eos_token_id=102))
+    elif args.arch == "qwen3":
+        model = Qwen3Model(Qwen3Config(
+            vocab_size=30522, hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
+            num_key_value_heads=8, head_dim=128, intermediate_size=3072,
+            max_position_embeddings=32768, rope_parameters={"rope_type": "default",
+                                                            "rope_theta": 1_000_000.0},
+            pad_token_id=0, bos_token_id=101, eos_token_id=102))
     else:
         model = BertModel(BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
                                      num_attention_heads=12, intermediate_size=3072,
@@ -44,7 +54,8 @@ def main():
         tokenizer.model_max_length = args.max_seq_length
         tokenizer.save_pretrained(tmp)
         transformer = models.Transformer(tmp, max_seq_length=args.max_seq_length)
-        pooling = models.Pooling(transformer.get_word_embedding_dimension(), "mean")
+        mode = "lasttoken" if args.arch == "qwen3" else "mean"
+        pooling = models.Pooling(transformer.get_word_embedding_dimension(), mode)
         SentenceTransformer(modules=[transformer, pooling, models.Normalize()]).save(args.output)
     print(args.output)
 

@@ -22,7 +22,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 13] = [
+pub const TINY_MODELS: [&str; 14] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -36,6 +36,7 @@ pub const TINY_MODELS: [&str; 13] = [
     "xlm-roberta-cls-mean-old",
     "bert-class-config-wins-new",
     "modernbert-mean-normalize-new",
+    "qwen3-lasttoken-prompts-new",
 ];
 
 /// The device the reference tests run on: `$POOL_ENCODE_TEST_DEVICE` (e.g. `cuda:0` in a build

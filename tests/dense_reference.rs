@@ -212,6 +212,7 @@ tiny_model_tests! {
     xlm_roberta_cls_mean_old => "xlm-roberta-cls-mean-old",
     bert_class_config_wins_new => "bert-class-config-wins-new",
     modernbert_mean_normalize_new => "modernbert-mean-normalize-new",
+    qwen3_lasttoken_prompts_new => "qwen3-lasttoken-prompts-new",
 }
 
 /// A CPU encoder runs a batch per thread at once by default (its ops split over idle

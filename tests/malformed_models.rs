@@ -350,12 +350,28 @@ fn modernbert_config_in_either_key_set() {
     assert_eq!(encode(&dir), expected, "class name only");
 }
 
+/// Each `(key, value, words)`: model `name` with config.json's `key` set to `value` fails to
+/// load with an error naming config.json and saying `words`.
+fn refused_config_edits(
+    name: &str,
+    cases: impl IntoIterator<Item = (&'static str, serde_json::Value, &'static str)>,
+) {
+    let (_tmp, dir) = copy_tiny_model(name);
+    let original = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    for (key, value, words) in cases {
+        std::fs::write(dir.join("config.json"), &original).unwrap();
+        edit_config(&dir, |config| {
+            config.insert(key.into(), value);
+        });
+        expect_error(&dir, "config.json", words);
+    }
+}
+
 /// ModernBERT configs whose positions or attention we would compute differently are refused,
 /// not loaded.
 #[test]
 fn modernbert_variants_we_do_not_run_are_refused() {
-    let (_tmp, dir) = copy_tiny_model("modernbert-mean-normalize-new");
-    let original = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let name = "modernbert-mean-normalize-new";
     let cases: [(&str, serde_json::Value, &str); 4] = [
         (
             "rope_parameters",
@@ -378,13 +394,86 @@ fn modernbert_variants_we_do_not_run_are_refused() {
             "layer type \"chunked_attention\"",
         ),
     ];
-    for (key, value, words) in cases {
-        std::fs::write(dir.join("config.json"), &original).unwrap();
-        edit_config(&dir, |config| {
-            config.insert(key.into(), value);
-        });
-        expect_error(&dir, "config.json", words);
-    }
+    refused_config_edits(name, cases);
+}
+
+/// Qwen3's rotary base in transformers 5's keys (`rope_parameters`, `layer_types`) gives the
+/// rows transformers 4's keys give (the reference model's), and so does a config known only by
+/// its class name.
+#[test]
+fn qwen3_config_in_either_key_set() {
+    let (_tmp, dir) = copy_tiny_model("qwen3-lasttoken-prompts-new");
+    let texts = [
+        "A short one.",
+        "Two sentences this time. The last token saw both.",
+    ];
+    let options = pool_encode_encoder::EncodeOptions::default();
+    let encode = |dir: &Path| {
+        SentenceEncoder::load(dir, Device::default())
+            .unwrap()
+            .encode(&texts, &options)
+            .unwrap()
+    };
+    let reference = encode(&dir);
+    edit_config(&dir, |config| {
+        config.insert("rope_theta".into(), 777.0.into());
+    });
+    let expected = encode(&dir);
+    assert_ne!(expected, reference, "the older key's theta is read");
+    edit_config(&dir, |config| {
+        let theta = config.remove("rope_theta").unwrap();
+        config.remove("rope_scaling");
+        config.remove("use_sliding_window");
+        config.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_theta": theta, "rope_type": "default"}),
+        );
+        config.insert(
+            "layer_types".into(),
+            serde_json::json!(vec!["full_attention"; 3]),
+        );
+    });
+    assert_eq!(encode(&dir), expected, "transformers 5 keys");
+    edit_config(&dir, |config| {
+        config.remove("model_type");
+        config.insert(
+            "architectures".into(),
+            serde_json::json!(["Qwen3ForCausalLM"]),
+        );
+    });
+    assert_eq!(encode(&dir), expected, "class name only");
+}
+
+/// Qwen3 configs whose attention or positions we would compute differently, or that do not
+/// describe a valid layout of heads, are refused, not loaded.
+#[test]
+fn qwen3_variants_we_do_not_run_are_refused() {
+    let name = "qwen3-lasttoken-prompts-new";
+    let cases: [(&str, serde_json::Value, &str); 6] = [
+        ("use_sliding_window", true.into(), "sliding-window layers"),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "sliding_attention", "full_attention"]),
+            "sliding-window layers",
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "rope_type \"yarn\"",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
+            "rope_scaling",
+        ),
+        (
+            "num_key_value_heads",
+            3.into(),
+            "4 attention heads do not split into groups of num_key_value_heads 3",
+        ),
+        ("head_dim", 15.into(), "head_dim 15 must be even"),
+    ];
+    refused_config_edits(name, cases);
 }
 
 /// With no `tokenizer_class` in tokenizer_config.json, transformers takes the class from

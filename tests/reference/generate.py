@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer import modules as st_modules
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     BertConfig,
     BertModel,
@@ -45,6 +45,9 @@ from transformers import (
     MPNetConfig,
     MPNetModel,
     PreTrainedTokenizerFast,
+    Qwen2Tokenizer,
+    Qwen3Config,
+    Qwen3Model,
     RobertaConfig,
     RobertaModel,
     RobertaTokenizer,
@@ -121,11 +124,21 @@ SPECS = [
     # config.json in the hub's older keys; no max_seq_length (the tokenizer's 400).
     dict(name="modernbert-mean-normalize-new", arch="modernbert", fmt="new", pooling=["mean"],
          dense=None, normalize=True, max_seq_length=None, similarity="cosine", weights="plain"),
+    # Qwen3 as Qwen3-Embedding uses it: a causal decoder with grouped-query attention (4 query
+    # heads, 2 key / value heads, head_dim 16 != 32 / 4), per-head q/k RMSNorms and rotary
+    # positions; last-token pooling over the <|endoftext|> that tokenizer.json's post-processor
+    # appends (also after truncation at 320); Qwen3-Embedding's instruction prompt, included
+    # in the pooling. The Qwen2Tokenizer class's pipeline (NFC, Qwen's word regex) where
+    # tokenizer.json says GPT-2's; config.json in transformers 4's keys, weights `model.`-prefixed.
+    dict(name="qwen3-lasttoken-prompts-new", arch="qwen3", fmt="new", pooling=["lasttoken"],
+         dense=None, normalize=True, max_seq_length=320, similarity="cosine", weights="prefixed",
+         prompts={"query": "Instruct: Given a web search query, retrieve relevant passages "
+                           "that answer the query\nQuery:", "document": ""}),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
 WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
-                 "xlm-roberta": "roberta", "modernbert": "model"}
+                 "xlm-roberta": "roberta", "modernbert": "model", "qwen3": "model"}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -221,6 +234,83 @@ def train_modernbert_tokenizer():
         model_input_names=["input_ids", "attention_mask"])
 
 
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def train_qwen_tokenizer():
+    """A byte-level BPE tokenizer as Qwen's (NFC, Qwen2Tokenizer's word regex, bytes as
+    characters), saved as the Qwen2Tokenizer class with Qwen3-Embedding's special tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(Qwen2Tokenizer.__init__.__globals__["PRETOKENIZE_REGEX"]),
+                             behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=QWEN_SPECIALS, min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(TEXTS[:170], trainer)
+    model = json.loads(tok.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return Qwen2Tokenizer(vocab=model["vocab"], merges=merges, unk_token=None,
+                          eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                          model_max_length=131072)
+
+
+def hub_qwen_tokenizer(folder: pathlib.Path):
+    """Qwen3-Embedding's tokenizer files as the hub has them: tokenizer.json's post-processor
+    appends <|endoftext|> (the token the model pools), tokenizer_config.json pads on the left
+    and names no add_bos_token / add_eos_token (which would make transformers 5 rebuild the
+    post-processor). The file's normalizer and pre-tokenizer are GPT-2's here, which
+    transformers 5 ignores for Qwen2Tokenizer's own: only the class's pipeline gives ST's ids."""
+    def edit(config):
+        eos = next(t["id"] for t in config["added_tokens"] if t["content"] == "<|endoftext|>")
+        config["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}}],
+            "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [eos],
+                                                 "tokens": ["<|endoftext|>"]}}}
+        config["normalizer"] = None
+        config["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False,
+                                   "trim_offsets": True, "use_regex": True}
+    edit_tokenizer_json(folder, edit)
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    for key in ("add_bos_token", "add_eos_token"):
+        config.pop(key, None)
+    config["padding_side"] = "left"
+    path.write_text(json.dumps(config, indent=2))
+
+
+def qwen3_config(vocab: int, tokenizer):
+    """A tiny Qwen3 with grouped-query attention and a head_dim that is not hidden / heads."""
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>")}
+    return Qwen3Config(
+        vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=3, num_attention_heads=HEADS,
+        num_key_value_heads=HEADS // 2, head_dim=16, intermediate_size=FFN,
+        max_position_embeddings=1024, rope_parameters={"rope_type": "default", "rope_theta": 100_000.0},
+        rms_norm_eps=1e-6, tie_word_embeddings=True, initializer_range=0.1,
+        pad_token_id=ids["<|endoftext|>"], bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"])
+
+
+def hub_qwen3_config(folder: pathlib.Path):
+    """config.json in transformers 4's keys, as Qwen3 checkpoints on the hub carry them:
+    `rope_theta`, `rope_scaling`, `use_sliding_window`, for transformers 5's `rope_parameters`
+    and `layer_types`."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("layer_types")
+    rope = config.pop("rope_parameters")
+    config.update(rope_theta=rope["rope_theta"], rope_scaling=None, use_sliding_window=False,
+                  sliding_window=None, max_window_layers=config["num_hidden_layers"])
+    path.write_text(json.dumps(config, indent=2))
+
+
 def modernbert_config(vocab: int, tokenizer, **options):
     """A tiny ModernBERT: three layers, global / local / global (every second one global),
     windows of 16 (8 each side) so that most test texts reach past them."""
@@ -280,6 +370,8 @@ def lowercasing_bert_normalizer(config):
 def make_tokenizer(arch: str):
     if arch == "modernbert":
         return train_modernbert_tokenizer()
+    if arch == "qwen3":
+        return train_qwen_tokenizer()
     if arch in ("roberta", "xlm-roberta"):
         return train_roberta_tokenizer(arch)
     return train_tokenizer({"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[arch])
@@ -289,6 +381,8 @@ def build_hf_model(arch: str, vocab: int, seed: int, tokenizer):
     torch.manual_seed(seed)
     if arch == "modernbert":
         model = ModernBertModel(modernbert_config(vocab, tokenizer))
+    elif arch == "qwen3":
+        model = Qwen3Model(qwen3_config(vocab, tokenizer))
     elif arch == "bert":
         config = BertConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, intermediate_size=FFN,
@@ -419,6 +513,9 @@ def build_tiny(spec, seed):
         edit_tokenizer_json(folder, hub_sentencepiece_pipeline)
     if spec["arch"] == "modernbert":
         hub_modernbert_config(folder)
+    if spec["arch"] == "qwen3":
+        hub_qwen_tokenizer(folder)
+        hub_qwen3_config(folder)
     if "bert_class" in spec:
         edit_tokenizer_json(folder, lowercasing_bert_normalizer)
 
@@ -456,7 +553,13 @@ def references(model_dir: pathlib.Path, out: pathlib.Path, extra: bool):
     if extra:
         write_npy(out / "truncate_dim_8_normalized.npy",
                   st.encode(TEXTS, batch_size=16, truncate_dim=8, normalize_embeddings=True))
-        tokens = st.encode(TEXTS[:24] + TEXTS[-31:], batch_size=16, output_value="token_embeddings")
+        picked = TEXTS[:24] + TEXTS[-31:]
+        tokens = st.encode(picked, batch_size=16, output_value="token_embeddings")
+        if st.tokenizer.padding_side == "left":
+            # ST cuts each row after its last real token, which keeps a left-padded batch's
+            # padding in front: the real tokens are the last ones.
+            counts = [len(st.preprocess([t])["input_ids"][0]) for t in picked]
+            tokens = [t[len(t) - n:] for t, n in zip(tokens, counts)]
         write_npy(out / "token_embeddings.npy", torch.cat([t.float() for t in tokens]).numpy())
         meta["token_embeddings_texts"] = list(range(24)) + list(range(len(TEXTS) - 31, len(TEXTS)))
         meta["token_embeddings_lengths"] = [int(t.shape[0]) for t in tokens]

@@ -459,38 +459,68 @@ struct Work {
 }
 
 /// FLOPs of one encoder pass over texts of `lengths` tokens, padding excluded: per layer and
-/// token 2·(4h² + 2·h·ffn) for the projections and the feed-forward (3·h·ffn for ModernBERT's
-/// gated block), plus 4·k·h for Q·Kᵀ and P·V over the k keys a token sees (the whole text, or
-/// a local layer's window).
+/// token 2·(2·h·(q + kv) + 2·h·ffn) for the projections (q and kv: the query and key / value
+/// widths, h each in multi-head attention) and the feed-forward (3·h·ffn for a gated block:
+/// ModernBERT's, Qwen3's), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees (the whole
+/// text, a local layer's window, or a causal layer's earlier tokens).
 fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let architecture = &encoder.folder().architecture;
     let shape = architecture.shape();
     let (h, ffn) = (shape.hidden_size as f64, shape.intermediate_size as f64);
-    // Per layer: the window a local layer attends within (None: the whole text).
-    let (ffn_matrices, windows): (f64, Vec<Option<usize>>) = match architecture {
+    let every_layer = |keys: SeenKeys| vec![keys; shape.num_layers];
+    let (ffn_matrices, (q, kv), layers) = match architecture {
         ArchitectureConfig::ModernBert(config) => (
             3.0,
+            (h, h),
             config
                 .local_layers
                 .iter()
-                .map(|&local| local.then_some(config.local_window))
+                .map(|&local| match local {
+                    true => SeenKeys::Window(config.local_window),
+                    false => SeenKeys::All,
+                })
                 .collect(),
         ),
-        _ => (2.0, vec![None; shape.num_layers]),
+        ArchitectureConfig::Qwen3(config) => (
+            3.0,
+            (
+                (shape.num_heads * config.head_dim) as f64,
+                (config.num_key_value_heads * config.head_dim) as f64,
+            ),
+            every_layer(SeenKeys::Causal),
+        ),
+        _ => (2.0, (h, h), every_layer(SeenKeys::All)),
     };
     let mut flops = 0.0;
     for &n in lengths {
-        for window in &windows {
-            // Keys seen, summed over the text's queries.
-            let keys: usize = match window {
-                None => n * n,
-                Some(w) => (0..n).map(|q| q.min(*w) + (n - 1 - q).min(*w) + 1).sum(),
-            };
-            flops +=
-                2.0 * n as f64 * (4.0 * h * h + ffn_matrices * h * ffn) + 4.0 * keys as f64 * h;
+        for keys in &layers {
+            flops += 2.0 * n as f64 * (2.0 * h * (q + kv) + ffn_matrices * h * ffn)
+                + 4.0 * keys.summed_over_queries(n) as f64 * q;
         }
     }
     flops
+}
+
+/// The keys a layer's queries see.
+#[derive(Clone, Copy)]
+enum SeenKeys {
+    /// The whole text.
+    All,
+    /// At most this many positions away each way (a local layer).
+    Window(usize),
+    /// Itself and the tokens before it (a decoder).
+    Causal,
+}
+
+impl SeenKeys {
+    /// Keys seen in a text of `n` tokens, summed over its queries.
+    fn summed_over_queries(self, n: usize) -> usize {
+        match self {
+            SeenKeys::All => n * n,
+            SeenKeys::Window(w) => (0..n).map(|q| q.min(w) + (n - 1 - q).min(w) + 1).sum(),
+            SeenKeys::Causal => n * (n + 1) / 2,
+        }
+    }
 }
 
 /// The f32 peak of `threads` cores: `--peak-gflops`, else clock × 32 FLOP/cycle (AVX2 + FMA:

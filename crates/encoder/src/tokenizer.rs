@@ -6,13 +6,17 @@
 
 use pool_encode_model::{ModelFolder, TokenBatch};
 use rayon::prelude::*;
-use tokenizers::normalizers::{BertNormalizer, Lowercase, Sequence};
+use tokenizers::normalizers::{BertNormalizer, Lowercase, NFC, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
-use tokenizers::{Encoding, NormalizerWrapper, PreTokenizerWrapper, Tokenizer, TruncationParams};
+use tokenizers::{
+    Encoding, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
+    TruncationParams,
+};
 
 use crate::error::{EncodeError, Result};
 
@@ -255,6 +259,24 @@ fn use_class_pipeline(
                 true,
             )),
         ),
+        Some("Qwen2Tokenizer") => {
+            // NFC, then Qwen's word regex (one digit a piece, a word keeps the character before
+            // it), then bytes as characters.
+            let words = Split::new(
+                SplitPattern::Regex(QWEN2_WORDS.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .expect("QWEN2_WORDS is a valid regex");
+            let bytes = ByteLevel::new(flag("add_prefix_space").unwrap_or(false), true, false);
+            (
+                Some(NormalizerWrapper::NFC(NFC)),
+                PreTokenizerWrapper::Sequence(PreTokenizerSequence::new(vec![
+                    PreTokenizerWrapper::Split(words),
+                    PreTokenizerWrapper::ByteLevel(bytes),
+                ])),
+            )
+        }
         Some("XLMRobertaTokenizer" | "CamembertTokenizer") => {
             let charsmap = match tokenizer.get_normalizer() {
                 Some(p @ NormalizerWrapper::Precompiled(_)) => Some(p.clone()),
@@ -280,6 +302,9 @@ fn use_class_pipeline(
     tokenizer.with_normalizer(normalizer);
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
 }
+
+/// transformers' `Qwen2Tokenizer.PRETOKENIZE_REGEX`.
+const QWEN2_WORDS: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The pad token named in tokenizer_config.json (a string or `{"content": …}`), else 0.
 pub(crate) fn pad_token_id(config: &serde_json::Value, tokenizer: &Tokenizer) -> u32 {

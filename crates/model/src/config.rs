@@ -74,6 +74,7 @@ pub enum ArchitectureConfig {
         tokenizer_class: &'static str,
     },
     ModernBert(ModernBertConfig),
+    Qwen3(Qwen3Config),
 }
 
 /// What ModernBERT adds to the common shape (`layer_norm_eps` is its `norm_eps`, `activation`
@@ -99,6 +100,20 @@ pub struct ModernBertConfig {
     pub head_activation: Activation,
     pub head_bias: bool,
     pub decoder_bias: bool,
+}
+
+/// Qwen3 (the decoder under Qwen3-Embedding): what it adds to the common shape
+/// (`layer_norm_eps` is its `rms_norm_eps`).
+#[derive(Debug, Clone)]
+pub struct Qwen3Config {
+    pub shape: EncoderShape,
+    /// Grouped-query attention: key / value heads, each shared by `num_heads / this` query heads.
+    pub num_key_value_heads: usize,
+    /// Each head's width: not `hidden_size / num_heads` in general.
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    /// Whether the query, key, value and output projections have biases.
+    pub attention_bias: bool,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +155,12 @@ struct RawConfig {
     rope_parameters: Option<Value>,
     rope_scaling: Option<Value>,
     classifier_activation: Option<String>,
+    // Qwen3 names
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    use_sliding_window: Option<bool>,
     classifier_bias: Option<bool>,
     decoder_bias: Option<bool>,
 }
@@ -250,6 +271,78 @@ impl RawConfig {
     }
 }
 
+impl RawConfig {
+    /// Qwen3's config with `Qwen3Config`'s defaults, its rotary base in transformers 4's key
+    /// (`rope_theta`) or 5's (`rope_parameters`). Sliding-window layers and scaled rotary
+    /// variants are refused: no Qwen3 embedding model uses them.
+    fn qwen3(&self, path: &Path) -> Result<Qwen3Config> {
+        let shape = EncoderShape {
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(32_768),
+            layer_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            activation: Activation::parse(self.hidden_act.as_deref().unwrap_or("silu"), path)?,
+            ..self.bert_style_shape(path, 32_768, 1e-6)?
+        };
+        let heads = shape.num_heads;
+        let num_key_value_heads = self.num_key_value_heads.unwrap_or(heads);
+        if num_key_value_heads == 0 || !heads.is_multiple_of(num_key_value_heads) {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "{heads} attention heads do not split into groups of \
+                     num_key_value_heads {num_key_value_heads}"
+                ),
+            ));
+        }
+        let head_dim = self.head_dim.unwrap_or(shape.hidden_size / heads.max(1));
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+            return Err(ModelError::config(
+                path,
+                format!("head_dim {head_dim} must be even (rotary positions rotate pairs)"),
+            ));
+        }
+        let sliding = self.use_sliding_window == Some(true)
+            || self
+                .layer_types
+                .iter()
+                .flatten()
+                .any(|kind| kind != "full_attention");
+        if sliding {
+            return Err(ModelError::config(
+                path,
+                "sliding-window layers are not supported for Qwen3 (only \"full_attention\")",
+            ));
+        }
+        if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
+            return Err(ModelError::config(
+                path,
+                "rope_scaling is not supported for Qwen3",
+            ));
+        }
+        let parameters = self.rope_parameters.as_ref().unwrap_or(&Value::Null);
+        match parameters.get("rope_type").and_then(Value::as_str) {
+            None | Some("default") => {}
+            Some(other) => {
+                return Err(ModelError::config(
+                    path,
+                    format!("rope_type {other:?} is not supported (only \"default\")"),
+                ));
+            }
+        }
+        let rope_theta = parameters
+            .get("rope_theta")
+            .and_then(Value::as_f64)
+            .or(self.rope_theta)
+            .unwrap_or(10_000.0);
+        Ok(Qwen3Config {
+            shape,
+            num_key_value_heads,
+            head_dim,
+            rope_theta,
+            attention_bias: self.attention_bias.unwrap_or(false),
+        })
+    }
+}
+
 fn need(value: Option<usize>, key: &str, path: &Path) -> Result<usize> {
     value.ok_or_else(|| ModelError::config(path, format!("missing key {key:?}")))
 }
@@ -318,6 +411,7 @@ impl ArchitectureConfig {
                 }
             }
             _ if named("modernbert") => ArchitectureConfig::ModernBert(raw.modern_bert(path)?),
+            _ if named("qwen3") => ArchitectureConfig::Qwen3(raw.qwen3(path)?),
             k if k == "mpnet" || k.starts_with("mpnet") => ArchitectureConfig::MPNet {
                 shape: raw.bert_style_shape(path, 514, 1e-5)?,
                 relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
@@ -331,7 +425,9 @@ impl ArchitectureConfig {
             }
         };
         let shape = config.shape();
-        if shape.num_heads == 0 || shape.hidden_size % shape.num_heads != 0 {
+        let explicit_head_dim = matches!(config, ArchitectureConfig::Qwen3(_));
+        if shape.num_heads == 0 || (!explicit_head_dim && shape.hidden_size % shape.num_heads != 0)
+        {
             return Err(ModelError::config(
                 path,
                 format!(
@@ -349,7 +445,8 @@ impl ArchitectureConfig {
             | ArchitectureConfig::DistilBert { shape }
             | ArchitectureConfig::MPNet { shape, .. }
             | ArchitectureConfig::Roberta { shape, .. }
-            | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. }) => shape,
+            | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. })
+            | ArchitectureConfig::Qwen3(Qwen3Config { shape, .. }) => shape,
         }
     }
 
@@ -361,7 +458,8 @@ impl ArchitectureConfig {
             ArchitectureConfig::MPNet { .. } => "mpnet",
             // XLM-RoBERTa's and CamemBERT's masked-LM checkpoints use `roberta.` too.
             ArchitectureConfig::Roberta { .. } => "roberta",
-            ArchitectureConfig::ModernBert(_) => "model",
+            // And Qwen3's `*ForCausalLM` checkpoints.
+            ArchitectureConfig::ModernBert(_) | ArchitectureConfig::Qwen3(_) => "model",
         }
     }
 
@@ -377,23 +475,27 @@ impl ArchitectureConfig {
                 tokenizer_class, ..
             } => Some(tokenizer_class),
             ArchitectureConfig::ModernBert(_) => None,
+            ArchitectureConfig::Qwen3(_) => Some("Qwen2Tokenizer"),
         }
     }
 
     /// Floats a token holds at the peak of a layer, in its feed-forward block: the block's
-    /// input, its intermediate activations and its output. ModernBERT's gated block holds the
-    /// input and gate halves (2 × intermediate) and their product.
+    /// input, its intermediate activations and its output. A gated block (ModernBERT's, Qwen3's)
+    /// holds the input and gate halves (2 × intermediate) and their product.
     pub fn peak_floats_per_token(&self) -> usize {
         let shape = self.shape();
         let intermediate = match self {
-            ArchitectureConfig::ModernBert(_) => 3 * shape.intermediate_size,
+            ArchitectureConfig::ModernBert(_) | ArchitectureConfig::Qwen3(_) => {
+                3 * shape.intermediate_size
+            }
             _ => shape.intermediate_size,
         };
         2 * shape.hidden_size + intermediate
     }
 
     /// The longest input (in tokens, specials included) the positions can encode: the
-    /// position table's rows, or ModernBERT's `max_position_embeddings` (rotary positions).
+    /// position table's rows, or `max_position_embeddings` for rotary positions (ModernBERT,
+    /// Qwen3).
     pub fn max_input_tokens(&self) -> usize {
         match self {
             // MPNet and RoBERTa number positions from pad_token_id + 1.

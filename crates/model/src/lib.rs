@@ -1,5 +1,5 @@
-//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT) and the
-//! sentence-transformers modules around them, loaded from a local Hugging Face /
+//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT, and the Qwen3
+//! decoder) and the sentence-transformers modules around them, loaded from a local Hugging Face /
 //! sentence-transformers model folder.
 //!
 //! ```no_run

@@ -2,14 +2,14 @@
 //! differ in embeddings, weight names and attention bias, not in the layer itself.
 
 use burn::module::Param;
-use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear, RmsNorm};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, silu};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 
 use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, TokenRows};
+use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 /// A PyTorch `nn.Linear` (`weight` is `[out, in]`) as burn's `[in, out]`.
@@ -20,22 +20,22 @@ pub fn load_linear<B: Backend>(
     d_out: usize,
     device: &B::Device,
 ) -> Result<Linear<B>> {
-    load_stacked_linear(weights, &[name], d_in, d_out, device)
+    load_stacked_linear(weights, &[(name, d_out)], d_in, device)
 }
 
-/// Several PyTorch linears with the same input, side by side as one `[in, Σ out]` linear (a
-/// missing bias is zeros when another has one).
+/// Several PyTorch linears with the same input (`(name, out)` each), side by side as one
+/// `[in, Σ out]` linear (a missing bias is zeros when another has one).
 pub fn load_stacked_linear<B: Backend>(
     weights: &Weights,
-    names: &[&str],
+    parts: &[(&str, usize)],
     d_in: usize,
-    d_out: usize,
     device: &B::Device,
 ) -> Result<Linear<B>> {
-    let mut weight = Vec::with_capacity(names.len() * d_out * d_in);
-    let mut bias = Vec::with_capacity(names.len() * d_out);
+    let total: usize = parts.iter().map(|&(_, d_out)| d_out).sum();
+    let mut weight = Vec::with_capacity(total * d_in);
+    let mut bias = Vec::with_capacity(total);
     let mut any_bias = false;
-    for name in names {
+    for &(name, d_out) in parts {
         weight.extend(weights.values(&format!("{name}.weight"), &[d_out, d_in])?);
         let bias_name = format!("{name}.bias");
         if weights.contains(&bias_name) {
@@ -47,7 +47,6 @@ pub fn load_stacked_linear<B: Backend>(
     }
     // Stored `[in, out]` row-major, transposed here once: the CPU's GEMM then reads the
     // weights in the order its kernel wants and needs not repack them on every call.
-    let total = names.len() * d_out;
     let mut transposed = vec![0f32; weight.len()];
     for (o, row) in weight.chunks_exact(d_in).enumerate() {
         for (i, &w) in row.iter().enumerate() {
@@ -71,14 +70,44 @@ pub fn load_linear_with_bias<B: Backend>(
     bias: bool,
     device: &B::Device,
 ) -> Result<Linear<B>> {
-    let mut linear = load_linear(weights, name, d_in, d_out, device)?;
+    load_stacked_linear_with_bias(weights, &[(name, d_out)], d_in, bias, device)
+}
+
+/// [`load_stacked_linear`] with the biases the config decides, as [`load_linear_with_bias`].
+pub fn load_stacked_linear_with_bias<B: Backend>(
+    weights: &Weights,
+    parts: &[(&str, usize)],
+    d_in: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Result<Linear<B>> {
+    let mut linear = load_stacked_linear(weights, parts, d_in, device)?;
     if !bias {
         linear.bias = None;
-    } else if linear.bias.is_none() {
+    } else {
         // Absent where the config says it is there: the missing-tensor error, naming it.
-        weights.values(&format!("{name}.bias"), &[d_out])?;
+        for &(name, d_out) in parts {
+            let name = format!("{name}.bias");
+            if !weights.contains(&name) {
+                weights.values(&name, &[d_out])?;
+            }
+        }
     }
     Ok(linear)
+}
+
+/// An RMSNorm (a scale, no bias) over the last `dim` values.
+pub fn load_rms_norm<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    dim: usize,
+    eps: f64,
+    device: &B::Device,
+) -> Result<RmsNorm<B>> {
+    Ok(RmsNorm {
+        gamma: Param::from_tensor(weights.tensor(&format!("{name}.weight"), [dim], device)?),
+        epsilon: eps,
+    })
 }
 
 pub fn load_layer_norm<B: Backend>(
@@ -159,7 +188,7 @@ pub struct EncoderLayer<B: Backend> {
     ffn_in: Linear<B>,
     ffn_out: Linear<B>,
     output_norm: LayerNorm<B>,
-    num_heads: usize,
+    heads: Heads,
     activation: Activation,
     layer_norm_eps: f64,
 }
@@ -179,8 +208,7 @@ impl<B: EncoderBackend> EncoderLayer<B> {
         Ok(EncoderLayer {
             qkv: load_stacked_linear(
                 weights,
-                &[&names.query, &names.key, &names.value],
-                d,
+                &[(&names.query, d), (&names.key, d), (&names.value, d)],
                 d,
                 device,
             )?,
@@ -189,7 +217,7 @@ impl<B: EncoderBackend> EncoderLayer<B> {
             ffn_in: load_linear(weights, &names.ffn_in, d, ffn, device)?,
             ffn_out: load_linear(weights, &names.ffn_out, ffn, d, device)?,
             output_norm: load_layer_norm(weights, &names.output_norm, d, eps, device)?,
-            num_heads: shape.num_heads,
+            heads: Heads::multi(shape.num_heads, d),
             activation: shape.activation,
             layer_norm_eps: eps,
         })
@@ -197,7 +225,7 @@ impl<B: EncoderBackend> EncoderLayer<B> {
 
     pub fn forward(&self, x: Tensor<B, 2>, attention: &AttentionInput<B>) -> Tensor<B, 2> {
         let qkv = B::fused_linear(x.clone(), &self.qkv, None);
-        let context = B::self_attention(qkv, self.num_heads, attention);
+        let context = B::self_attention(qkv, self.heads, attention);
         let attended = B::fused_linear(context, &self.attention_output, None);
         let h = B::add_layer_norm(attended, x, &self.attention_norm, self.layer_norm_eps);
         let ffn = B::fused_linear(h.clone(), &self.ffn_in, Some(self.activation));

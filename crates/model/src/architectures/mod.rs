@@ -1,5 +1,6 @@
-//! Encoder-only transformers, one file per architecture, all producing token embeddings
-//! (`last_hidden_state`) from a padded batch of token ids.
+//! The transformers, one file per architecture (encoders, and Qwen3's decoder as embedding
+//! models use it), all producing token embeddings (`last_hidden_state`) from a padded batch of
+//! token ids.
 
 mod bert;
 mod distilbert;
@@ -8,6 +9,7 @@ pub use layers::Attention;
 pub(crate) use layers::{activate, load_linear, load_linear_with_bias, load_norm};
 mod modernbert;
 mod mpnet;
+mod qwen3;
 mod roberta;
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
@@ -16,11 +18,12 @@ pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
 pub use modernbert::ModernBert;
 pub use mpnet::MPNet;
+pub use qwen3::Qwen3;
 
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{EncoderBackend, HiddenStates};
+use crate::ops::{EncoderBackend, HiddenStates, Window};
 use crate::weights::Weights;
 
 /// A right-padded batch of tokenized texts, row-major `[batch, seq_len]`, built on the host.
@@ -36,10 +39,10 @@ pub struct TokenBatch {
 
 impl TokenBatch {
     /// `[batch, 1, seq, seq]`, true where a query may not see the key (the attention op's
-    /// mask): the key is padding, or (local attention) more than `window` positions away.
+    /// mask): the key is padding, or outside the query's `window`.
     pub fn attention_mask<B: Backend>(
         &self,
-        window: Option<usize>,
+        window: Option<Window>,
         device: &B::Device,
     ) -> Tensor<B, 4, Bool> {
         let (b, s) = (self.batch, self.seq_len);
@@ -55,7 +58,7 @@ impl TokenBatch {
                 hidden.extend(
                     keys.iter()
                         .enumerate()
-                        .map(|(key, &pad)| pad || key.abs_diff(query) > window),
+                        .map(|(key, &pad)| pad || !window.sees(query, key)),
                 );
             }
         }
@@ -72,6 +75,7 @@ pub enum Transformer<B: Backend> {
     /// RoBERTa, XLM-RoBERTa, CamemBERT: BERT's module with RoBERTa's positions.
     Roberta(Bert<B>),
     ModernBert(ModernBert<B>),
+    Qwen3(Qwen3<B>),
 }
 
 impl<B: EncoderBackend> Transformer<B> {
@@ -120,6 +124,9 @@ impl<B: EncoderBackend> Transformer<B> {
             ArchitectureConfig::ModernBert(config) => {
                 Transformer::ModernBert(ModernBert::load(config, weights, device)?)
             }
+            ArchitectureConfig::Qwen3(config) => {
+                Transformer::Qwen3(Qwen3::load(config, weights, device)?)
+            }
         })
     }
 
@@ -130,6 +137,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::DistilBert(m) => m.word_embeddings.weight.val(),
             Transformer::MPNet(m) => m.word_embeddings.weight.val(),
             Transformer::ModernBert(m) => m.word_embeddings.weight.val(),
+            Transformer::Qwen3(m) => m.word_embeddings.weight.val(),
         }
     }
 
@@ -140,7 +148,8 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::DistilBert(_) => Some(distilbert::MLM_HEAD),
             Transformer::Roberta(_) => Some(roberta::MLM_HEAD),
             Transformer::ModernBert(m) => Some(m.mlm_head_names()),
-            Transformer::MPNet(_) => None,
+            // Qwen3's language-model head predicts the next token, not a masked one.
+            Transformer::MPNet(_) | Transformer::Qwen3(_) => None,
         }
     }
 
@@ -156,6 +165,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::DistilBert(m) => m.forward(batch, attention, device),
             Transformer::MPNet(m) => m.forward(batch, attention, device),
             Transformer::ModernBert(m) => m.forward(batch, attention, device),
+            Transformer::Qwen3(m) => m.forward(batch, attention, device),
         }
     }
 }

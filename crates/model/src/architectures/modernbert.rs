@@ -16,7 +16,7 @@ use super::layers::{
 use crate::config::ModernBertConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, Rotary, TokenRows};
+use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, Rotary, TokenRows, Window};
 use crate::weights::Weights;
 
 /// `ModernBertForMaskedLM`'s head (`head`, then `decoder`, tied to the token embeddings); its
@@ -142,8 +142,7 @@ impl<B: EncoderBackend> ModernBert<B> {
         device: &B::Device,
     ) -> HiddenStates<B> {
         let config = &self.config;
-        let heads = config.shape.num_heads;
-        let head_dim = config.shape.hidden_size / heads;
+        let heads = Heads::multi(config.shape.num_heads, config.shape.hidden_size);
         let rows = TokenRows::of::<B>(batch);
         let embeddings = self
             .word_embeddings
@@ -154,12 +153,15 @@ impl<B: EncoderBackend> ModernBert<B> {
         let positions = rows.per_row(&sequential_positions(batch));
         let kind = |local: bool| {
             let (window, theta) = if local {
-                (Some(config.local_window), config.local_rope_theta)
+                (
+                    Some(Window::around(config.local_window)),
+                    config.local_rope_theta,
+                )
             } else {
                 (None, config.global_rope_theta)
             };
             let input = AttentionInput::new(rows.clone(), batch, None, window, attention, device);
-            (input, Rotary::new(&positions, head_dim, theta, device))
+            (input, Rotary::new(&positions, heads.dim, theta, device))
         };
         let global = kind(false);
         let local = config.local_layers.iter().any(|&l| l).then(|| kind(true));

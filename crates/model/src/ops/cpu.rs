@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{AttentionInput, HiddenStates, Rotary, math};
+use super::{AttentionInput, Heads, HiddenStates, Rotary, math};
 use crate::Cpu;
 use crate::architectures::TokenBatch;
 use crate::config::Activation;
@@ -203,18 +203,19 @@ impl SharedOut {
     }
 }
 
-/// Per text and head: softmax(Q·Kᵀ/√d + bias)·V over the text's own rows, any layout; with a
-/// window, each query over the keys at most that far away only. Queries go in blocks of
-/// [`QUERY_BLOCK`], so a block's scores stay small however long the text (8,192 tokens
-/// would be 256 MB at once), and a windowed block multiplies only the keys its window reaches.
+/// Per text and query head: softmax(Q·Kᵀ/√d + bias)·V over the text's own rows, any layout,
+/// with the keys and values of the head's group ([`Heads`]); with a window, each query over
+/// the keys it sees only. Queries go in blocks of [`QUERY_BLOCK`], so a block's scores stay
+/// small however long the text (8,192 tokens would be 256 MB at once), and a windowed block
+/// (local or causal) multiplies only the keys its queries reach.
 pub fn self_attention(
     qkv: Tensor<Cpu, 2>,
-    heads: usize,
+    heads: Heads,
     input: &AttentionInput<Cpu>,
 ) -> Tensor<Cpu, 2> {
     let [rows, width] = qkv.dims();
-    let hidden = width / 3;
-    let head_dim = hidden / heads;
+    let head_dim = heads.dim;
+    let (queries_width, keys_width) = (heads.query_width(), heads.key_value_width());
     let scale = 1.0 / (head_dim as f32).sqrt();
     let qkv = contiguous(flex(qkv));
     let qkv = values(&qkv);
@@ -223,111 +224,119 @@ pub fn self_attention(
     let layout = &input.rows;
     let window = input.window;
 
-    let mut out = vec![0f32; rows * hidden];
+    let mut out = vec![0f32; rows * queries_width];
     let shared = SharedOut(out.as_mut_ptr());
-    (0..layout.batch * heads).into_par_iter().for_each(|task| {
-        let (text, head) = (task / heads, task % heads);
-        let (start, len) = (layout.starts[text], layout.lengths[text]);
-        for first in (0..len).step_by(QUERY_BLOCK) {
-            let queries = first..(first + QUERY_BLOCK).min(len);
-            let keys = match window {
-                Some(w) => queries.start.saturating_sub(w)..(queries.end + w).min(len),
-                None => 0..len,
-            };
-            let (m, n) = (queries.len(), keys.len());
-            let q = &qkv[(start + queries.start) * width + head * head_dim..];
-            let k = &qkv[(start + keys.start) * width + hidden + head * head_dim..];
-            let v = &qkv[(start + keys.start) * width + 2 * hidden + head * head_dim..];
-            SCORES.with_borrow_mut(|scores| {
-                scores.clear();
-                scores.resize(m * n, 0.0);
-                // SAFETY: Q is an [m, head_dim] block, K and V [n, head_dim] blocks, all with
-                // row stride `width` inside `qkv`; `scores` is [m, n]; this task's output block
-                // (its text's rows, its head's columns) is written by no other task.
-                unsafe {
-                    // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
-                    gemm::gemm(
-                        m,
-                        n,
-                        head_dim,
-                        scores.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        false,
-                        q.as_ptr(),
-                        1,
-                        width as isize,
-                        k.as_ptr(),
-                        width as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-                for (i, row) in scores.chunks_mut(n).enumerate() {
-                    let query = queries.start + i;
-                    if let Some((bias, seq)) = bias {
-                        let from = head * seq * seq + query * seq + keys.start;
-                        for (s, b) in row.iter_mut().zip(&bias[from..from + n]) {
-                            *s += b;
-                        }
+    (0..layout.batch * heads.query)
+        .into_par_iter()
+        .for_each(|task| {
+            let (text, head) = (task / heads.query, task % heads.query);
+            let group = heads.key_value_of(head);
+            let (start, len) = (layout.starts[text], layout.lengths[text]);
+            for first in (0..len).step_by(QUERY_BLOCK) {
+                let queries = first..(first + QUERY_BLOCK).min(len);
+                let keys = match window {
+                    Some(w) => w.keys(queries.start, len).start..w.keys(queries.end - 1, len).end,
+                    None => 0..len,
+                };
+                let (m, n) = (queries.len(), keys.len());
+                let q = &qkv[(start + queries.start) * width + head * head_dim..];
+                let k = &qkv[(start + keys.start) * width + queries_width + group * head_dim..];
+                let v = &qkv[(start + keys.start) * width
+                    + queries_width
+                    + keys_width
+                    + group * head_dim..];
+                SCORES.with_borrow_mut(|scores| {
+                    scores.clear();
+                    scores.resize(m * n, 0.0);
+                    // SAFETY: Q is an [m, head_dim] block, K and V [n, head_dim] blocks, all
+                    // with row stride `width` inside `qkv`; `scores` is [m, n]; this task's
+                    // output block (its text's rows, its head's columns) is written by no
+                    // other task.
+                    unsafe {
+                        // scores = scale · Q·Kᵀ (Kᵀ: element (d, j) at k[j·width + d]).
+                        gemm::gemm(
+                            m,
+                            n,
+                            head_dim,
+                            scores.as_mut_ptr(),
+                            1,
+                            n as isize,
+                            false,
+                            q.as_ptr(),
+                            1,
+                            width as isize,
+                            k.as_ptr(),
+                            width as isize,
+                            1,
+                            0.0,
+                            scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
                     }
-                    // The keys this query sees, within the block's keys.
-                    let seen = match window {
-                        Some(w) => {
-                            query.saturating_sub(w) - keys.start
-                                ..(query + w + 1).min(keys.end) - keys.start
+                    for (i, row) in scores.chunks_mut(n).enumerate() {
+                        let query = queries.start + i;
+                        if let Some((bias, seq)) = bias {
+                            let from = head * seq * seq + query * seq + keys.start;
+                            for (s, b) in row.iter_mut().zip(&bias[from..from + n]) {
+                                *s += b;
+                            }
                         }
-                        None => 0..n,
-                    };
-                    row[..seen.start].fill(0.0);
-                    row[seen.end..].fill(0.0);
-                    let count = seen.len();
-                    math::softmax_rows(&mut row[seen], count);
-                }
-                // SAFETY: as above; the output block is [m, head_dim] with row stride `hidden`.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        head_dim,
-                        n,
-                        shared.at((start + queries.start) * hidden + head * head_dim),
-                        1,
-                        hidden as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        n as isize,
-                        v.as_ptr(),
-                        1,
-                        width as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
-        }
-    });
-    tensor(out, [rows, hidden])
+                        // The keys this query sees, within the block's keys.
+                        let seen = match window {
+                            Some(w) => {
+                                let seen = w.keys(query, len);
+                                seen.start - keys.start..seen.end - keys.start
+                            }
+                            None => 0..n,
+                        };
+                        row[..seen.start].fill(0.0);
+                        row[seen.end..].fill(0.0);
+                        let count = seen.len();
+                        math::softmax_rows(&mut row[seen], count);
+                    }
+                    // SAFETY: as above; the output block is [m, head_dim] with row stride
+                    // `queries_width`.
+                    unsafe {
+                        gemm::gemm(
+                            m,
+                            head_dim,
+                            n,
+                            shared.at((start + queries.start) * queries_width + head * head_dim),
+                            1,
+                            queries_width as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            n as isize,
+                            v.as_ptr(),
+                            1,
+                            width as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                });
+            }
+        });
+    tensor(out, [rows, queries_width])
 }
 
 /// Rotary position embedding of the queries and keys, in place on a copy of `qkv`.
 pub fn rotate_queries_keys(
     qkv: Tensor<Cpu, 2>,
-    heads: usize,
+    heads: Heads,
     rotary: &Rotary<Cpu>,
 ) -> Tensor<Cpu, 2> {
     let [rows, width] = qkv.dims();
-    let hidden = width / 3;
-    let half = hidden / heads / 2;
+    let half = heads.dim / 2;
+    let rotated = heads.query_width() + heads.key_value_width();
     let mut out = values(&contiguous(flex(qkv))).to_vec();
     let (cos, sin) = (
         contiguous(flex(rotary.cos.clone())),
@@ -343,8 +352,8 @@ pub fn rotate_queries_keys(
                     &cos[r * half..(r + 1) * half],
                     &sin[r * half..(r + 1) * half],
                 );
-                // Queries and keys: the first 2 × hidden values, head by head.
-                for head in row[..2 * hidden].chunks_mut(2 * half) {
+                // Queries and keys, head by head.
+                for head in row[..rotated].chunks_mut(2 * half) {
                     let (first, second) = head.split_at_mut(half);
                     for d in 0..half {
                         let (x1, x2) = (first[d], second[d]);

@@ -52,24 +52,24 @@ pub trait EncoderBackend: Backend {
         norm.forward(x + residual)
     }
 
-    /// Multi-head self-attention: `qkv` is `[rows, 3 × hidden]` (queries, keys, values side by
-    /// side, each `heads × head_dim`); returns the context `[rows, hidden]`. Each text attends to
-    /// its own real tokens only.
+    /// Multi-head self-attention: `qkv` is `[rows, heads.qkv_width()]` (queries, keys, values
+    /// side by side, see [`Heads`]); returns the context `[rows, heads.query_width()]`. Each
+    /// text attends to its own real tokens only, within the input's window.
     fn self_attention(
         qkv: Tensor<Self, 2>,
-        heads: usize,
+        heads: Heads,
         input: &AttentionInput<Self>,
     ) -> Tensor<Self, 2> {
         padded_self_attention(qkv, heads, input)
     }
 
-    /// Rotary position embedding applied to the queries and keys of `qkv` (`[rows, 3 × hidden]`,
-    /// as [`self_attention`](Self::self_attention) takes it): in each head, the first and the
+    /// Rotary position embedding applied to the queries and keys of `qkv` (as
+    /// [`self_attention`](Self::self_attention) takes it): in each head, the first and the
     /// second half of the dimensions are rotated as pairs by each row's angles. Values pass
     /// unchanged.
     fn rotate_queries_keys(
         qkv: Tensor<Self, 2>,
-        heads: usize,
+        heads: Heads,
         rotary: &Rotary<Self>,
     ) -> Tensor<Self, 2> {
         rotate_with_tensor_ops(qkv, heads, rotary)
@@ -123,7 +123,7 @@ impl EncoderBackend for crate::Cpu {
 
     fn self_attention(
         qkv: Tensor<Self, 2>,
-        heads: usize,
+        heads: Heads,
         input: &AttentionInput<Self>,
     ) -> Tensor<Self, 2> {
         if input.rows.packed {
@@ -135,7 +135,7 @@ impl EncoderBackend for crate::Cpu {
 
     fn rotate_queries_keys(
         qkv: Tensor<Self, 2>,
-        heads: usize,
+        heads: Heads,
         rotary: &Rotary<Self>,
     ) -> Tensor<Self, 2> {
         cpu::rotate_queries_keys(qkv, heads, rotary)
@@ -306,6 +306,85 @@ impl<B: Backend> HiddenStates<B> {
     }
 }
 
+/// How attention's columns are laid out: `query` heads, each `dim` wide, and `key_value`
+/// heads that groups of `query / key_value` consecutive query heads share (grouped-query
+/// attention; as many as the query heads in multi-head attention). `qkv` holds the queries,
+/// then the keys, then the values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heads {
+    pub query: usize,
+    pub key_value: usize,
+    pub dim: usize,
+}
+
+impl Heads {
+    /// Multi-head attention: `heads` heads splitting `hidden` columns.
+    pub fn multi(heads: usize, hidden: usize) -> Self {
+        Heads {
+            query: heads,
+            key_value: heads,
+            dim: hidden / heads,
+        }
+    }
+
+    pub fn query_width(&self) -> usize {
+        self.query * self.dim
+    }
+
+    pub fn key_value_width(&self) -> usize {
+        self.key_value * self.dim
+    }
+
+    /// The columns of `qkv`.
+    pub fn qkv_width(&self) -> usize {
+        self.query_width() + 2 * self.key_value_width()
+    }
+
+    /// The key / value head that query head `head` reads.
+    pub fn key_value_of(&self, head: usize) -> usize {
+        head / (self.query / self.key_value)
+    }
+}
+
+/// Which keys a query sees, by position: from `before` positions back to `after` ahead.
+/// ModernBERT's local layers see a window each way; a decoder's causal attention sees every
+/// earlier token and none after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub before: usize,
+    pub after: usize,
+}
+
+impl Window {
+    /// Causal attention: a token sees itself and the tokens before it.
+    pub const CAUSAL: Window = Window {
+        before: usize::MAX,
+        after: 0,
+    };
+
+    /// `reach` positions each way.
+    pub fn around(reach: usize) -> Self {
+        Window {
+            before: reach,
+            after: reach,
+        }
+    }
+
+    /// The keys `query` sees in a text of `len` tokens.
+    pub fn keys(&self, query: usize, len: usize) -> std::ops::Range<usize> {
+        query.saturating_sub(self.before)
+            ..query.saturating_add(self.after).saturating_add(1).min(len)
+    }
+
+    pub fn sees(&self, query: usize, key: usize) -> bool {
+        if key <= query {
+            query - key <= self.before
+        } else {
+            key - query <= self.after
+        }
+    }
+}
+
 /// What attention needs besides the projections; built once per forward pass.
 pub struct AttentionInput<B: Backend> {
     pub rows: TokenRows,
@@ -314,8 +393,8 @@ pub struct AttentionInput<B: Backend> {
     pub mask: Option<Tensor<B, 4, Bool>>,
     /// Additive bias `[1, heads, seq, seq]` (MPNet's relative positions), the same for every text.
     pub bias: Option<Tensor<B, 4>>,
-    /// Local attention (ModernBERT): a token sees only keys at most this many positions away.
-    pub window: Option<usize>,
+    /// The keys each query sees by position (`None`: every key of its text).
+    pub window: Option<Window>,
     pub kind: Attention,
 }
 
@@ -324,7 +403,7 @@ impl<B: Backend> AttentionInput<B> {
         rows: TokenRows,
         batch: &TokenBatch,
         bias: Option<Tensor<B, 4>>,
-        window: Option<usize>,
+        window: Option<Window>,
         kind: Attention,
         device: &B::Device,
     ) -> Self {
@@ -377,21 +456,20 @@ impl<B: Backend> Rotary<B> {
 /// x₂·cos + x₁·sin)` for the halves `x₁`, `x₂` of its dimensions.
 fn rotate_with_tensor_ops<B: Backend>(
     qkv: Tensor<B, 2>,
-    heads: usize,
+    heads: Heads,
     rotary: &Rotary<B>,
 ) -> Tensor<B, 2> {
     let [rows, width] = qkv.dims();
-    let hidden = width / 3;
-    let (head_dim, half) = (hidden / heads, hidden / heads / 2);
+    let (head_dim, half) = (heads.dim, heads.dim / 2);
     let cos = rotary.cos.clone().reshape([rows, 1, half]);
     let sin = rotary.sin.clone().reshape([rows, 1, half]);
-    let rotate = |part: usize| {
+    let rotate = |columns: std::ops::Range<usize>, count: usize| {
         let x = qkv
             .clone()
-            .slice([0..rows, part * hidden..(part + 1) * hidden])
-            .reshape([rows, heads, head_dim]);
-        let first = x.clone().slice([0..rows, 0..heads, 0..half]);
-        let second = x.slice([0..rows, 0..heads, half..head_dim]);
+            .slice([0..rows, columns])
+            .reshape([rows, count, head_dim]);
+        let first = x.clone().slice([0..rows, 0..count, 0..half]);
+        let second = x.slice([0..rows, 0..count, half..head_dim]);
         Tensor::cat(
             vec![
                 first.clone() * cos.clone() - second.clone() * sin.clone(),
@@ -399,10 +477,18 @@ fn rotate_with_tensor_ops<B: Backend>(
             ],
             2,
         )
-        .reshape([rows, hidden])
+        .reshape([rows, count * head_dim])
     };
-    let values = qkv.clone().slice([0..rows, 2 * hidden..width]);
-    Tensor::cat(vec![rotate(0), rotate(1), values], 1)
+    let (queries, keys) = (heads.query_width(), heads.key_value_width());
+    let values = qkv.clone().slice([0..rows, queries + keys..width]);
+    Tensor::cat(
+        vec![
+            rotate(0..queries, heads.query),
+            rotate(queries..queries + keys, heads.key_value),
+            values,
+        ],
+        1,
+    )
 }
 
 /// The default linear: burn's `Linear` then the activation.
@@ -422,21 +508,27 @@ fn burn_linear<B: Backend>(
 /// bias)·V in plain ops where the fused op is not robust ([`Attention`]).
 fn padded_self_attention<B: Backend>(
     qkv: Tensor<B, 2>,
-    heads: usize,
+    heads: Heads,
     input: &AttentionInput<B>,
 ) -> Tensor<B, 2> {
     let rows = &input.rows;
     assert!(!rows.packed, "the default attention needs a padded batch");
-    let (batch, seq) = (rows.batch, rows.seq_len);
-    let hidden = qkv.dims()[1] / 3;
-    let head_dim = hidden / heads;
-    let part = |i: usize| {
-        qkv.clone()
-            .slice([0..batch * seq, i * hidden..(i + 1) * hidden])
-            .reshape([batch, seq, heads, head_dim])
+    let (batch, seq, dim) = (rows.batch, rows.seq_len, heads.dim);
+    let (queries, keys) = (heads.query_width(), heads.key_value_width());
+    // `[batch, heads.query, seq, dim]`: a group's shared key / value head repeated for each
+    // of its query heads.
+    let part = |columns: std::ops::Range<usize>, count: usize| {
+        let x = qkv
+            .clone()
+            .slice([0..batch * seq, columns])
+            .reshape([batch, seq, count, 1, dim]);
+        x.expand([batch, seq, count, heads.query / count, dim])
+            .reshape([batch, seq, heads.query, dim])
             .swap_dims(1, 2)
     };
-    let (q, k, v) = (part(0), part(1), part(2));
+    let q = part(0..queries, heads.query);
+    let k = part(queries..queries + keys, heads.key_value);
+    let v = part(queries + keys..queries + 2 * keys, heads.key_value);
     let mask = input.mask.clone().expect("a padded batch has a mask");
     let context = match input.kind {
         Attention::Fused => attention(
@@ -448,9 +540,7 @@ fn padded_self_attention<B: Backend>(
             AttentionModuleOptions::default(),
         ),
         Attention::Explicit => {
-            let mut scores = q
-                .matmul(k.swap_dims(2, 3))
-                .div_scalar((head_dim as f64).sqrt());
+            let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dim as f64).sqrt());
             if let Some(bias) = &input.bias {
                 scores = scores + bias.clone();
             }
@@ -459,7 +549,7 @@ fn padded_self_attention<B: Backend>(
             burn::tensor::activation::softmax(scores, 3).matmul(v)
         }
     };
-    context.swap_dims(1, 2).reshape([batch * seq, hidden])
+    context.swap_dims(1, 2).reshape([batch * seq, queries])
 }
 
 /// The default SPLADE pooling, on the padded batch: the logits of a slice of positions of
@@ -577,12 +667,27 @@ mod tests {
     }
 
     /// Packed attention per text equals burn's masked attention over the padded batch, with
-    /// and without a relative-position bias, with and without a window, for texts of every
+    /// and without a relative-position bias, with and without a window (each way, causal,
+    /// causal within a reach), in multi-head and grouped-query layouts, for texts of every
     /// length down to none and past one block of queries.
     #[test]
     fn packed_cpu_attention_matches_padded_burn_attention() {
-        let (heads, head_dim, seq) = (3, 4, 300);
-        let hidden = heads * head_dim;
+        let layouts = [
+            Heads::multi(3, 12),
+            Heads {
+                query: 4,
+                key_value: 2,
+                dim: 4,
+            },
+        ];
+        for heads in layouts {
+            check_packed_attention(heads);
+        }
+    }
+
+    fn check_packed_attention(heads: Heads) {
+        let seq = 300;
+        let width = heads.qkv_width();
         let lengths = [300, 1, 5, 0, 137];
         let batch = TokenBatch {
             ids: vec![0; lengths.len() * seq],
@@ -605,8 +710,8 @@ mod tests {
         };
         let device = Default::default();
         let padded_qkv = tensor(
-            random(padded_rows.rows * 3 * hidden, 7),
-            [padded_rows.rows, 3 * hidden],
+            random(padded_rows.rows * width, 7),
+            [padded_rows.rows, width],
         );
         let packed_qkv_values: Vec<f32> = {
             let all = padded_qkv.clone().into_data().to_vec::<f32>().unwrap();
@@ -614,18 +719,28 @@ mod tests {
                 .flat_map(|i| (0..lengths[i]).map(move |p| i * seq + p))
                 .collect();
             rows.iter()
-                .flat_map(|&r| all[r * 3 * hidden..(r + 1) * 3 * hidden].to_vec())
+                .flat_map(|&r| all[r * width..(r + 1) * width].to_vec())
                 .collect()
         };
-        let packed_qkv = tensor(packed_qkv_values, [packed_rows.rows, 3 * hidden]);
+        let packed_qkv = tensor(packed_qkv_values, [packed_rows.rows, width]);
         let biases = [
             None,
-            Some(tensor(random(heads * seq * seq, 8), [1, heads, seq, seq])),
+            Some(tensor(
+                random(heads.query * seq * seq, 8),
+                [1, heads.query, seq, seq],
+            )),
         ];
-        for (bias, window) in biases
-            .iter()
-            .flat_map(|b| [None, Some(2), Some(70)].map(|w| (b.clone(), w)))
-        {
+        let windows = [
+            None,
+            Some(Window::around(2)),
+            Some(Window::around(70)),
+            Some(Window::CAUSAL),
+            Some(Window {
+                before: 130,
+                after: 0,
+            }),
+        ];
+        for (bias, window) in biases.iter().flat_map(|b| windows.map(|w| (b.clone(), w))) {
             let padded_input = AttentionInput::<Cpu>::new(
                 padded_rows.clone(),
                 &batch,
@@ -657,7 +772,7 @@ mod tests {
             );
             assert!(
                 max_diff(ours * mask.clone(), theirs * mask) < 1e-5,
-                "bias {}, window {window:?}",
+                "{heads:?}, bias {}, window {window:?}",
                 bias.is_some()
             );
         }
@@ -666,26 +781,49 @@ mod tests {
     /// The CPU's rotary and gated-activation kernels equal the default tensor ops.
     #[test]
     fn cpu_rotary_and_gated_activation_match_tensor_ops() {
-        let (rows, heads, head_dim) = (37, 3, 8);
-        let hidden = heads * head_dim;
-        let qkv = tensor(random(rows * 3 * hidden, 21), [rows, 3 * hidden]);
+        let rows = 37;
         let positions: Vec<i64> = (0..rows as i64).map(|p| (p * 7) % 23).collect();
-        for theta in [10_000.0, 160_000.0] {
-            let rotary = Rotary::<Cpu>::new(&positions, head_dim, theta, &Default::default());
+        let layouts = [
+            Heads::multi(3, 24),
+            Heads {
+                query: 4,
+                key_value: 2,
+                dim: 8,
+            },
+        ];
+        for (heads, theta) in layouts
+            .into_iter()
+            .flat_map(|h| [10_000.0, 160_000.0].map(|t| (h, t)))
+        {
+            let (width, rotated) = (
+                heads.qkv_width(),
+                heads.query_width() + heads.key_value_width(),
+            );
+            let qkv = tensor(random(rows * width, 21), [rows, width]);
+            let rotary = Rotary::<Cpu>::new(&positions, heads.dim, theta, &Default::default());
             let ours = Cpu::rotate_queries_keys(qkv.clone(), heads, &rotary);
             let theirs = rotate_with_tensor_ops(qkv.clone(), heads, &rotary);
-            assert!(max_diff(ours.clone(), theirs) < 1e-6, "theta {theta}");
-            // Values pass unchanged; position 0 leaves queries and keys as they were.
+            assert!(
+                max_diff(ours.clone(), theirs) < 1e-6,
+                "{heads:?}, theta {theta}"
+            );
+            // Values pass unchanged; position 0 leaves queries and keys as they were, and
+            // other positions change every query and key head.
             let unchanged = |t: Tensor<Cpu, 2>, cols: std::ops::Range<usize>| t.slice([0..1, cols]);
             assert_eq!(
                 max_diff(
-                    unchanged(ours.clone(), 0..3 * hidden),
-                    unchanged(qkv.clone(), 0..3 * hidden)
+                    unchanged(ours.clone(), 0..width),
+                    unchanged(qkv.clone(), 0..width)
                 ),
                 0.0
             );
-            let values = |t: Tensor<Cpu, 2>| t.slice([0..rows, 2 * hidden..3 * hidden]);
-            assert_eq!(max_diff(values(ours), values(qkv.clone())), 0.0);
+            let values = |t: Tensor<Cpu, 2>| t.slice([0..rows, rotated..width]);
+            assert_eq!(max_diff(values(ours.clone()), values(qkv.clone())), 0.0);
+            for head in 0..heads.query + heads.key_value {
+                let columns =
+                    |t: Tensor<Cpu, 2>| t.slice([1..2, head * heads.dim..(head + 1) * heads.dim]);
+                assert!(max_diff(columns(ours.clone()), columns(qkv.clone())) > 1e-3);
+            }
         }
         let x = tensor(random(rows * 2 * 40, 22), [rows, 80]);
         for activation in [
