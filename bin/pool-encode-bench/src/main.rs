@@ -467,11 +467,12 @@ fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let architecture = &encoder.folder().architecture;
     let shape = architecture.shape();
     let (h, ffn) = (shape.hidden_size as f64, shape.intermediate_size as f64);
+    let heads = architecture.heads();
+    let (q, kv) = (heads.query_width() as f64, heads.key_value_width() as f64);
     let every_layer = |keys: SeenKeys| vec![keys; shape.num_layers];
-    let (ffn_matrices, (q, kv), layers) = match architecture {
+    let (ffn_matrices, layers) = match architecture {
         ArchitectureConfig::ModernBert(config) => (
             3.0,
-            (h, h),
             config
                 .local_layers
                 .iter()
@@ -481,15 +482,8 @@ fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
                 })
                 .collect(),
         ),
-        ArchitectureConfig::Qwen3(config) => (
-            3.0,
-            (
-                (shape.num_heads * config.head_dim) as f64,
-                (config.num_key_value_heads * config.head_dim) as f64,
-            ),
-            every_layer(SeenKeys::Causal),
-        ),
-        _ => (2.0, (h, h), every_layer(SeenKeys::All)),
+        ArchitectureConfig::Qwen3(_) => (3.0, every_layer(SeenKeys::Causal)),
+        _ => (2.0, every_layer(SeenKeys::All)),
     };
     let mut flops = 0.0;
     for &n in lengths {

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ModelError, Result, read_json};
+use crate::ops::Heads;
 
 /// Activation of the feed-forward block, by its Hugging Face name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +117,16 @@ pub struct Qwen3Config {
     pub attention_bias: bool,
 }
 
+impl Qwen3Config {
+    pub fn heads(&self) -> Heads {
+        Heads {
+            query: self.shape.num_heads,
+            key_value: self.num_key_value_heads,
+            dim: self.head_dim,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct RawConfig {
     model_type: Option<String>,
@@ -155,14 +166,14 @@ struct RawConfig {
     rope_parameters: Option<Value>,
     rope_scaling: Option<Value>,
     classifier_activation: Option<String>,
+    classifier_bias: Option<bool>,
+    decoder_bias: Option<bool>,
     // Qwen3 names
     num_key_value_heads: Option<usize>,
     head_dim: Option<usize>,
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     use_sliding_window: Option<bool>,
-    classifier_bias: Option<bool>,
-    decoder_bias: Option<bool>,
 }
 
 impl RawConfig {
@@ -220,32 +231,11 @@ impl RawConfig {
                 (0..num_layers).map(|i| i % every != 0).collect()
             }
         };
-        let theta = |layer_type: &str, old: Option<f64>, default: f64| -> Result<f64> {
-            let Some(parameters) = &self.rope_parameters else {
-                return Ok(old.unwrap_or(default));
-            };
-            let entry = parameters.get(layer_type).unwrap_or(&Value::Null);
-            match entry.get("rope_type").and_then(Value::as_str) {
-                None | Some("default") => {}
-                Some(other) => {
-                    return Err(ModelError::config(
-                        path,
-                        format!("rope_type {other:?} is not supported (only \"default\")"),
-                    ));
-                }
-            }
-            Ok(entry
-                .get("rope_theta")
-                .and_then(Value::as_f64)
-                .or(old)
-                .unwrap_or(default))
+        // transformers 5 keeps one entry per layer type in `rope_parameters`.
+        let theta = |layer_type: &str, old: Option<f64>, default: f64| {
+            let entry = self.rope_parameters.as_ref().map(|p| p.get(layer_type));
+            self.rope_theta_of(entry.flatten(), old, default, "ModernBERT", path)
         };
-        if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
-            return Err(ModelError::config(
-                path,
-                "rope_scaling is not supported for ModernBERT",
-            ));
-        }
         let activation = self.hidden_activation.as_deref().unwrap_or("gelu");
         Ok(ModernBertConfig {
             // BERT's key names, but for the norm's epsilon and the activation.
@@ -269,9 +259,7 @@ impl RawConfig {
             decoder_bias: self.decoder_bias.unwrap_or(true),
         })
     }
-}
 
-impl RawConfig {
     /// Qwen3's config with `Qwen3Config`'s defaults, its rotary base in transformers 4's key
     /// (`rope_theta`) or 5's (`rope_parameters`). Sliding-window layers and scaled rotary
     /// variants are refused: no Qwen3 embedding model uses them.
@@ -312,14 +300,37 @@ impl RawConfig {
                 "sliding-window layers are not supported for Qwen3 (only \"full_attention\")",
             ));
         }
+        let parameters = self.rope_parameters.as_ref();
+        let rope_theta =
+            self.rope_theta_of(parameters, self.rope_theta, 10_000.0, "Qwen3", path)?;
+        Ok(Qwen3Config {
+            shape,
+            num_key_value_heads,
+            head_dim,
+            rope_theta,
+            attention_bias: self.attention_bias.unwrap_or(false),
+        })
+    }
+
+    /// A rotary base: transformers 5's `rope_parameters` entry (`entry`) if there is one, else
+    /// transformers 4's key (`old`), else the family's default. Only the default RoPE is run:
+    /// another `rope_type`, or `rope_scaling`, is refused.
+    fn rope_theta_of(
+        &self,
+        entry: Option<&Value>,
+        old: Option<f64>,
+        default: f64,
+        family: &str,
+        path: &Path,
+    ) -> Result<f64> {
         if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
             return Err(ModelError::config(
                 path,
-                "rope_scaling is not supported for Qwen3",
+                format!("rope_scaling is not supported for {family}"),
             ));
         }
-        let parameters = self.rope_parameters.as_ref().unwrap_or(&Value::Null);
-        match parameters.get("rope_type").and_then(Value::as_str) {
+        let entry = entry.unwrap_or(&Value::Null);
+        match entry.get("rope_type").and_then(Value::as_str) {
             None | Some("default") => {}
             Some(other) => {
                 return Err(ModelError::config(
@@ -328,18 +339,11 @@ impl RawConfig {
                 ));
             }
         }
-        let rope_theta = parameters
+        Ok(entry
             .get("rope_theta")
             .and_then(Value::as_f64)
-            .or(self.rope_theta)
-            .unwrap_or(10_000.0);
-        Ok(Qwen3Config {
-            shape,
-            num_key_value_heads,
-            head_dim,
-            rope_theta,
-            attention_bias: self.attention_bias.unwrap_or(false),
-        })
+            .or(old)
+            .unwrap_or(default))
     }
 }
 
@@ -425,9 +429,10 @@ impl ArchitectureConfig {
             }
         };
         let shape = config.shape();
-        let explicit_head_dim = matches!(config, ArchitectureConfig::Qwen3(_));
-        if shape.num_heads == 0 || (!explicit_head_dim && shape.hidden_size % shape.num_heads != 0)
-        {
+        // Heads split the hidden size, but where the config names their width (Qwen3's
+        // head_dim, checked with the rest of its config).
+        let named_head_width = matches!(config, ArchitectureConfig::Qwen3(_));
+        if shape.num_heads == 0 || (!named_head_width && shape.hidden_size % shape.num_heads != 0) {
             return Err(ModelError::config(
                 path,
                 format!(
@@ -447,6 +452,15 @@ impl ArchitectureConfig {
             | ArchitectureConfig::Roberta { shape, .. }
             | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. })
             | ArchitectureConfig::Qwen3(Qwen3Config { shape, .. }) => shape,
+        }
+    }
+
+    /// The attention heads' layout: Qwen3's as its config names it, the others' `num_heads`
+    /// heads splitting the hidden size.
+    pub fn heads(&self) -> Heads {
+        match self {
+            ArchitectureConfig::Qwen3(config) => config.heads(),
+            other => Heads::multi(other.shape().num_heads, other.shape().hidden_size),
         }
     }
 

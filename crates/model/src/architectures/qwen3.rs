@@ -40,7 +40,6 @@ pub struct Qwen3<B: Backend> {
     pub(super) word_embeddings: Embedding<B>,
     layers: Vec<Qwen3Layer<B>>,
     final_norm: RmsNorm<B>,
-    heads: Heads,
     config: Qwen3Config,
 }
 
@@ -52,11 +51,7 @@ impl<B: EncoderBackend> Qwen3<B> {
             shape.intermediate_size,
             shape.layer_norm_eps,
         );
-        let heads = Heads {
-            query: shape.num_heads,
-            key_value: config.num_key_value_heads,
-            dim: config.head_dim,
-        };
+        let heads = config.heads();
         let (queries, keys) = (heads.query_width(), heads.key_value_width());
         let layers = (0..shape.num_layers)
             .map(|i| {
@@ -114,7 +109,6 @@ impl<B: EncoderBackend> Qwen3<B> {
             )?,
             layers,
             final_norm: load_rms_norm(weights, "norm", d, eps, device)?,
-            heads,
             config: config.clone(),
         })
     }
@@ -125,7 +119,7 @@ impl<B: EncoderBackend> Qwen3<B> {
         attention: Attention,
         device: &B::Device,
     ) -> HiddenStates<B> {
-        let heads = self.heads;
+        let heads = self.config.heads();
         let rows = TokenRows::of::<B>(batch);
         let embeddings = self
             .word_embeddings
