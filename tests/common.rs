@@ -2,7 +2,10 @@
 //! `tests/reference/generate.py` computed with sentence-transformers, and the comparison with
 //! the project's tolerances (cosine ≥ 0.99999 and max |Δ| ≤ 1e-4 for every row).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use pool_encode_encoder::{Device, Embeddings, Quantization, QuantizationRanges, SparseEmbeddings};
 use pool_encode_io::ValueType;
@@ -359,12 +362,97 @@ pub fn assert_quantized_close(
     differ
 }
 
+/// The longest a test lets one run of a program take: far past any run's time under CI's load,
+/// so that a hang fails its test with what the program printed, instead of holding the whole
+/// test run until CI's own limit.
+pub const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `command` as `Command::output` does (no stdin; stdout and stderr captured), within
+/// `limit`; see [`finish_within`].
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    finish_within(child, limit, &format!("{command:?}"))
+}
+
+/// Waits for `child`, reading whichever of its stdout and stderr are piped. Past `limit`, kills
+/// it and fails the test, showing `what` and the stderr it printed.
+pub fn finish_within(mut child: Child, limit: Duration, what: &str) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for a child process") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    match status {
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{what} still ran after {limit:?} and was killed; its stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(values: &[f32]) -> Embeddings {
         Embeddings::new(values.to_vec(), 1, values.len())
+    }
+
+    #[test]
+    fn a_run_is_captured_and_a_hanging_one_killed() {
+        let output = output_within(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            RUN_LIMIT,
+        );
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(output.stdout, b"out\n");
+        assert_eq!(output.stderr, b"err\n");
+        let started = Instant::now();
+        let hung = std::panic::catch_unwind(|| {
+            output_within(
+                Command::new("sh").args(["-c", "echo waiting >&2; exec sleep 60"]),
+                Duration::from_millis(300),
+            )
+        });
+        let message = *hung
+            .expect_err("a hang fails")
+            .downcast::<String>()
+            .unwrap();
+        assert!(
+            message.contains("still ran after 300ms") && message.contains("waiting"),
+            "{message}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -10,11 +10,12 @@ use pool_encode_tests::*;
 
 /// Runs the binary with `env` added to the environment (scheduler variables).
 fn pool_encode_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pool-encode"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("run pool-encode")
+    output_within(
+        Command::new(env!("CARGO_BIN_EXE_pool-encode"))
+            .args(args)
+            .envs(env.iter().copied()),
+        RUN_LIMIT,
+    )
 }
 
 fn pool_encode(args: &[&str]) -> Output {
@@ -649,7 +650,7 @@ fn ctrl_c_stops_the_workers_and_keeps_the_rows_computed_so_far() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = finish_within(child, RUN_LIMIT, "pool-encode after SIGINT");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted by signal 2"), "{stderr}");
@@ -834,7 +835,12 @@ fn interrupt_after(
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-    let status = child.wait().unwrap();
+    let status = finish_within(
+        child,
+        RUN_LIMIT,
+        &format!("pool-encode {args:?} after {signal}"),
+    )
+    .status;
     assert!(
         !output.exists(),
         "an interrupted run must not leave a complete-looking output"
@@ -1067,8 +1073,9 @@ fn shards_killed_resumed_and_merged_equal_a_single_run() {
         300,
         Signal::SIGKILL,
     );
-    for mut child in others {
-        assert!(child.wait().unwrap().success());
+    for child in others {
+        let status = finish_within(child, RUN_LIMIT, "a shard run beside the killed one").status;
+        assert!(status.success());
     }
     let error = fails(&["merge", "--output", s(&merged)]);
     assert!(

@@ -310,6 +310,10 @@ pub struct WorkerStats {
 pub struct Pool {
     control: Sender<Control>,
     dispatcher: Mutex<Option<JoinHandle<()>>>,
+    /// Never sent on; disconnected when the dispatcher thread ends. A submit can still reach
+    /// the control channel after the dispatcher stopped reading it, and a call waiting for
+    /// that task's answer learns here that none will come.
+    dispatcher_gone: Receiver<()>,
     stats: Arc<Mutex<Vec<WorkerStats>>>,
     devices: Vec<Device>,
     /// The most batches any worker keeps in flight.
@@ -361,14 +365,19 @@ impl Pool {
             .max()
             .unwrap_or(1);
         let dispatcher = Dispatcher::start(config, program, commands, stats.clone(), ready_tx);
+        let (alive, dispatcher_gone) = crossbeam_channel::bounded::<()>(0);
         // The dispatcher thread spawns every worker and lives as long as the pool.
         let handle = std::thread::Builder::new()
             .name("pool-encode-dispatcher".into())
-            .spawn(move || dispatcher.run())
+            .spawn(move || {
+                dispatcher.run();
+                drop(alive);
+            })
             .map_err(|e| PoolError::Spawn(e.to_string()))?;
         let mut pool = Pool {
             control,
             dispatcher: Mutex::new(Some(handle)),
+            dispatcher_gone,
             stats,
             devices,
             batches_per_worker,
@@ -702,8 +711,14 @@ impl<C: Iterator<Item = Vec<String>>, R: Rows> EncodeStream<'_, C, R> {
     }
 
     fn receive(&mut self) -> Result<(), PoolError> {
-        // Every task is answered by the dispatcher, or dropped when it stops: never a hang.
-        let outcome = self.results.recv().map_err(|_| PoolError::Stopped)?;
+        // Every task the dispatcher took is answered, if only with `Stopped` as it stops. A task
+        // submitted as it stopped is never read: its end is the dispatcher's, and then only
+        // answers already sent remain.
+        let outcome = crossbeam_channel::select! {
+            recv(self.results) -> outcome => outcome.ok(),
+            recv(self.pool.dispatcher_gone) -> _ => self.results.try_recv().ok(),
+        };
+        let outcome = outcome.ok_or(PoolError::Stopped)?;
         let piece = match outcome {
             TaskOutcome::Done { offset, rows } => Encoded {
                 offset,

@@ -471,6 +471,40 @@ fn stop_during_a_call_returns_an_error_to_that_call() {
     ));
 }
 
+/// A stop that lands while a stream has nothing in the pool (its results all answered, the
+/// consumer busy writing them) ends the stream's next step with `Stopped`. The stream used to
+/// submit its next chunk to a dispatcher that had stopped taking work, then wait for it
+/// forever: the hang that stopped CI in `killed_or_interrupted_runs_resume_to_the_same_bytes`.
+#[test]
+fn a_stream_that_goes_on_after_a_stop_gets_stopped() {
+    let mut config = config(1);
+    // The stopping dispatcher waits this long for the hanging worker below: the window in
+    // which a submit reaches a dispatcher that no longer reads it.
+    config.stop_timeout = Duration::from_secs(3);
+    // 'static, so the stream can run on a thread this test can give up on.
+    let pool: &'static Pool = Box::leak(Box::new(Pool::start(config).unwrap()));
+    let options = PoolEncodeOptions {
+        chunk_size: Some(10),
+        chunks_ahead: Some(1),
+        ..Default::default()
+    };
+    let mut stream = pool.encode_stream(texts(), &options);
+    // One chunk ahead: once it is yielded, nothing of the stream's is in the pool.
+    stream.next().unwrap().unwrap();
+    let hanging = std::thread::spawn(|| pool.encode(&[format!("{HANG} x")], &chunked(1)));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = std::thread::spawn(|| pool.stop());
+    std::thread::sleep(Duration::from_millis(300));
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(stream.next().map(|piece| piece.map(|_| ()))));
+    let next = receiver
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the stream still waits 30 s after the pool stopped");
+    assert!(matches!(next, Some(Err(PoolError::Stopped))), "{next:?}");
+    stopping.join().unwrap();
+    assert!(matches!(hanging.join().unwrap(), Err(PoolError::Stopped)));
+}
+
 #[test]
 fn a_broken_model_fails_start_with_its_error() {
     let tmp = tempfile::tempdir().unwrap();
