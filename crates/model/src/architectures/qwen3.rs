@@ -74,10 +74,10 @@ impl<B: EncoderBackend> Qwen3<B> {
                     )?,
                     query_norm: norm("self_attn.q_norm", heads.dim)?,
                     key_norm: norm("self_attn.k_norm", heads.dim)?,
-                    attention_output: load_stacked_linear_with_bias(
+                    attention_output: load_linear_with_bias(
                         weights,
-                        &[(&name("self_attn.o_proj"), d)],
-                        queries,
+                        &name("self_attn.o_proj"),
+                        (queries, d),
                         bias,
                         device,
                     )?,
