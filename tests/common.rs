@@ -25,7 +25,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 14] = [
+pub const TINY_MODELS: [&str; 16] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -40,6 +40,8 @@ pub const TINY_MODELS: [&str; 14] = [
     "bert-class-config-wins-new",
     "modernbert-mean-normalize-new",
     "qwen3-lasttoken-prompts-new",
+    "static-wordpiece-new",
+    "static-model2vec-bpe-old",
 ];
 
 /// The device the reference tests run on: `$POOL_ENCODE_TEST_DEVICE` (e.g. `cuda:0` in a build

@@ -616,7 +616,7 @@ fn router_with_two_transformer_routes() {
 }
 
 #[test]
-fn static_embedding_of_the_wrong_size() {
+fn sparse_static_embedding_of_the_wrong_size() {
     let (_tmp, dir) = copy_tiny_model("splade-inference-free");
     let static_dir = dir.join("query_0_SparseStaticEmbedding");
     rewrite_weights(&static_dir, |tensors| {
@@ -629,4 +629,74 @@ fn static_embedding_of_the_wrong_size() {
         "query_0_SparseStaticEmbedding/model.safetensors",
         "shape",
     );
+}
+
+#[test]
+fn static_table_smaller_than_the_vocabulary() {
+    let (_tmp, dir) = copy_tiny_model("static-wordpiece-new");
+    let table = dir.join("0_StaticEmbedding");
+    rewrite_weights(&table, |tensors| {
+        let (_, _, shape, bytes) = &mut tensors[0];
+        shape[0] -= 1;
+        bytes.truncate(bytes.len() - 4 * shape[1]);
+    });
+    expect_error(
+        &dir,
+        "0_StaticEmbedding/model.safetensors",
+        "rows but the tokenizer has",
+    );
+}
+
+#[test]
+fn static_mapping_past_the_table() {
+    let (_tmp, dir) = copy_tiny_model("static-model2vec-bpe-old");
+    rewrite_weights(&dir, |tensors| {
+        let (_, dtype, _, bytes) = tensors.iter_mut().find(|t| t.0 == "mapping").unwrap();
+        assert_eq!(*dtype, Dtype::I64);
+        bytes[..8].copy_from_slice(&1_000_000i64.to_le_bytes());
+    });
+    expect_error(
+        &dir,
+        "model.safetensors",
+        "mapping sends token 0 to row 1000000",
+    );
+}
+
+#[test]
+fn static_table_missing() {
+    let (_tmp, dir) = copy_tiny_model("static-model2vec-bpe-old");
+    rewrite_weights(&dir, |tensors| {
+        tensors.retain(|t| t.0 != "embeddings");
+    });
+    expect_error(&dir, "model.safetensors", "embeddings (model2vec)");
+}
+
+#[test]
+fn static_embedding_without_its_tokenizer() {
+    let (_tmp, dir) = copy_tiny_model("static-wordpiece-new");
+    std::fs::remove_file(dir.join("0_StaticEmbedding/tokenizer.json")).unwrap();
+    expect_error(&dir, "0_StaticEmbedding/tokenizer.json", "missing");
+}
+
+#[test]
+fn pooling_after_a_static_embedding() {
+    let (_tmp, dir) = copy_tiny_model("static-wordpiece-new");
+    let modules = std::fs::read_to_string(dir.join("modules.json")).unwrap();
+    let mut modules: Vec<serde_json::Value> = serde_json::from_str(&modules).unwrap();
+    modules.push(serde_json::json!({
+        "idx": 1, "name": "1", "path": "1_Pooling",
+        "type": "sentence_transformers.models.Pooling"
+    }));
+    std::fs::create_dir(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 48, "pooling_mode_mean_tokens": true}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        serde_json::to_string(&modules).unwrap(),
+    )
+    .unwrap();
+    expect_error(&dir, "modules.json", "takes no Pooling");
 }

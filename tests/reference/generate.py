@@ -524,6 +524,17 @@ def write_npy(path: pathlib.Path, array):
     np.save(path, np.ascontiguousarray(np.asarray(array, dtype=np.float32)))
 
 
+def similarities_and_prompts(st, emb, out: pathlib.Path):
+    """Similarity with the model's own function (matrix and pairwise) of rows 0..6 and 6..12 of
+    `emb`, and the query / document prompts' embeddings if the model has them."""
+    a, b = emb[:6], emb[6:12]
+    write_npy(out / "similarity.npy", st.similarity(a, b).numpy())
+    write_npy(out / "similarity_pairwise.npy", st.similarity_pairwise(a, b).numpy())
+    if st.prompts.get("query") or st.prompts.get("document"):
+        write_npy(out / "encode_query.npy", st.encode_query(TEXTS, batch_size=16))
+        write_npy(out / "encode_document.npy", st.encode_document(TEXTS, batch_size=16))
+
+
 def references(model_dir: pathlib.Path, out: pathlib.Path, extra: bool):
     out.mkdir(parents=True, exist_ok=True)
     st = SentenceTransformer(str(model_dir), device="cpu")
@@ -543,13 +554,7 @@ def references(model_dir: pathlib.Path, out: pathlib.Path, extra: bool):
     st.max_seq_length = 40
     write_npy(out / "embeddings_max_seq_length_40.npy", st.encode(TEXTS, batch_size=16))
     st = SentenceTransformer(str(model_dir), device="cpu")
-    # Similarity with the model's own function, matrix and pairwise.
-    a, b = emb[:6], emb[6:12]
-    write_npy(out / "similarity.npy", st.similarity(a, b).numpy())
-    write_npy(out / "similarity_pairwise.npy", st.similarity_pairwise(a, b).numpy())
-    if st.prompts.get("query") or st.prompts.get("document"):
-        write_npy(out / "encode_query.npy", st.encode_query(TEXTS, batch_size=16))
-        write_npy(out / "encode_document.npy", st.encode_document(TEXTS, batch_size=16))
+    similarities_and_prompts(st, emb, out)
     if extra:
         write_npy(out / "truncate_dim_8_normalized.npy",
                   st.encode(TEXTS, batch_size=16, truncate_dim=8, normalize_embeddings=True))

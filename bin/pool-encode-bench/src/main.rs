@@ -409,16 +409,22 @@ fn load_encoder(
     let prepared = encoder.prepare(texts, &options)?;
     let tokens = prepared.tokens();
     let flops = useful_flops(&encoder, &prepared.token_counts());
+    let (work, cut) = match encoder.max_seq_length() {
+        usize::MAX => ("a table row added per token", "not truncated".to_string()),
+        n => (
+            "linear layers and attention",
+            format!("after truncation to {n}"),
+        ),
+    };
     println!(
-        "useful work: {:.3} TFLOP (real tokens only: linear layers and attention)",
+        "useful work: {:.3} TFLOP (real tokens only: {work})",
         flops / 1e12
     );
     println!(
-        "corpus: {} ({} texts, {:.1} tokens per text after truncation to {}), model {}, {setup}",
+        "corpus: {} ({} texts, {:.1} tokens per text {cut}), model {}, {setup}",
         args.corpus,
         texts.len(),
         tokens as f64 / texts.len() as f64,
-        encoder.max_seq_length(),
         args.model.display(),
     );
     Ok((encoder, options, Work { tokens, flops }))
@@ -462,9 +468,14 @@ struct Work {
 /// token 2·(2·h·(q + kv) + 2·h·ffn) for the projections (q and kv: the query and key / value
 /// widths, h each in multi-head attention) and the feed-forward (3·h·ffn for a gated block:
 /// ModernBERT's, Qwen3's), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees (the whole
-/// text, a local layer's window, or a causal layer's earlier tokens).
+/// text, a local layer's window, or a causal layer's earlier tokens). A `StaticEmbedding`
+/// model adds a row per token: one FLOP a value.
 fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
-    let architecture = &encoder.folder().architecture;
+    let Ok(transformer) = encoder.folder().transformer() else {
+        let tokens: usize = lengths.iter().sum();
+        return (tokens * encoder.embedding_dimension()) as f64;
+    };
+    let architecture = &transformer.architecture;
     let shape = architecture.shape();
     let (h, ffn) = (shape.hidden_size as f64, shape.intermediate_size as f64);
     let heads = architecture.heads();

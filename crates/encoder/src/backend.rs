@@ -34,6 +34,7 @@ pub(crate) trait ModelInfo {
     fn folder(&self) -> &ModelFolder;
     fn embedding_dimension(&self) -> usize;
     fn hidden_size(&self) -> usize;
+    fn static_vocab_size(&self) -> Option<usize>;
 }
 
 impl<B: EncoderBackend> ModelInfo for SentenceModel<B> {
@@ -45,6 +46,9 @@ impl<B: EncoderBackend> ModelInfo for SentenceModel<B> {
     }
     fn hidden_size(&self) -> usize {
         SentenceModel::hidden_size(self)
+    }
+    fn static_vocab_size(&self) -> Option<usize> {
+        SentenceModel::static_vocab_size(self)
     }
 }
 

@@ -222,6 +222,16 @@ impl SentenceEncoder {
             })?,
         };
         let runner = backend::load(folder, device, precision)?;
+        if let Some(rows) = runner.model().static_vocab_size() {
+            let vocab = tokenizer.inner().get_vocab_size(true);
+            if vocab > rows {
+                return Err(pool_encode_model::ModelError::config(
+                    &folder.weights_path(),
+                    format!("the table has {rows} rows but the tokenizer has {vocab} tokens"),
+                )
+                .into());
+            }
+        }
         let in_flight = default_concurrent_batches(device);
         let mut encoder = SentenceEncoder {
             pad_to_multiple: if runner.cpu_threads().is_some() { 1 } else { 8 },
@@ -270,13 +280,26 @@ impl SentenceEncoder {
         self.runner.model().embedding_dimension()
     }
 
+    /// Tokens a text is cut to, special tokens included. A `StaticEmbedding` model's texts are
+    /// cut only where its tokenizer file says (ST's `max_seq_length` is then `math.inf`):
+    /// `usize::MAX` if it does not.
     pub fn max_seq_length(&self) -> usize {
         self.tokenizer.max_seq_length()
     }
 
-    /// Changes the truncation length; it cannot exceed what the position table encodes.
+    /// Changes the truncation length; it cannot exceed what the position table encodes. A
+    /// `StaticEmbedding` model has none to change, as in ST.
     pub fn set_max_seq_length(&mut self, max_seq_length: usize) -> Result<()> {
-        let limit = self.folder().architecture.max_input_tokens();
+        let limit = self
+            .folder()
+            .transformer()
+            .map_err(|_| {
+                EncodeError::InvalidOption(
+                    "a StaticEmbedding model has no max_seq_length to set (in ST it is math.inf); its tokenizer.json's truncation applies".into(),
+                )
+            })?
+            .architecture
+            .max_input_tokens();
         if max_seq_length == 0 || max_seq_length > limit {
             return Err(EncodeError::InvalidOption(format!(
                 "max_seq_length {max_seq_length} is outside 1..={limit} (this model's position limit)"
@@ -473,12 +496,19 @@ impl SentenceEncoder {
     }
 
     /// ST's `output_value="token_embeddings"`: one `[tokens, hidden]` matrix per text
-    /// (special and prompt tokens included, padding excluded).
+    /// (special and prompt tokens included, padding excluded). A `StaticEmbedding` model has
+    /// none, as in ST.
     pub fn encode_tokens<S: AsRef<str>>(
         &self,
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<Vec<Embeddings>> {
+        if self.runner.model().static_vocab_size().is_some() {
+            return Err(EncodeError::InvalidOption(
+                "a StaticEmbedding model gives sentence embeddings only, no token embeddings"
+                    .into(),
+            ));
+        }
         let prepared = self.prepare(texts, options)?;
         let hidden = self.runner.model().hidden_size();
         let mut out = vec![Embeddings::default(); texts.len()];

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use pool_encode_model::{
-    ModelFolder, ModelKind, Pipeline, StaticEmbeddingConfig, weights::Weights,
+    ModelFolder, ModelKind, Pipeline, SparseStaticEmbeddingConfig, weights::Weights,
 };
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -276,7 +276,7 @@ struct StaticEmbedding {
 }
 
 impl StaticEmbedding {
-    fn load(config: &StaticEmbeddingConfig, vocab: usize) -> Result<Self> {
+    fn load(config: &SparseStaticEmbeddingConfig, vocab: usize) -> Result<Self> {
         let path = config.tokenizer_path();
         let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| EncodeError::Tokenizer {
             path: path.clone(),

@@ -2,9 +2,11 @@
 //! the folder's `tokenizer.json` (with the pipeline transformers builds for classes that ignore
 //! the file's, see `use_class_pipeline`), truncated (longest-first, right side) to
 //! `max_seq_length` including special tokens, `do_lower_case` from sentence_bert_config.json
-//! honoured, and no padding (batches are padded to their own longest text).
+//! honoured, and no padding (batches are padded to their own longest text). A `StaticEmbedding`
+//! model's tokenizer is its file as it is (its truncation too, if any) without special tokens,
+//! as ST's `StaticEmbedding` runs it.
 
-use pool_encode_model::{ModelFolder, TokenBatch};
+use pool_encode_model::{InputModule, ModelFolder, TokenBatch};
 use rayon::prelude::*;
 use tokenizers::normalizers::{BertNormalizer, Lowercase, NFC, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -15,7 +17,7 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::WhitespaceSplit;
 use tokenizers::{
     Encoding, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer,
-    TruncationParams,
+    TruncationDirection, TruncationParams,
 };
 
 use crate::error::{EncodeError, Result};
@@ -23,10 +25,14 @@ use crate::error::{EncodeError, Result};
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_id: u32,
+    /// Tokens kept of a text; `usize::MAX`: all of them (a `StaticEmbedding` tokenizer that
+    /// does not truncate).
     max_seq_length: usize,
-    /// The pre-tokenizer splits words apart at whitespace, so long texts may be tokenized from
-    /// a prefix ([`TextTokenizer::encode`]).
+    /// The pre-tokenizer splits words apart at whitespace and texts are cut on the right, so
+    /// long texts may be tokenized from a prefix ([`TextTokenizer::encode`]).
     words_apart: bool,
+    /// False for a `StaticEmbedding` model, whose texts have none.
+    add_special_tokens: bool,
 }
 
 /// A long text's first try is a prefix of this many bytes per kept token (English takes 4–6,
@@ -46,31 +52,52 @@ impl TextTokenizer {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        use_class_pipeline(
-            &mut inner,
-            &folder.tokenizer_config,
-            folder.architecture.default_tokenizer_class(),
-        );
-        if folder.do_lower_case {
-            let lowercase = NormalizerWrapper::Lowercase(Lowercase);
-            let normalizer = match inner.get_normalizer().cloned() {
-                Some(existing) => {
-                    NormalizerWrapper::Sequence(Sequence::new(vec![lowercase, existing]))
-                }
-                None => lowercase,
-            };
-            inner.with_normalizer(Some(normalizer));
-        }
         inner.with_padding(None);
-        let pad_id = pad_token_id(&folder.tokenizer_config, &inner);
-        let words_apart = inner.get_pre_tokenizer().is_some_and(splits_at_whitespace);
-        let mut tokenizer = TextTokenizer {
-            inner,
-            pad_id,
-            max_seq_length: folder.max_seq_length,
-            words_apart,
+        let mut tokenizer = match &folder.input {
+            InputModule::Transformer(module) => {
+                use_class_pipeline(
+                    &mut inner,
+                    &module.tokenizer_config,
+                    module.architecture.default_tokenizer_class(),
+                );
+                if module.do_lower_case {
+                    let lowercase = NormalizerWrapper::Lowercase(Lowercase);
+                    let normalizer = match inner.get_normalizer().cloned() {
+                        Some(existing) => {
+                            NormalizerWrapper::Sequence(Sequence::new(vec![lowercase, existing]))
+                        }
+                        None => lowercase,
+                    };
+                    inner.with_normalizer(Some(normalizer));
+                }
+                TextTokenizer {
+                    pad_id: pad_token_id(&module.tokenizer_config, &inner),
+                    words_apart: inner.get_pre_tokenizer().is_some_and(splits_at_whitespace),
+                    inner,
+                    max_seq_length: module.max_seq_length,
+                    add_special_tokens: true,
+                }
+            }
+            InputModule::Static(_) => {
+                let truncation = inner.get_truncation();
+                let max_seq_length = truncation.map_or(usize::MAX, |t| t.max_length);
+                // A prefix gives the whole text's tokens only when the text is cut on the right.
+                let words_apart = inner.get_pre_tokenizer().is_some_and(splits_at_whitespace)
+                    && truncation.is_some_and(|t| {
+                        t.direction == TruncationDirection::Right && t.stride == 0
+                    });
+                TextTokenizer {
+                    pad_id: pad_token_id(&serde_json::Value::Null, &inner),
+                    max_seq_length,
+                    words_apart,
+                    inner,
+                    add_special_tokens: false,
+                }
+            }
         };
-        tokenizer.set_max_seq_length(folder.max_seq_length)?;
+        if tokenizer.add_special_tokens {
+            tokenizer.set_max_seq_length(tokenizer.max_seq_length)?;
+        }
         Ok(tokenizer)
     }
 
@@ -103,7 +130,7 @@ impl TextTokenizer {
     /// text of 5,000 words, 80 texts/s a thread: less than a GPU encodes).
     pub fn encode(&self, text: &str) -> Result<Encoding> {
         if self.words_apart {
-            let mut bytes = PREFIX_BYTES_PER_TOKEN * self.max_seq_length;
+            let mut bytes = PREFIX_BYTES_PER_TOKEN.saturating_mul(self.max_seq_length);
             while bytes < text.len() {
                 if let Some(encoding) = self.encode_prefix(text, bytes)? {
                     return Ok(encoding);
@@ -113,7 +140,7 @@ impl TextTokenizer {
         }
         let mut encoding = self
             .inner
-            .encode_fast(text, true)
+            .encode_fast(text, self.add_special_tokens)
             .map_err(|e| EncodeError::Tokenize(e.to_string()))?;
         // The tokenizer keeps the cut-off rest of a long text as "overflowing" encodings:
         // dropped at once, so a chunk of long texts holds only the tokens the model sees.
@@ -133,7 +160,7 @@ impl TextTokenizer {
         // With offsets: `encode_fast` leaves out the word ids the check needs.
         let mut encoding = self
             .inner
-            .encode(prefix, true)
+            .encode(prefix, self.add_special_tokens)
             .map_err(|e| EncodeError::Tokenize(e.to_string()))?;
         let overflow = encoding.take_overflowing();
         let last_kept = encoding.get_word_ids().iter().flatten().max();

@@ -6,6 +6,9 @@
 //!   the max length as `model_max_length` in `tokenizer_config.json`.
 //!
 //! A plain Hugging Face folder (no `modules.json`) gets mean pooling, as ST does.
+//!
+//! The first module is a transformer, or ST's `StaticEmbedding` (a vector per vocabulary entry,
+//! averaged over a text's tokens: model2vec / potion models, static-retrieval-mrl).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +42,7 @@ pub enum Pipeline {
     /// query route of an inference-free model (ST `Router` with `SparseStaticEmbedding`).
     Splade {
         pooling: SpladeConfig,
-        query: Option<StaticEmbeddingConfig>,
+        query: Option<SparseStaticEmbeddingConfig>,
     },
 }
 
@@ -52,10 +55,43 @@ pub enum ModelKind {
     Sparse,
 }
 
+/// The first module: what turns a text's tokens into vectors.
+#[derive(Debug, Clone)]
+pub enum InputModule {
+    /// A Hugging Face transformer (`Transformer`, `MLMTransformer`).
+    Transformer(TransformerModule),
+    /// ST's `StaticEmbedding`: a vector per vocabulary entry, averaged over the text's tokens
+    /// (tokenized without special tokens); no transformer. Its output is what mean pooling of
+    /// those vectors gives, so its pipeline is [`Pipeline::Dense`] with mean pooling.
+    Static(StaticTable),
+}
+
+/// A transformer module's folder and settings.
+#[derive(Debug, Clone)]
+pub struct TransformerModule {
+    /// Its folder (config.json, weights, tokenizer).
+    pub dir: PathBuf,
+    pub architecture: ArchitectureConfig,
+    /// The effective max length, computed as ST does, then capped by the position table.
+    pub max_seq_length: usize,
+    pub do_lower_case: bool,
+    /// Its tokenizer_config.json (`Null` if none): transformers' tokenizer class and its
+    /// options, the pad token, `model_max_length`.
+    pub tokenizer_config: Value,
+}
+
+/// A `StaticEmbedding` module's folder: `tokenizer.json` (used as it is, its truncation
+/// included, as ST uses it) and `model.safetensors` with the table as `embedding.weight`, or in
+/// model2vec's layout (`embeddings`, optionally a token `mapping` and per-token `weights`).
+#[derive(Debug, Clone)]
+pub struct StaticTable {
+    pub dir: PathBuf,
+}
+
 /// ST's `SparseStaticEmbedding`: a weight per vocabulary entry (IDF-like), given to each token
 /// present in the text, tokenized without special tokens.
 #[derive(Debug, Clone)]
-pub struct StaticEmbeddingConfig {
+pub struct SparseStaticEmbeddingConfig {
     pub dir: PathBuf,
     /// Truncation length (the tokenizer's `model_max_length`); `None`: no limit.
     pub max_length: Option<usize>,
@@ -63,7 +99,7 @@ pub struct StaticEmbeddingConfig {
     pub tokenizer_config: Value,
 }
 
-impl StaticEmbeddingConfig {
+impl SparseStaticEmbeddingConfig {
     pub fn tokenizer_path(&self) -> PathBuf {
         self.dir.join("tokenizer.json")
     }
@@ -76,15 +112,7 @@ impl StaticEmbeddingConfig {
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
     pub root: PathBuf,
-    /// Folder of the transformer module (config.json, weights, tokenizer).
-    pub transformer_dir: PathBuf,
-    pub architecture: ArchitectureConfig,
-    /// The effective max length, computed as ST does, then capped by the position table.
-    pub max_seq_length: usize,
-    pub do_lower_case: bool,
-    /// The transformer's tokenizer_config.json (`Null` if none): transformers' tokenizer class
-    /// and its options, the pad token, `model_max_length`.
-    pub tokenizer_config: Value,
+    pub input: InputModule,
     pub pipeline: Pipeline,
     pub prompts: BTreeMap<String, String>,
     pub default_prompt_name: Option<String>,
@@ -129,21 +157,25 @@ struct SentenceTransformersConfig {
 #[derive(Default)]
 struct Modules {
     transformer: Option<PathBuf>,
+    /// The folder of a `StaticEmbedding` first module.
+    static_table: Option<PathBuf>,
     /// The transformer is a masked-language model (`MLMTransformer`, or task `fill-mask`).
     masked_lm: bool,
     pooling: Option<PoolingConfig>,
     heads: Vec<HeadConfig>,
     splade: Option<SpladeConfig>,
-    query: Option<StaticEmbeddingConfig>,
+    query: Option<SparseStaticEmbeddingConfig>,
 }
 
-const SUPPORTED_MODULES: &str = "Transformer, Pooling, Dense, Normalize, MLMTransformer, SpladePooling, and a Router whose query route is a SparseStaticEmbedding";
+const SUPPORTED_MODULES: &str = "Transformer, StaticEmbedding, Pooling, Dense, Normalize, MLMTransformer, SpladePooling, and a Router whose query route is a SparseStaticEmbedding";
 
 impl Modules {
     fn read(&mut self, entries: &[(PathBuf, ModuleEntry)], source: &Path) -> Result<()> {
         for (dir, entry) in entries {
             match entry.class() {
-                "Transformer" | "MLMTransformer" if self.transformer.is_none() => {
+                "Transformer" | "MLMTransformer"
+                    if self.transformer.is_none() && self.static_table.is_none() =>
+                {
                     let sbert_path = dir.join("sentence_bert_config.json");
                     let sbert: SentenceBertConfig = if sbert_path.exists() {
                         read_json(&sbert_path)?
@@ -153,6 +185,9 @@ impl Modules {
                     self.masked_lm = entry.class() == "MLMTransformer"
                         || sbert.transformer_task.as_deref() == Some("fill-mask");
                     self.transformer = Some(dir.clone());
+                }
+                "StaticEmbedding" if self.transformer.is_none() && self.static_table.is_none() => {
+                    self.static_table = Some(dir.clone());
                 }
                 "Pooling" => self.pooling = Some(PoolingConfig::load(&dir.join("config.json"))?),
                 "Dense" => self.heads.push(HeadConfig::Dense(DenseConfig::load(dir)?)),
@@ -291,7 +326,7 @@ fn read_tokenizer_config(dir: &Path) -> Result<Value> {
     }
 }
 
-fn load_static_embedding(dir: &Path) -> Result<StaticEmbeddingConfig> {
+fn load_static_embedding(dir: &Path) -> Result<SparseStaticEmbeddingConfig> {
     let config_path = dir.join("config.json");
     if config_path.exists() {
         let config: serde_json::Map<String, Value> = read_json(&config_path)?;
@@ -308,7 +343,7 @@ fn load_static_embedding(dir: &Path) -> Result<StaticEmbeddingConfig> {
         .and_then(Value::as_f64)
         .filter(|n| (1.0..1e9).contains(n))
         .map(|n| n as usize);
-    let config = StaticEmbeddingConfig {
+    let config = SparseStaticEmbeddingConfig {
         dir: dir.to_path_buf(),
         max_length,
         tokenizer_config,
@@ -348,10 +383,117 @@ impl ModelFolder {
             modules.transformer = Some(root.to_path_buf());
             modules.masked_lm = bare == ModelKind::Sparse;
         }
-        let transformer_dir = modules.transformer.clone().ok_or_else(|| {
-            ModelError::config(&modules_path, "no Transformer module (it must come first)")
-        })?;
-        let pipeline = match modules {
+        let (input, pipeline) = match (modules.transformer.take(), modules.static_table.take()) {
+            (Some(dir), _) => (
+                InputModule::Transformer(TransformerModule::load(dir)?),
+                modules.pipeline(&modules_path)?,
+            ),
+            (None, Some(dir)) => {
+                let pipeline = match modules {
+                    Modules {
+                        pooling: None,
+                        splade: None,
+                        heads,
+                        ..
+                    } => Pipeline::Dense {
+                        pooling: PoolingConfig {
+                            modes: vec![PoolingMode::Mean],
+                            include_prompt: true,
+                        },
+                        heads,
+                    },
+                    _ => {
+                        return Err(ModelError::config(
+                            &modules_path,
+                            "a StaticEmbedding gives sentence embeddings itself: it takes no Pooling or SpladePooling after it",
+                        ));
+                    }
+                };
+                (InputModule::Static(StaticTable::load(dir)?), pipeline)
+            }
+            (None, None) => {
+                return Err(ModelError::config(
+                    &modules_path,
+                    "no Transformer or StaticEmbedding module (it must come first)",
+                ));
+            }
+        };
+
+        let st_path = root.join("config_sentence_transformers.json");
+        let st: SentenceTransformersConfig = if st_path.exists() {
+            read_json(&st_path)?
+        } else {
+            SentenceTransformersConfig::default()
+        };
+        if let Some(name) = &st.default_prompt_name
+            && !st.prompts.contains_key(name)
+        {
+            return Err(ModelError::config(
+                &st_path,
+                format!("default_prompt_name {name:?} is not among the prompts"),
+            ));
+        }
+        Ok(ModelFolder {
+            root: root.to_path_buf(),
+            input,
+            pipeline,
+            prompts: st.prompts,
+            default_prompt_name: st.default_prompt_name,
+            similarity_fn_name: st.similarity_fn_name,
+            max_active_dims: st.max_active_dims,
+        })
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self.pipeline {
+            Pipeline::Dense { .. } => ModelKind::Dense,
+            Pipeline::Splade { .. } => ModelKind::Sparse,
+        }
+    }
+
+    /// The transformer module; an error for a `StaticEmbedding` model, which has none.
+    pub fn transformer(&self) -> Result<&TransformerModule> {
+        match &self.input {
+            InputModule::Transformer(transformer) => Ok(transformer),
+            InputModule::Static(table) => Err(ModelError::config(
+                &table.dir,
+                "a StaticEmbedding model has no transformer",
+            )),
+        }
+    }
+
+    /// The folder of the first module, which holds the tokenizer and the weights.
+    fn input_dir(&self) -> &Path {
+        match &self.input {
+            InputModule::Transformer(transformer) => &transformer.dir,
+            InputModule::Static(table) => &table.dir,
+        }
+    }
+
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.input_dir().join("tokenizer.json")
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.input_dir().join("model.safetensors")
+    }
+
+    /// The length texts are truncated to, special tokens included; `None` for a
+    /// `StaticEmbedding` model, whose texts are as long as its tokenizer file lets them be
+    /// (ST: `math.inf`).
+    pub fn max_seq_length(&self) -> Option<usize> {
+        match &self.input {
+            InputModule::Transformer(transformer) => Some(transformer.max_seq_length),
+            InputModule::Static(_) => None,
+        }
+    }
+}
+
+impl Modules {
+    /// The pipeline after a transformer: SPLADE for a masked-language model with nothing but
+    /// SpladePooling after it, else pooling (mean if the folder names none) and heads.
+    fn pipeline(self, modules_path: &Path) -> Result<Pipeline> {
+        Ok(match self {
             Modules {
                 masked_lm: true,
                 splade,
@@ -379,65 +521,54 @@ impl ModelFolder {
             },
             _ => {
                 return Err(ModelError::config(
-                    &modules_path,
+                    modules_path,
                     "SpladePooling needs a fill-mask (MLM) transformer and no Pooling, Dense or Normalize module",
                 ));
             }
-        };
-        let architecture = ArchitectureConfig::load(&transformer_dir.join("config.json"))?;
+        })
+    }
+}
 
-        let sbert_path = transformer_dir.join("sentence_bert_config.json");
+impl TransformerModule {
+    /// The transformer in `dir`: its architecture and tokenizer settings, and the max length
+    /// ST computes for it.
+    fn load(dir: PathBuf) -> Result<Self> {
+        let architecture = ArchitectureConfig::load(&dir.join("config.json"))?;
+        let sbert_path = dir.join("sentence_bert_config.json");
         let sbert: SentenceBertConfig = if sbert_path.exists() {
             read_json(&sbert_path)?
         } else {
             SentenceBertConfig::default()
         };
-        let tokenizer_config = read_tokenizer_config(&transformer_dir)?;
+        let tokenizer_config = read_tokenizer_config(&dir)?;
         let max_seq_length =
-            resolve_max_seq_length(&transformer_dir, &architecture, &sbert, &tokenizer_config)?;
-
-        let st_path = root.join("config_sentence_transformers.json");
-        let st: SentenceTransformersConfig = if st_path.exists() {
-            read_json(&st_path)?
-        } else {
-            SentenceTransformersConfig::default()
-        };
-        if let Some(name) = &st.default_prompt_name
-            && !st.prompts.contains_key(name)
-        {
-            return Err(ModelError::config(
-                &st_path,
-                format!("default_prompt_name {name:?} is not among the prompts"),
-            ));
-        }
-        Ok(ModelFolder {
-            root: root.to_path_buf(),
-            transformer_dir,
+            resolve_max_seq_length(&dir, &architecture, &sbert, &tokenizer_config)?;
+        Ok(TransformerModule {
+            dir,
             architecture,
             max_seq_length,
             do_lower_case: sbert.do_lower_case,
             tokenizer_config,
-            pipeline,
-            prompts: st.prompts,
-            default_prompt_name: st.default_prompt_name,
-            similarity_fn_name: st.similarity_fn_name,
-            max_active_dims: st.max_active_dims,
         })
     }
+}
 
-    pub fn kind(&self) -> ModelKind {
-        match self.pipeline {
-            Pipeline::Dense { .. } => ModelKind::Dense,
-            Pipeline::Splade { .. } => ModelKind::Sparse,
+impl StaticTable {
+    fn load(dir: PathBuf) -> Result<Self> {
+        let table = StaticTable { dir };
+        let weights = table.dir.join("model.safetensors");
+        if !weights.exists() && table.dir.join("pytorch_model.bin").exists() {
+            return Err(ModelError::config(
+                &table.dir.join("pytorch_model.bin"),
+                "pickled PyTorch weights are not supported; save the model with safetensors",
+            ));
         }
-    }
-
-    pub fn tokenizer_path(&self) -> PathBuf {
-        self.transformer_dir.join("tokenizer.json")
-    }
-
-    pub fn weights_path(&self) -> PathBuf {
-        self.transformer_dir.join("model.safetensors")
+        for file in [weights, table.dir.join("tokenizer.json")] {
+            if !file.exists() {
+                return Err(ModelError::MissingFile { path: file });
+            }
+        }
+        Ok(table)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT, and the Qwen3
-//! decoder) and the sentence-transformers modules around them, loaded from a local Hugging Face /
-//! sentence-transformers model folder.
+//! decoder) and the sentence-transformers modules around them (or ST's `StaticEmbedding` table
+//! in a transformer's place), loaded from a local Hugging Face / sentence-transformers model
+//! folder.
 //!
 //! ```no_run
 //! use pool_encode_model::{ModelFolder, SentenceModel};
@@ -20,13 +21,16 @@ pub mod modules;
 pub mod ops;
 pub mod weights;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 pub use architectures::{Attention, TokenBatch, Transformer};
 pub use config::ArchitectureConfig;
 pub use error::{ModelError, Result};
-pub use folder::{HeadConfig, ModelFolder, ModelKind, Pipeline, StaticEmbeddingConfig};
-use modules::{Dense, MlmHead, PoolingConfig, SpladeConfig};
+pub use folder::{
+    HeadConfig, InputModule, ModelFolder, ModelKind, Pipeline, SparseStaticEmbeddingConfig,
+    StaticTable, TransformerModule,
+};
+use modules::{Dense, MlmHead, PoolingConfig, SpladeConfig, StaticEmbedding};
 pub use ops::EncoderBackend;
 
 /// The default CPU backend.
@@ -58,26 +62,53 @@ enum Output<B: Backend> {
 /// at a time (`EncoderBackend::splade_pool`): 64 MiB of f32.
 const MAX_SPLADE_LOGITS: usize = 1 << 24;
 
+/// What turns token ids into token vectors.
+#[derive(Debug)]
+enum Backbone<B: Backend> {
+    Transformer(Box<Transformer<B>>),
+    /// A table, on the host: its pooled output is computed there (see [`StaticEmbedding`]).
+    Static(StaticEmbedding),
+}
+
 /// The whole ST pipeline for one model: transformer, then pooling and Dense/Normalize heads
-/// (dense models) or the MLM head and SpladePooling (sparse models).
+/// (dense models) or the MLM head and SpladePooling (sparse models); or a `StaticEmbedding`
+/// table's mean, then the heads.
 #[derive(Debug)]
 pub struct SentenceModel<B: Backend> {
-    transformer: Transformer<B>,
+    backbone: Backbone<B>,
     folder: ModelFolder,
     output: Output<B>,
+    /// Width of the token vectors.
+    hidden_size: usize,
     embedding_dimension: usize,
     attention: Attention,
 }
 
 impl<B: EncoderBackend> SentenceModel<B> {
     pub fn load(folder: &ModelFolder, device: &B::Device) -> Result<Self> {
-        let weights =
-            weights::Weights::open(&folder.weights_path(), folder.architecture.weight_prefix())?;
-        let transformer = Transformer::load(&folder.architecture, &weights, device)?;
-        let shape = folder.architecture.shape();
+        let (backbone, hidden_size, transformer_weights) = match &folder.input {
+            InputModule::Transformer(module) => {
+                let weights = weights::Weights::open(
+                    &folder.weights_path(),
+                    module.architecture.weight_prefix(),
+                )?;
+                let transformer = Transformer::load(&module.architecture, &weights, device)?;
+                let hidden = module.architecture.shape().hidden_size;
+                (
+                    Backbone::Transformer(Box::new(transformer)),
+                    hidden,
+                    Some(weights),
+                )
+            }
+            InputModule::Static(table) => {
+                let table = StaticEmbedding::load(table)?;
+                let hidden = table.dimension();
+                (Backbone::Static(table), hidden, None)
+            }
+        };
         let (output, dimension) = match &folder.pipeline {
             Pipeline::Dense { pooling, heads } => {
-                let mut dimension = pooling.output_dimension(shape.hidden_size);
+                let mut dimension = pooling.output_dimension(hidden_size);
                 let mut loaded = Vec::new();
                 for head in heads {
                     loaded.push(match head {
@@ -104,16 +135,26 @@ impl<B: EncoderBackend> SentenceModel<B> {
                 (output, dimension)
             }
             Pipeline::Splade { pooling, .. } => {
+                let (Backbone::Transformer(transformer), Some(weights)) =
+                    (&backbone, &transformer_weights)
+                else {
+                    return Err(ModelError::config(
+                        &folder.root,
+                        "a StaticEmbedding model is dense: SpladePooling needs a transformer",
+                    ));
+                };
+                let module = folder.transformer()?;
                 let names = transformer.mlm_head_names().ok_or_else(|| {
                     ModelError::config(
-                        &folder.transformer_dir.join("config.json"),
+                        &module.dir.join("config.json"),
                         "sparse (SPLADE) models are supported for BERT, DistilBERT, RoBERTa-family and ModernBERT masked-language models",
                     )
                 })?;
+                let shape = module.architecture.shape();
                 let head = MlmHead::load(
                     &names,
                     shape,
-                    &weights,
+                    weights,
                     transformer.word_embeddings(),
                     device,
                 )?;
@@ -125,9 +166,10 @@ impl<B: EncoderBackend> SentenceModel<B> {
             }
         };
         Ok(SentenceModel {
-            transformer,
+            backbone,
             folder: folder.clone(),
             output,
+            hidden_size,
             embedding_dimension: dimension,
             attention: Attention::default(),
         })
@@ -149,14 +191,33 @@ impl<B: EncoderBackend> SentenceModel<B> {
     }
 
     pub fn hidden_size(&self) -> usize {
-        self.folder.architecture.shape().hidden_size
+        self.hidden_size
     }
 
-    /// `[batch, seq, hidden]`: ST's `output_value="token_embeddings"`.
+    /// A `StaticEmbedding` model's table rows (token ids must be below); `None` for a
+    /// transformer.
+    pub fn static_vocab_size(&self) -> Option<usize> {
+        match &self.backbone {
+            Backbone::Transformer(_) => None,
+            Backbone::Static(table) => Some(table.vocab_size()),
+        }
+    }
+
+    /// `[batch, seq, hidden]`: ST's `output_value="token_embeddings"` (a `StaticEmbedding`
+    /// model's: its tokens' table rows, which ST does not give).
     pub fn token_embeddings(&self, batch: &TokenBatch, device: &B::Device) -> Tensor<B, 3> {
-        self.transformer
-            .forward(batch, self.attention, device)
-            .padded(device)
+        match &self.backbone {
+            Backbone::Transformer(transformer) => transformer
+                .forward(batch, self.attention, device)
+                .padded(device),
+            Backbone::Static(table) => Tensor::from_data(
+                TensorData::new(
+                    table.token_vectors(batch),
+                    [batch.batch, batch.seq_len, self.hidden_size],
+                ),
+                device,
+            ),
+        }
     }
 
     /// `[batch, embedding_dimension]`: ST's `sentence_embedding` (pooling and every head, or
@@ -169,8 +230,17 @@ impl<B: EncoderBackend> SentenceModel<B> {
     ) -> Tensor<B, 2> {
         match &self.output {
             Output::Dense { pooling, heads } => {
-                let tokens = self.token_embeddings(batch, device);
-                let mut x = pooling.forward(tokens, batch, prompt_length, device);
+                let mut x = match &self.backbone {
+                    Backbone::Transformer(_) => {
+                        let tokens = self.token_embeddings(batch, device);
+                        pooling.forward(tokens, batch, prompt_length, device)
+                    }
+                    // The table's mean is the mean pooling its pipeline names.
+                    Backbone::Static(table) => Tensor::from_data(
+                        TensorData::new(table.mean(batch), [batch.batch, self.hidden_size]),
+                        device,
+                    ),
+                };
                 for head in heads {
                     x = match head {
                         Head::Dense(dense) => dense.forward(x),
@@ -180,7 +250,12 @@ impl<B: EncoderBackend> SentenceModel<B> {
                 x
             }
             Output::Splade { head, pooling } => head.splade(
-                self.transformer.forward(batch, self.attention, device),
+                match &self.backbone {
+                    Backbone::Transformer(transformer) => {
+                        transformer.forward(batch, self.attention, device)
+                    }
+                    Backbone::Static(_) => unreachable!("load gives a static table no SPLADE head"),
+                },
                 *pooling,
                 batch,
                 MAX_SPLADE_LOGITS,

@@ -98,19 +98,55 @@ impl Weights {
         self.entries.contains_key(name)
     }
 
-    /// Loads tensor `name` as f32, checking that its shape is `shape`.
-    pub fn tensor<B: Backend, const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-        device: &B::Device,
-    ) -> Result<Tensor<B, D>> {
-        let values = self.values(name, &shape)?;
-        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    /// Tensor `name`'s shape, if the file has it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
-    /// Loads tensor `name` as a flat f32 vector, checking its shape.
-    pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    /// Loads integer tensor `name` (I64, I32, U32 or U16) as indices, checking its shape; a
+    /// negative value is an error.
+    pub fn indices(&self, name: &str, shape: &[usize]) -> Result<Vec<usize>> {
+        let (entry, bytes) = self.entry(name, shape)?;
+        let signed: Vec<i64> = match entry.dtype {
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("chunk of 8")))
+                .collect(),
+            Dtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("chunk of 4")).into())
+                .collect(),
+            Dtype::U32 => bytes
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("chunk of 4")).into())
+                .collect(),
+            Dtype::U16 => bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]).into())
+                .collect(),
+            other => return Err(self.unsupported(entry, other)),
+        };
+        signed
+            .into_iter()
+            .map(|v| {
+                usize::try_from(v).map_err(|_| ModelError::InvalidWeights {
+                    path: self.path.clone(),
+                    message: format!("{} holds a negative index ({v})", entry.original_name),
+                })
+            })
+            .collect()
+    }
+
+    fn unsupported(&self, entry: &Entry, dtype: Dtype) -> ModelError {
+        ModelError::UnsupportedDtype {
+            path: self.path.clone(),
+            name: entry.original_name.clone(),
+            dtype: format!("{dtype:?}"),
+        }
+    }
+
+    /// Tensor `name`'s entry and bytes, its shape checked.
+    fn entry(&self, name: &str, shape: &[usize]) -> Result<(&Entry, &[u8])> {
         let entry = self
             .entries
             .get(name)
@@ -129,7 +165,23 @@ impl Weights {
                 expected: shape.to_vec(),
             });
         }
-        let bytes = &self.data[entry.start..entry.end];
+        Ok((entry, &self.data[entry.start..entry.end]))
+    }
+
+    /// Loads tensor `name` as f32, checking that its shape is `shape`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>> {
+        let values = self.values(name, &shape)?;
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+
+    /// Loads tensor `name` as a flat f32 vector, checking its shape.
+    pub fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (entry, bytes) = self.entry(name, shape)?;
         let values = match entry.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -147,13 +199,7 @@ impl Weights {
                 .chunks_exact(8)
                 .map(|b| f64::from_le_bytes(b.try_into().expect("chunk of 8")) as f32)
                 .collect(),
-            other => {
-                return Err(ModelError::UnsupportedDtype {
-                    path: self.path.clone(),
-                    name: entry.original_name.clone(),
-                    dtype: format!("{other:?}"),
-                });
-            }
+            other => return Err(self.unsupported(entry, other)),
         };
         Ok(values)
     }

@@ -185,7 +185,10 @@ impl MemoryPlan {
     /// `None` if the model folder cannot be read (the workers will say why).
     fn of(config: &PoolConfig) -> Option<MemoryPlan> {
         let folder = pool_encode_encoder::model::ModelFolder::load(&config.model).ok()?;
-        let max_seq_length = config.max_seq_length.unwrap_or(folder.max_seq_length);
+        let max_seq_length = config
+            .max_seq_length
+            .or(folder.max_seq_length())
+            .unwrap_or(memory::UNCUT_TEXT_TOKENS);
         Some(MemoryPlan {
             cores: available_cores(),
             available: memory::available_memory(),

@@ -6,7 +6,8 @@
 //! its texts blamed for it; so the default takes fewer workers with more threads each instead,
 //! and explicit CPU devices that do not fit are warned about.
 
-use pool_encode_encoder::model::ModelFolder;
+use pool_encode_encoder::model::modules::StaticEmbedding;
+use pool_encode_encoder::model::{InputModule, ModelFolder};
 use pool_encode_encoder::{Device, EncodeOptions, default_concurrent_batches};
 
 const MIB: u64 = 1 << 20;
@@ -21,18 +22,32 @@ pub struct ModelFootprint {
     /// batch's real tokens (no padding) and computes attention per text, so a layer's peak is
     /// in the feed-forward block, holding its input, its intermediate and its output
     /// ([`ArchitectureConfig::peak_floats_per_token`](pool_encode_encoder::model::ArchitectureConfig::peak_floats_per_token)).
+    /// A `StaticEmbedding` model's batch holds only the padded token ids, type ids and mask.
     pub token_activations: u64,
 }
+
+/// Tokens a text is taken to have when nothing cuts texts (a `StaticEmbedding` model without
+/// truncation), to size its batches: long documents, as the benchmark's `fortunes-docs` are.
+pub const UNCUT_TEXT_TOKENS: usize = 8192;
 
 impl ModelFootprint {
     /// From the model folder's config and safetensors header; `None` if the weights cannot be
     /// read (the worker will say why).
     pub fn of(folder: &ModelFolder) -> Option<ModelFootprint> {
-        let weights =
-            pool_encode_encoder::model::weights::Weights::open(&folder.weights_path(), "").ok()?;
-        Some(ModelFootprint {
-            weights: weights.f32_bytes(),
-            token_activations: 4 * folder.architecture.peak_floats_per_token() as u64,
+        Some(match &folder.input {
+            InputModule::Transformer(module) => {
+                let weights =
+                    pool_encode_encoder::model::weights::Weights::open(&folder.weights_path(), "")
+                        .ok()?;
+                ModelFootprint {
+                    weights: weights.f32_bytes(),
+                    token_activations: 4 * module.architecture.peak_floats_per_token() as u64,
+                }
+            }
+            InputModule::Static(table) => ModelFootprint {
+                weights: StaticEmbedding::table_bytes(table).ok()?,
+                token_activations: 12,
+            },
         })
     }
 
@@ -337,18 +352,36 @@ mod tests {
         // All float32: the tensors' bytes, i.e. the file less its header (and int64 ids).
         let bytes = footprint.weights;
         assert!(bytes > file * 9 / 10 && bytes < file, "{bytes} of {file}");
-        let shape = folder.architecture.shape();
+        let shape = folder.transformer().unwrap().architecture.shape();
         assert_eq!(
             footprint.token_activations,
             4 * (2 * shape.hidden_size + shape.intermediate_size) as u64
         );
         // ModernBERT's gated block holds its input and gate halves and their product.
         let folder = ModelFolder::load(&models.join("modernbert-mean-normalize-new")).unwrap();
-        let shape = folder.architecture.shape();
+        let shape = folder.transformer().unwrap().architecture.shape();
         assert_eq!(
             ModelFootprint::of(&folder).unwrap().token_activations,
             4 * (2 * shape.hidden_size + 3 * shape.intermediate_size) as u64
         );
+        // A model2vec table: its f16 rows are fewer than the tokens that its mapping sends to
+        // them; loaded, every token has a float32 row.
+        let folder = ModelFolder::load(&models.join("static-model2vec-bpe-old")).unwrap();
+        let InputModule::Static(table) = &folder.input else {
+            panic!("a StaticEmbedding model")
+        };
+        let loaded = StaticEmbedding::load(table).unwrap();
+        let footprint = ModelFootprint::of(&folder).unwrap();
+        assert_eq!(
+            footprint.weights,
+            4 * (loaded.vocab_size() * loaded.dimension()) as u64
+        );
+        assert!(footprint.weights > 3 * file_len(&folder.weights_path()));
+        assert_eq!(footprint.token_activations, 12);
+    }
+
+    fn file_len(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().len()
     }
 
     #[test]
