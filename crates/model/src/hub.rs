@@ -17,7 +17,20 @@ pub fn looks_like_model_id(s: &str) -> bool {
             .all(|p| !p.is_empty() && *p != "." && *p != "..")
 }
 
-/// Downloads what loading needs and returns the local snapshot folder.
+/// The files loading may read in the root folder and in each module's folder.
+const MODULE_FILES: [&str; 6] = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+];
+
+/// Downloads what loading needs and returns the local snapshot folder: the root's files and
+/// those of every module in `modules.json` (a `StaticEmbedding` model keeps its table and
+/// tokenizer in `0_StaticEmbedding/`, and has no config.json). Missing files are left for
+/// loading to name.
 pub fn download(model_id: &str) -> Result<PathBuf> {
     let hub = |e: ApiError| {
         ModelError::Hub(format!(
@@ -26,23 +39,20 @@ pub fn download(model_id: &str) -> Result<PathBuf> {
     };
     let api = ApiBuilder::from_env().build().map_err(hub)?;
     let repo = api.model(model_id.to_string());
-    let config = repo.get("config.json").map_err(hub)?;
-    for required in ["model.safetensors", "tokenizer.json"] {
-        repo.get(required).map_err(hub)?;
-    }
-    for optional in [
-        "tokenizer_config.json",
-        "sentence_bert_config.json",
-        "config_sentence_transformers.json",
-    ] {
-        get_optional(&repo, optional);
-    }
-    if let Some(modules) = get_optional(&repo, "modules.json") {
+    // A sentence-transformers model has modules.json, a plain Hugging Face one config.json:
+    // one of them must be there (and the hub reachable).
+    let modules = get_optional(&repo, "modules.json");
+    let root_file = match &modules {
+        Some(modules) => modules.clone(),
+        None => repo.get("config.json").map_err(hub)?,
+    };
+    let mut folders = vec![String::new()];
+    if let Some(modules) = &modules {
         #[derive(Deserialize)]
         struct Entry {
             path: String,
         }
-        let bytes = std::fs::read(&modules).map_err(|source| ModelError::Io {
+        let bytes = std::fs::read(modules).map_err(|source| ModelError::Io {
             path: modules.clone(),
             source,
         })?;
@@ -51,12 +61,22 @@ pub fn download(model_id: &str) -> Result<PathBuf> {
                 path: modules.clone(),
                 source,
             })?;
-        for entry in entries.iter().filter(|e| !e.path.is_empty()) {
-            get_optional(&repo, &format!("{}/config.json", entry.path));
-            get_optional(&repo, &format!("{}/model.safetensors", entry.path));
+        folders.extend(
+            entries
+                .into_iter()
+                .map(|e| e.path.trim_matches('/').to_string())
+                .filter(|path| !path.is_empty() && path != "."),
+        );
+    }
+    for folder in &folders {
+        for file in MODULE_FILES {
+            match folder.as_str() {
+                "" => get_optional(&repo, file),
+                folder => get_optional(&repo, &format!("{folder}/{file}")),
+            };
         }
     }
-    Ok(config
+    Ok(root_file
         .parent()
         .expect("a file in a snapshot folder")
         .to_path_buf())
