@@ -4,7 +4,10 @@ BERT with 768 hidden, 12 layers, 12 heads, 3072 intermediate (bert-base's shape)
 `--arch modernbert` ModernBERT-base's shape (768 hidden, 22 layers, 12 heads, 1152 gated
 intermediate, a global layer every third, windows of 128), or with `--arch qwen3`
 Qwen3-Embedding-0.6B's (1024 hidden, 28 causal layers, 16 query heads of 128 sharing 8 key /
-value heads, 3072 gated intermediate, last-token pooling), randomly initialised (seed 0), with
+value heads, 3072 gated intermediate, last-token pooling), or with `--arch gemma3`
+EmbeddingGemma-300m's (768 hidden, 24 bidirectional layers, five of every six sliding with
+windows of 512, 3 query heads of 256 sharing 1 key / value head, 1152 gated intermediate),
+randomly initialised (seed 0), with
 all-MiniLM-L6-v2's tokenizer, mean pooling (last-token for qwen3) and Normalize, saved by
 sentence-transformers itself. Its outputs mean nothing; its cost per token is a base model's, and both sides of the
 benchmark load the same weights, so their outputs must still agree.
@@ -23,13 +26,14 @@ def main():
     parser.add_argument("--tokenizer-from", required=True, help="a model folder with tokenizer files")
     parser.add_argument("--output", required=True)
     parser.add_argument("--max-seq-length", type=int, default=512)
-    parser.add_argument("--arch", choices=["bert", "modernbert", "qwen3"], default="bert")
+    parser.add_argument("--arch", choices=["bert", "modernbert", "qwen3", "gemma3"], default="bert")
     args = parser.parse_args()
 
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import (AutoTokenizer, BertConfig, BertModel, ModernBertConfig,
-                              ModernBertModel, Qwen3Config, Qwen3Model)
+    from transformers import (AutoTokenizer, BertConfig, BertModel, Gemma3TextConfig,
+                              Gemma3TextModel, ModernBertConfig, ModernBertModel, Qwen3Config,
+                              Qwen3Model)
 
     torch.manual_seed(0)
     if args.arch == "modernbert":
@@ -43,6 +47,12 @@ def main():
             num_key_value_heads=8, head_dim=128, intermediate_size=3072,
             max_position_embeddings=32768, rope_parameters={"rope_type": "default",
                                                             "rope_theta": 1_000_000.0},
+            pad_token_id=0, bos_token_id=101, eos_token_id=102))
+    elif args.arch == "gemma3":
+        model = Gemma3TextModel(Gemma3TextConfig(
+            vocab_size=30522, hidden_size=768, num_hidden_layers=24, num_attention_heads=3,
+            num_key_value_heads=1, head_dim=256, intermediate_size=1152, query_pre_attn_scalar=256,
+            sliding_window=512, use_bidirectional_attention=True, max_position_embeddings=2048,
             pad_token_id=0, bos_token_id=101, eos_token_id=102))
     else:
         model = BertModel(BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,

@@ -25,7 +25,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 16] = [
+pub const TINY_MODELS: [&str; 17] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -40,6 +40,7 @@ pub const TINY_MODELS: [&str; 16] = [
     "bert-class-config-wins-new",
     "modernbert-mean-normalize-new",
     "qwen3-lasttoken-prompts-new",
+    "gemma3-mean-dense-prompts-new",
     "static-wordpiece-new",
     "static-model2vec-bpe-old",
 ];

@@ -222,6 +222,7 @@ tiny_model_tests! {
     bert_class_config_wins_new => "bert-class-config-wins-new",
     modernbert_mean_normalize_new => "modernbert-mean-normalize-new",
     qwen3_lasttoken_prompts_new => "qwen3-lasttoken-prompts-new",
+    gemma3_mean_dense_prompts_new => "gemma3-mean-dense-prompts-new",
     static_wordpiece_new => "static-wordpiece-new",
     static_model2vec_bpe_old => "static-model2vec-bpe-old",
 }

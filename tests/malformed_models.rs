@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pool_encode_encoder::{Device, SentenceEncoder};
-use pool_encode_tests::{reference_ids_in, texts, tiny_model_dir};
+use pool_encode_encoder::{Device, Precision, SentenceEncoder};
+use pool_encode_tests::{assert_close, reference, reference_ids_in, texts, tiny_model_dir};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// A private copy of a tiny model (with a Dense head) to break.
@@ -454,6 +454,126 @@ fn qwen3_variants_we_do_not_run_are_refused() {
         ("head_dim", 15.into(), "head_dim 15 must be even"),
     ];
     refused_config_edits(name, cases);
+}
+
+/// Gemma 3's rotary bases in transformers 5's keys (`rope_parameters` per layer type) and its
+/// layer kinds from `sliding_window_pattern` give the rows transformers 4's keys give (the
+/// reference model's: EmbeddingGemma's), and so does a config known only by its class name.
+#[test]
+fn gemma3_config_in_either_key_set() {
+    let (_tmp, dir) = copy_tiny_model("gemma3-mean-dense-prompts-new");
+    let texts = [
+        "A short one.",
+        "Two sentences this time, and enough words that the sliding layers' windows do not \
+         reach from the first token to the last one.",
+    ];
+    let encode = |dir: &Path| encode_folder(dir, &texts);
+    let reference = encode(&dir);
+    for key in ["rope_theta", "rope_local_base_freq"] {
+        let (_tmp, changed) = copy_tiny_model("gemma3-mean-dense-prompts-new");
+        edit_config(&changed, |config| {
+            config.insert(key.into(), 777.0.into());
+        });
+        assert_ne!(encode(&changed), reference, "{key} is read");
+    }
+    edit_config(&dir, |config| {
+        let global = config.remove("rope_theta").unwrap();
+        let local = config.remove("rope_local_base_freq").unwrap();
+        config.remove("rope_scaling");
+        config.insert(
+            "rope_parameters".into(),
+            serde_json::json!({
+                "full_attention": {"rope_type": "default", "rope_theta": global},
+                "sliding_attention": {"rope_type": "default", "rope_theta": local},
+            }),
+        );
+        // Sliding, full, sliding: every second layer is a full one.
+        config.remove("layer_types");
+        config.insert("sliding_window_pattern".into(), 2.into());
+    });
+    assert_eq!(encode(&dir), reference, "transformers 5 keys");
+    known_only_by_class(&dir, "Gemma3ForCausalLM");
+    assert_eq!(encode(&dir), reference, "class name only");
+}
+
+/// Gemma 3 as the decoder it was trained as (`use_bidirectional_attention` false: full layers
+/// see the tokens before, sliding layers the window's earlier tokens) gives ST's rows too
+/// (`generate.py`'s `embeddings_causal.npy`).
+#[test]
+fn gemma3_as_a_causal_decoder() {
+    let name = "gemma3-mean-dense-prompts-new";
+    let (_tmp, dir) = copy_tiny_model(name);
+    edit_config(&dir, |config| {
+        config.insert("use_bidirectional_attention".into(), false.into());
+    });
+    let texts = texts();
+    let ours = SentenceEncoder::load(&dir, Device::default())
+        .unwrap()
+        .encode(&texts, &pool_encode_encoder::EncodeOptions::default())
+        .unwrap();
+    let expected = reference(name, "embeddings_causal.npy");
+    assert_close(&format!("{name}, causal"), &ours, &expected);
+    assert_ne!(
+        ours,
+        reference(name, "embeddings.npy"),
+        "attention is one-sided"
+    );
+}
+
+/// Gemma 3 configs whose attention or positions we would compute differently, or that do not
+/// describe a valid layout, are refused, not loaded.
+#[test]
+fn gemma3_variants_we_do_not_run_are_refused() {
+    let name = "gemma3-mean-dense-prompts-new";
+    let cases: [(&str, serde_json::Value, &str); 6] = [
+        (
+            "attn_logit_softcapping",
+            50.0.into(),
+            "attn_logit_softcapping",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "linear", "factor": 8.0}),
+            "rope_scaling",
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"full_attention": {"rope_type": "yarn", "factor": 4.0}}),
+            "rope_type \"yarn\"",
+        ),
+        (
+            "num_key_value_heads",
+            3.into(),
+            "4 attention heads do not split into groups of num_key_value_heads 3",
+        ),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "sliding_attention"]),
+            "layer_types has 2 entries for 3 layers",
+        ),
+        (
+            "sliding_window",
+            0.into(),
+            "sliding_window must be at least 1",
+        ),
+    ];
+    refused_config_edits(name, cases);
+}
+
+/// Gemma 3 in float16 is refused with the precisions it supports, whatever the device (its
+/// activations overflow float16; EmbeddingGemma's card says float32 or bfloat16).
+#[test]
+fn gemma3_in_float16_is_refused() {
+    let dir = tiny_model_dir("gemma3-mean-dense-prompts-new");
+    let error = match SentenceEncoder::load_with_precision(&dir, Device::default(), Precision::F16)
+    {
+        Ok(_) => panic!("Gemma 3 loaded in float16"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("float16") && error.contains("bf16"),
+        "{error}"
+    );
 }
 
 /// With no `tokenizer_class` in tokenizer_config.json, transformers takes the class from

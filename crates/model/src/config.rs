@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ModelError, Result, read_json};
-use crate::ops::Heads;
+use crate::ops::{Heads, Window};
 
 /// Activation of the feed-forward block, by its Hugging Face name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,7 @@ pub enum ArchitectureConfig {
     },
     ModernBert(ModernBertConfig),
     Qwen3(Qwen3Config),
+    Gemma3(Gemma3Config),
 }
 
 /// What ModernBERT adds to the common shape (`layer_norm_eps` is its `norm_eps`, `activation`
@@ -108,23 +109,32 @@ pub struct ModernBertConfig {
 #[derive(Debug, Clone)]
 pub struct Qwen3Config {
     pub shape: EncoderShape,
-    /// Grouped-query attention: key / value heads, each shared by `num_heads / this` query heads.
-    pub num_key_value_heads: usize,
-    /// Each head's width: not `hidden_size / num_heads` in general.
-    pub head_dim: usize,
+    /// Grouped-query heads of `head_dim` values (not `hidden_size / num_heads` in general).
+    pub heads: Heads,
     pub rope_theta: f64,
     /// Whether the query, key, value and output projections have biases.
     pub attention_bias: bool,
 }
 
-impl Qwen3Config {
-    pub fn heads(&self) -> Heads {
-        Heads {
-            query: self.shape.num_heads,
-            key_value: self.num_key_value_heads,
-            dim: self.head_dim,
-        }
-    }
+/// Gemma 3's text decoder, as EmbeddingGemma runs it: what it adds to the common shape
+/// (`layer_norm_eps` is its `rms_norm_eps`, `activation` its `hidden_activation`).
+#[derive(Debug, Clone)]
+pub struct Gemma3Config {
+    pub shape: EncoderShape,
+    /// Grouped-query heads of `head_dim` values.
+    pub heads: Heads,
+    /// Attention scores are scaled by `query_pre_attn_scalar^-½`, not `head_dim^-½`.
+    pub query_pre_attn_scalar: f64,
+    /// One per layer: true for a sliding-window layer (`sliding_attention`).
+    pub sliding_layers: Vec<bool>,
+    /// The keys a query of a sliding layer sees, and of a full layer (`None`: all of them).
+    /// EmbeddingGemma's `use_bidirectional_attention` makes both two-sided.
+    pub sliding_window: Window,
+    pub full_window: Option<Window>,
+    /// Rotary frequency bases of the full and the sliding layers.
+    pub global_rope_theta: f64,
+    pub local_rope_theta: f64,
+    pub attention_bias: bool,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +184,13 @@ struct RawConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     use_sliding_window: Option<bool>,
+    // Gemma 3 names
+    query_pre_attn_scalar: Option<f64>,
+    sliding_window: Option<usize>,
+    sliding_window_pattern: Option<usize>,
+    use_bidirectional_attention: Option<bool>,
+    rope_local_base_freq: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
 }
 
 impl RawConfig {
@@ -197,40 +214,14 @@ impl RawConfig {
     /// (`layer_types`, `rope_parameters`), with `ModernBertConfig`'s defaults.
     fn modern_bert(&self, path: &Path) -> Result<ModernBertConfig> {
         let num_layers = need(self.num_hidden_layers, "num_hidden_layers", path)?;
-        let local_layers = match &self.layer_types {
-            Some(types) => {
-                if types.len() != num_layers {
-                    return Err(ModelError::config(
-                        path,
-                        format!(
-                            "layer_types has {} entries for {num_layers} layers",
-                            types.len()
-                        ),
-                    ));
-                }
-                types
-                    .iter()
-                    .map(|kind| match kind.as_str() {
-                        "sliding_attention" => Ok(true),
-                        "full_attention" => Ok(false),
-                        other => Err(ModelError::config(
-                            path,
-                            format!("unsupported layer type {other:?} in layer_types"),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?
-            }
-            None => {
-                let every = self.global_attn_every_n_layers.unwrap_or(3);
-                if every == 0 {
-                    return Err(ModelError::config(
-                        path,
-                        "global_attn_every_n_layers must be at least 1",
-                    ));
-                }
-                (0..num_layers).map(|i| i % every != 0).collect()
-            }
-        };
+        let every = self.global_attn_every_n_layers.unwrap_or(3);
+        if every == 0 && self.layer_types.is_none() {
+            return Err(ModelError::config(
+                path,
+                "global_attn_every_n_layers must be at least 1",
+            ));
+        }
+        let local_layers = self.sliding_layers(num_layers, |i| i % every.max(1) != 0, path)?;
         // transformers 5 keeps one entry per layer type in `rope_parameters`.
         let theta = |layer_type: &str, old: Option<f64>, default: f64| {
             let entry = self.rope_parameters.as_ref().map(|p| p.get(layer_type));
@@ -270,24 +261,7 @@ impl RawConfig {
             activation: Activation::parse(self.hidden_act.as_deref().unwrap_or("silu"), path)?,
             ..self.bert_style_shape(path, 32_768, 1e-6)?
         };
-        let heads = shape.num_heads;
-        let num_key_value_heads = self.num_key_value_heads.unwrap_or(heads);
-        if num_key_value_heads == 0 || !heads.is_multiple_of(num_key_value_heads) {
-            return Err(ModelError::config(
-                path,
-                format!(
-                    "{heads} attention heads do not split into groups of \
-                     num_key_value_heads {num_key_value_heads}"
-                ),
-            ));
-        }
-        let head_dim = self.head_dim.unwrap_or(shape.hidden_size / heads.max(1));
-        if head_dim == 0 || !head_dim.is_multiple_of(2) {
-            return Err(ModelError::config(
-                path,
-                format!("head_dim {head_dim} must be even (rotary positions rotate pairs)"),
-            ));
-        }
+        let heads = self.grouped_heads(&shape, path)?;
         let sliding = self.use_sliding_window == Some(true)
             || self
                 .layer_types
@@ -305,10 +279,132 @@ impl RawConfig {
             self.rope_theta_of(parameters, self.rope_theta, 10_000.0, "Qwen3", path)?;
         Ok(Qwen3Config {
             shape,
-            num_key_value_heads,
-            head_dim,
+            heads,
             rope_theta,
             attention_bias: self.attention_bias.unwrap_or(false),
+        })
+    }
+
+    /// Gemma 3's config (`Gemma3TextConfig`'s defaults), in transformers 4's keys (`rope_theta`,
+    /// `rope_local_base_freq`, `sliding_window_pattern`: EmbeddingGemma's checkpoint) or 5's
+    /// (`rope_parameters` per layer type, `layer_types`). Logit soft-capping and scaled rotary
+    /// variants are refused: no Gemma 3 embedding model uses them.
+    fn gemma3(&self, path: &Path) -> Result<Gemma3Config> {
+        let shape = EncoderShape {
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(131_072),
+            layer_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
+            activation: Activation::parse(
+                self.hidden_activation
+                    .as_deref()
+                    .unwrap_or("gelu_pytorch_tanh"),
+                path,
+            )?,
+            ..self.bert_style_shape(path, 131_072, 1e-6)?
+        };
+        let heads = self.grouped_heads(&shape, path)?;
+        if self.attn_logit_softcapping.is_some() {
+            return Err(ModelError::config(
+                path,
+                "attn_logit_softcapping is not supported for Gemma 3",
+            ));
+        }
+        let pattern = self.sliding_window_pattern.unwrap_or(6).max(1);
+        let sliding_layers =
+            self.sliding_layers(shape.num_layers, |i| (i + 1) % pattern != 0, path)?;
+        let window = self.sliding_window.unwrap_or(4096);
+        if window == 0 {
+            return Err(ModelError::config(
+                path,
+                "sliding_window must be at least 1",
+            ));
+        }
+        // transformers turns a bidirectional model's `sliding_window` W into keys less than
+        // W / 2 + 1 positions away each way; a causal one's sees the W - 1 tokens before it.
+        let (sliding_window, full_window) = match self.use_bidirectional_attention {
+            Some(true) => (Window::around(window / 2), None),
+            _ => (
+                Window {
+                    before: window - 1,
+                    after: 0,
+                },
+                Some(Window::CAUSAL),
+            ),
+        };
+        let theta = |layer_type: &str, old: Option<f64>, default: f64| {
+            let entry = self.rope_parameters.as_ref().map(|p| p.get(layer_type));
+            self.rope_theta_of(entry.flatten(), old, default, "Gemma 3", path)
+        };
+        Ok(Gemma3Config {
+            heads,
+            query_pre_attn_scalar: self.query_pre_attn_scalar.unwrap_or(256.0),
+            sliding_layers,
+            sliding_window,
+            full_window,
+            global_rope_theta: theta("full_attention", self.rope_theta, 1_000_000.0)?,
+            local_rope_theta: theta("sliding_attention", self.rope_local_base_freq, 10_000.0)?,
+            attention_bias: self.attention_bias.unwrap_or(false),
+            shape,
+        })
+    }
+
+    /// One entry per layer, true for a sliding-window (local) layer: from `layer_types`
+    /// (transformers 5's key) if given, else each layer's `default`.
+    fn sliding_layers(
+        &self,
+        num_layers: usize,
+        default: impl Fn(usize) -> bool,
+        path: &Path,
+    ) -> Result<Vec<bool>> {
+        let Some(types) = &self.layer_types else {
+            return Ok((0..num_layers).map(default).collect());
+        };
+        if types.len() != num_layers {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "layer_types has {} entries for {num_layers} layers",
+                    types.len()
+                ),
+            ));
+        }
+        types
+            .iter()
+            .map(|kind| match kind.as_str() {
+                "sliding_attention" => Ok(true),
+                "full_attention" => Ok(false),
+                other => Err(ModelError::config(
+                    path,
+                    format!("unsupported layer type {other:?} in layer_types"),
+                )),
+            })
+            .collect()
+    }
+
+    /// A decoder's grouped-query heads: `num_key_value_heads` (default: one per query head)
+    /// each shared by a group of query heads, `head_dim` wide (default: hidden / heads).
+    fn grouped_heads(&self, shape: &EncoderShape, path: &Path) -> Result<Heads> {
+        let query = shape.num_heads;
+        let key_value = self.num_key_value_heads.unwrap_or(query);
+        if key_value == 0 || !query.is_multiple_of(key_value) {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "{query} attention heads do not split into groups of \
+                     num_key_value_heads {key_value}"
+                ),
+            ));
+        }
+        let dim = self.head_dim.unwrap_or(shape.hidden_size / query.max(1));
+        if dim == 0 || !dim.is_multiple_of(2) {
+            return Err(ModelError::config(
+                path,
+                format!("head_dim {dim} must be even (rotary positions rotate pairs)"),
+            ));
+        }
+        Ok(Heads {
+            query,
+            key_value,
+            dim,
         })
     }
 
@@ -416,6 +512,11 @@ impl ArchitectureConfig {
             }
             _ if named("modernbert") => ArchitectureConfig::ModernBert(raw.modern_bert(path)?),
             _ if named("qwen3") => ArchitectureConfig::Qwen3(raw.qwen3(path)?),
+            // `Gemma3TextModel` / `Gemma3ForCausalLM`; the multimodal `gemma3` nests its text
+            // model's config, which is not this.
+            k if k == "gemma3_text" || k.starts_with("gemma3text") || k == "gemma3forcausallm" => {
+                ArchitectureConfig::Gemma3(raw.gemma3(path)?)
+            }
             k if k == "mpnet" || k.starts_with("mpnet") => ArchitectureConfig::MPNet {
                 shape: raw.bert_style_shape(path, 514, 1e-5)?,
                 relative_attention_num_buckets: raw.relative_attention_num_buckets.unwrap_or(32),
@@ -429,9 +530,12 @@ impl ArchitectureConfig {
             }
         };
         let shape = config.shape();
-        // Heads split the hidden size, but where the config names their width (Qwen3's
+        // Heads split the hidden size, but where the config names their width (a decoder's
         // head_dim, checked with the rest of its config).
-        let named_head_width = matches!(config, ArchitectureConfig::Qwen3(_));
+        let named_head_width = matches!(
+            config,
+            ArchitectureConfig::Qwen3(_) | ArchitectureConfig::Gemma3(_)
+        );
         if shape.num_heads == 0 || (!named_head_width && shape.hidden_size % shape.num_heads != 0) {
             return Err(ModelError::config(
                 path,
@@ -451,15 +555,17 @@ impl ArchitectureConfig {
             | ArchitectureConfig::MPNet { shape, .. }
             | ArchitectureConfig::Roberta { shape, .. }
             | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. })
-            | ArchitectureConfig::Qwen3(Qwen3Config { shape, .. }) => shape,
+            | ArchitectureConfig::Qwen3(Qwen3Config { shape, .. })
+            | ArchitectureConfig::Gemma3(Gemma3Config { shape, .. }) => shape,
         }
     }
 
-    /// The attention heads' layout: Qwen3's as its config names it, the others' `num_heads`
+    /// The attention heads' layout: a decoder's as its config names it, the others' `num_heads`
     /// heads splitting the hidden size.
     pub fn heads(&self) -> Heads {
         match self {
-            ArchitectureConfig::Qwen3(config) => config.heads(),
+            ArchitectureConfig::Qwen3(Qwen3Config { heads, .. })
+            | ArchitectureConfig::Gemma3(Gemma3Config { heads, .. }) => *heads,
             other => Heads::multi(other.shape().num_heads, other.shape().hidden_size),
         }
     }
@@ -472,8 +578,10 @@ impl ArchitectureConfig {
             ArchitectureConfig::MPNet { .. } => "mpnet",
             // XLM-RoBERTa's and CamemBERT's masked-LM checkpoints use `roberta.` too.
             ArchitectureConfig::Roberta { .. } => "roberta",
-            // And Qwen3's `*ForCausalLM` checkpoints.
-            ArchitectureConfig::ModernBert(_) | ArchitectureConfig::Qwen3(_) => "model",
+            // And the decoders' `*ForCausalLM` checkpoints.
+            ArchitectureConfig::ModernBert(_)
+            | ArchitectureConfig::Qwen3(_)
+            | ArchitectureConfig::Gemma3(_) => "model",
         }
     }
 
@@ -490,18 +598,19 @@ impl ArchitectureConfig {
             } => Some(tokenizer_class),
             ArchitectureConfig::ModernBert(_) => None,
             ArchitectureConfig::Qwen3(_) => Some("Qwen2Tokenizer"),
+            ArchitectureConfig::Gemma3(_) => Some("GemmaTokenizer"),
         }
     }
 
     /// Floats a token holds at the peak of a layer, in its feed-forward block: the block's
-    /// input, its intermediate activations and its output. A gated block (ModernBERT's, Qwen3's)
-    /// holds the input and gate halves (2 × intermediate) and their product.
+    /// input, its intermediate activations and its output. A gated block (ModernBERT's and the
+    /// decoders') holds the input and gate halves (2 × intermediate) and their product.
     pub fn peak_floats_per_token(&self) -> usize {
         let shape = self.shape();
         let intermediate = match self {
-            ArchitectureConfig::ModernBert(_) | ArchitectureConfig::Qwen3(_) => {
-                3 * shape.intermediate_size
-            }
+            ArchitectureConfig::ModernBert(_)
+            | ArchitectureConfig::Qwen3(_)
+            | ArchitectureConfig::Gemma3(_) => 3 * shape.intermediate_size,
             _ => shape.intermediate_size,
         };
         2 * shape.hidden_size + intermediate

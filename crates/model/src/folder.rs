@@ -58,8 +58,9 @@ pub enum ModelKind {
 /// The first module: what turns a text's tokens into vectors.
 #[derive(Debug, Clone)]
 pub enum InputModule {
-    /// A Hugging Face transformer (`Transformer`, `MLMTransformer`).
-    Transformer(TransformerModule),
+    /// A Hugging Face transformer (`Transformer`, `MLMTransformer`); boxed, as its config is
+    /// much larger than a table's.
+    Transformer(Box<TransformerModule>),
     /// ST's `StaticEmbedding`: a vector per vocabulary entry, averaged over the text's tokens
     /// (tokenized without special tokens); no transformer. Its output is what mean pooling of
     /// those vectors gives, so its pipeline is [`Pipeline::Dense`] with mean pooling.
@@ -385,7 +386,7 @@ impl ModelFolder {
         }
         let (input, pipeline) = match (modules.transformer.take(), modules.static_table.take()) {
             (Some(dir), _) => (
-                InputModule::Transformer(TransformerModule::load(dir)?),
+                InputModule::Transformer(Box::new(TransformerModule::load(dir)?)),
                 modules.pipeline(&modules_path)?,
             ),
             (None, Some(dir)) => {

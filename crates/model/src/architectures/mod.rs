@@ -1,9 +1,11 @@
-//! The transformers, one file per architecture (encoders, and Qwen3's decoder as embedding
-//! models use it), all producing token embeddings (`last_hidden_state`) from a padded batch of
-//! token ids.
+//! The transformers, one file per architecture (encoders, and the Qwen3 and Gemma 3 decoders as
+//! embedding models use them), all producing token embeddings (`last_hidden_state`) from a
+//! padded batch of token ids.
 
 mod bert;
+mod decoder;
 mod distilbert;
+mod gemma3;
 mod layers;
 pub use layers::Attention;
 pub(crate) use layers::{activate, load_linear, load_linear_with_bias, load_norm};
@@ -16,6 +18,7 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
+pub use gemma3::Gemma3;
 pub use modernbert::ModernBert;
 pub use mpnet::MPNet;
 pub use qwen3::Qwen3;
@@ -75,6 +78,7 @@ pub enum Transformer<B: Backend> {
     Roberta(Bert<B>),
     ModernBert(ModernBert<B>),
     Qwen3(Qwen3<B>),
+    Gemma3(Gemma3<B>),
 }
 
 impl<B: EncoderBackend> Transformer<B> {
@@ -126,6 +130,9 @@ impl<B: EncoderBackend> Transformer<B> {
             ArchitectureConfig::Qwen3(config) => {
                 Transformer::Qwen3(Qwen3::load(config, weights, device)?)
             }
+            ArchitectureConfig::Gemma3(config) => {
+                Transformer::Gemma3(Gemma3::load(config, weights, device)?)
+            }
         })
     }
 
@@ -137,6 +144,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::MPNet(m) => m.word_embeddings.weight.val(),
             Transformer::ModernBert(m) => m.word_embeddings.weight.val(),
             Transformer::Qwen3(m) => m.word_embeddings.weight.val(),
+            Transformer::Gemma3(m) => m.word_embeddings.weight.val(),
         }
     }
 
@@ -147,8 +155,8 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::DistilBert(_) => Some(distilbert::MLM_HEAD),
             Transformer::Roberta(_) => Some(roberta::MLM_HEAD),
             Transformer::ModernBert(m) => Some(m.mlm_head_names()),
-            // Qwen3's language-model head predicts the next token, not a masked one.
-            Transformer::MPNet(_) | Transformer::Qwen3(_) => None,
+            // The decoders' language-model heads predict the next token, not a masked one.
+            Transformer::MPNet(_) | Transformer::Qwen3(_) | Transformer::Gemma3(_) => None,
         }
     }
 
@@ -165,6 +173,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::MPNet(m) => m.forward(batch, attention, device),
             Transformer::ModernBert(m) => m.forward(batch, attention, device),
             Transformer::Qwen3(m) => m.forward(batch, attention, device),
+            Transformer::Gemma3(m) => m.forward(batch, attention, device),
         }
     }
 }

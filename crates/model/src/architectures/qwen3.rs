@@ -5,34 +5,24 @@
 //! text. Checkpoint names follow Hugging Face's `Qwen3Model`; `Qwen3ForCausalLM` checkpoints
 //! prefix them with `model.`.
 
-use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::Tensor;
+use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
+use super::decoder::DecoderBlocks;
 use super::layers::{
-    Attention, flatten_rows, load_embedding, load_linear_with_bias, load_rms_norm,
-    load_stacked_linear_with_bias, row_ids, sequential_positions, widen,
+    Attention, flatten_rows, load_embedding, load_rms_norm, row_ids, sequential_positions, widen,
 };
 use crate::config::Qwen3Config;
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, Rotary, TokenRows, Window};
+use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, Rotary, TokenRows, Window};
 use crate::weights::Weights;
 
 #[derive(Debug)]
 struct Qwen3Layer<B: Backend> {
     input_norm: RmsNorm<B>,
-    /// `q_proj`, `k_proj`, `v_proj` side by side: `[hidden, heads.qkv_width()]`.
-    qkv: Linear<B>,
-    /// Over each head's `head_dim` values.
-    query_norm: RmsNorm<B>,
-    key_norm: RmsNorm<B>,
-    attention_output: Linear<B>,
+    blocks: DecoderBlocks<B>,
     mlp_norm: RmsNorm<B>,
-    /// `gate_proj` then `up_proj`: `[hidden, 2 × intermediate]`, the gated activation's
-    /// activated half and its multiplier, so that `down(act(gate) ⊙ up)` is one op.
-    gate_up: Linear<B>,
-    down: Linear<B>,
 }
 
 #[derive(Debug)]
@@ -46,56 +36,22 @@ pub struct Qwen3<B: Backend> {
 impl<B: EncoderBackend> Qwen3<B> {
     pub fn load(config: &Qwen3Config, weights: &Weights, device: &B::Device) -> Result<Self> {
         let shape = &config.shape;
-        let (d, ffn, eps) = (
-            shape.hidden_size,
-            shape.intermediate_size,
-            shape.layer_norm_eps,
-        );
-        let heads = config.heads();
-        let (queries, keys) = (heads.query_width(), heads.key_value_width());
+        let (d, eps) = (shape.hidden_size, shape.layer_norm_eps);
+        let norm = |name: &str, dim| load_rms_norm(weights, name, dim, eps, device);
         let layers = (0..shape.num_layers)
             .map(|i| {
                 let p = format!("layers.{i}");
-                let name = |part: &str| format!("{p}.{part}");
-                let norm = |part: &str, dim| load_rms_norm(weights, &name(part), dim, eps, device);
-                let bias = config.attention_bias;
                 Ok(Qwen3Layer {
-                    input_norm: norm("input_layernorm", d)?,
-                    qkv: load_stacked_linear_with_bias(
+                    input_norm: norm(&format!("{p}.input_layernorm"), d)?,
+                    blocks: DecoderBlocks::load(
                         weights,
-                        &[
-                            (&name("self_attn.q_proj"), queries),
-                            (&name("self_attn.k_proj"), keys),
-                            (&name("self_attn.v_proj"), keys),
-                        ],
-                        d,
-                        bias,
+                        &p,
+                        (shape, config.heads),
+                        config.attention_bias,
+                        &norm,
                         device,
                     )?,
-                    query_norm: norm("self_attn.q_norm", heads.dim)?,
-                    key_norm: norm("self_attn.k_norm", heads.dim)?,
-                    attention_output: load_linear_with_bias(
-                        weights,
-                        &name("self_attn.o_proj"),
-                        (queries, d),
-                        bias,
-                        device,
-                    )?,
-                    mlp_norm: norm("post_attention_layernorm", d)?,
-                    gate_up: load_stacked_linear_with_bias(
-                        weights,
-                        &[(&name("mlp.gate_proj"), ffn), (&name("mlp.up_proj"), ffn)],
-                        d,
-                        false,
-                        device,
-                    )?,
-                    down: load_linear_with_bias(
-                        weights,
-                        &name("mlp.down_proj"),
-                        (ffn, d),
-                        false,
-                        device,
-                    )?,
+                    mlp_norm: norm(&format!("{p}.post_attention_layernorm"), d)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -108,7 +64,7 @@ impl<B: EncoderBackend> Qwen3<B> {
                 device,
             )?,
             layers,
-            final_norm: load_rms_norm(weights, "norm", d, eps, device)?,
+            final_norm: norm("norm", d)?,
             config: config.clone(),
         })
     }
@@ -119,7 +75,7 @@ impl<B: EncoderBackend> Qwen3<B> {
         attention: Attention,
         device: &B::Device,
     ) -> HiddenStates<B> {
-        let heads = self.config.heads();
+        let heads = self.config.heads;
         let rows = TokenRows::of::<B>(batch);
         let embeddings = self
             .word_embeddings
@@ -133,46 +89,16 @@ impl<B: EncoderBackend> Qwen3<B> {
         let rotary = Rotary::new(&positions, heads.dim, self.config.rope_theta, device);
         let input = AttentionInput::new(rows, batch, None, Some(Window::CAUSAL), attention, device);
 
+        let activation = self.config.shape.activation;
         for layer in &self.layers {
             let h = layer.input_norm.forward(x.clone());
-            let qkv = B::fused_linear(h, &layer.qkv, None);
-            let qkv = normalize_heads(qkv, heads, &layer.query_norm, &layer.key_norm);
-            let qkv = B::rotate_queries_keys(qkv, heads, &rotary);
-            let context = B::self_attention(qkv, heads, &input);
-            x = x + B::fused_linear(context, &layer.attention_output, None);
-
+            x = x + layer.blocks.attention(h, heads, &rotary, &input);
             let h = layer.mlp_norm.forward(x.clone());
-            let gated = B::fused_linear(h, &layer.gate_up, None);
-            let gated = B::gated_activation(gated, self.config.shape.activation);
-            x = x + B::fused_linear(gated, &layer.down, None);
+            x = x + layer.blocks.feed_forward(h, activation);
         }
         HiddenStates {
             x: self.final_norm.forward(x),
             rows: input.rows,
         }
     }
-}
-
-/// `q_norm` over each query head and `k_norm` over each key head of `qkv`; values unchanged.
-fn normalize_heads<B: Backend>(
-    qkv: Tensor<B, 2>,
-    heads: Heads,
-    query_norm: &RmsNorm<B>,
-    key_norm: &RmsNorm<B>,
-) -> Tensor<B, 2> {
-    let [rows, width] = qkv.dims();
-    let (queries, keys) = (heads.query_width(), heads.key_value_width());
-    let norm = |columns: std::ops::Range<usize>, count: usize, norm: &RmsNorm<B>| {
-        let x = qkv.clone().slice([0..rows, columns]);
-        norm.forward(x.reshape([rows, count, heads.dim]))
-            .reshape([rows, count * heads.dim])
-    };
-    Tensor::cat(
-        vec![
-            norm(0..queries, heads.query, query_norm),
-            norm(queries..queries + keys, heads.key_value, key_norm),
-            qkv.clone().slice([0..rows, queries + keys..width]),
-        ],
-        1,
-    )
 }

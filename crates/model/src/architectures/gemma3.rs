@@ -1,0 +1,158 @@
+//! Gemma 3 (Google 2025), the decoder under EmbeddingGemma: word embeddings scaled by
+//! √hidden, RMSNorms that scale by `1 + weight` before and after both the attention and the
+//! feed-forward block, grouped-query attention with per-head q/k norms and rotary positions,
+//! scores scaled by `query_pre_attn_scalar^-½`, and a gated GELU (tanh) feed-forward block.
+//! Layers alternate between sliding-window attention (a rotary base of their own) and full
+//! attention; EmbeddingGemma's `use_bidirectional_attention` lets a token see both ways.
+//! Checkpoint names follow Hugging Face's `Gemma3TextModel`; `Gemma3ForCausalLM` checkpoints
+//! prefix them with `model.`.
+
+use burn::module::Param;
+use burn::nn::{Embedding, RmsNorm};
+use burn::tensor::backend::Backend;
+
+use super::TokenBatch;
+use super::decoder::DecoderBlocks;
+use super::layers::{
+    Attention, flatten_rows, load_embedding, row_ids, sequential_positions, widen,
+};
+use crate::config::Gemma3Config;
+use crate::error::Result;
+use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, Rotary, TokenRows};
+use crate::weights::Weights;
+
+#[derive(Debug)]
+struct Gemma3Layer<B: Backend> {
+    input_norm: RmsNorm<B>,
+    blocks: DecoderBlocks<B>,
+    post_attention_norm: RmsNorm<B>,
+    pre_feedforward_norm: RmsNorm<B>,
+    post_feedforward_norm: RmsNorm<B>,
+    sliding: bool,
+}
+
+#[derive(Debug)]
+pub struct Gemma3<B: Backend> {
+    pub(super) word_embeddings: Embedding<B>,
+    layers: Vec<Gemma3Layer<B>>,
+    final_norm: RmsNorm<B>,
+    config: Gemma3Config,
+}
+
+impl<B: EncoderBackend> Gemma3<B> {
+    pub fn load(config: &Gemma3Config, weights: &Weights, device: &B::Device) -> Result<Self> {
+        let shape = &config.shape;
+        let (d, heads) = (shape.hidden_size, config.heads);
+        let norm =
+            |name: &str, dim| offset_rms_norm(weights, name, dim, shape.layer_norm_eps, device);
+        // The attention op scales scores by head_dim^-½; Gemma scales them by
+        // query_pre_attn_scalar^-½. The queries are linear in q_norm's scale (rotary positions
+        // rotate them), so the difference goes into that scale once, at load.
+        let query_scale = (heads.dim as f64 / config.query_pre_attn_scalar).sqrt();
+        let layers = config
+            .sliding_layers
+            .iter()
+            .enumerate()
+            .map(|(i, &sliding)| {
+                let p = format!("layers.{i}");
+                let name = |part: &str| format!("{p}.{part}");
+                let mut blocks = DecoderBlocks::load(
+                    weights,
+                    &p,
+                    (shape, heads),
+                    config.attention_bias,
+                    &norm,
+                    device,
+                )?;
+                let gamma = blocks.query_norm.gamma.val().mul_scalar(query_scale);
+                blocks.query_norm.gamma = Param::from_tensor(gamma);
+                Ok(Gemma3Layer {
+                    input_norm: norm(&name("input_layernorm"), d)?,
+                    blocks,
+                    post_attention_norm: norm(&name("post_attention_layernorm"), d)?,
+                    pre_feedforward_norm: norm(&name("pre_feedforward_layernorm"), d)?,
+                    post_feedforward_norm: norm(&name("post_feedforward_layernorm"), d)?,
+                    sliding,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Gemma3 {
+            word_embeddings: load_embedding(
+                weights,
+                "embed_tokens.weight",
+                shape.vocab_size,
+                d,
+                device,
+            )?,
+            layers,
+            final_norm: norm("norm", d)?,
+            config: config.clone(),
+        })
+    }
+
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        attention: Attention,
+        device: &B::Device,
+    ) -> HiddenStates<B> {
+        let config = &self.config;
+        let heads = config.heads;
+        let rows = TokenRows::of::<B>(batch);
+        let embeddings = self
+            .word_embeddings
+            .forward(row_ids(&rows, &widen(&batch.ids), device));
+        // √hidden as the float32 Hugging Face multiplies by.
+        let scale = (config.shape.hidden_size as f64).sqrt() as f32;
+        let mut x = flatten_rows(embeddings).mul_scalar(scale);
+
+        // Right padding: a token's position is its index in the text, in either layout (Hugging
+        // Face numbers a left-padded batch from its first column, which shifts every position of
+        // a text alike; rotary attention and windows depend on differences of positions only).
+        let positions = rows.per_row(&sequential_positions(batch));
+        let kind = |sliding: bool| {
+            let (window, theta) = match sliding {
+                true => (Some(config.sliding_window), config.local_rope_theta),
+                false => (config.full_window, config.global_rope_theta),
+            };
+            let input = AttentionInput::new(rows.clone(), batch, None, window, attention, device);
+            (input, Rotary::new(&positions, heads.dim, theta, device))
+        };
+        let full = kind(false);
+        let sliding = config.sliding_layers.iter().any(|&s| s).then(|| kind(true));
+
+        let activation = config.shape.activation;
+        for layer in &self.layers {
+            let (input, rotary) = match (&sliding, layer.sliding) {
+                (Some(sliding), true) => sliding,
+                _ => &full,
+            };
+            let h = layer.input_norm.forward(x.clone());
+            let attended = layer.blocks.attention(h, heads, rotary, input);
+            x = x + layer.post_attention_norm.forward(attended);
+            let h = layer.pre_feedforward_norm.forward(x.clone());
+            let fed = layer.blocks.feed_forward(h, activation);
+            x = x + layer.post_feedforward_norm.forward(fed);
+        }
+        HiddenStates {
+            x: self.final_norm.forward(x),
+            rows,
+        }
+    }
+}
+
+/// Gemma's RMSNorm, which scales by `1 + weight` (its weights are stored centred on 0): a
+/// plain RMSNorm whose scale is that sum, computed once in f32 as Hugging Face computes it.
+fn offset_rms_norm<B: Backend>(
+    weights: &Weights,
+    name: &str,
+    dim: usize,
+    eps: f64,
+    device: &B::Device,
+) -> Result<RmsNorm<B>> {
+    let gamma = weights.tensor::<B, 1>(&format!("{name}.weight"), [dim], device)?;
+    Ok(RmsNorm {
+        gamma: Param::from_tensor(gamma.add_scalar(1.0)),
+        epsilon: eps,
+    })
+}
