@@ -52,6 +52,8 @@ fn download_with(api: ApiBuilder, model_id: &str) -> Result<PathBuf> {
         Some(modules) => modules.clone(),
         None => repo.get("config.json").map_err(hub)?,
     };
+    // Names come from the repository's JSON: one that climbs out of it is skipped.
+    let inside = |path: &str| !path.split('/').any(|part| part == "..");
     let mut folders = vec![String::new()];
     if let Some(modules) = &modules {
         #[derive(Deserialize)]
@@ -71,7 +73,7 @@ fn download_with(api: ApiBuilder, model_id: &str) -> Result<PathBuf> {
             entries
                 .into_iter()
                 .map(|e| e.path.trim_matches('/').to_string())
-                .filter(|path| !path.is_empty() && path != "."),
+                .filter(|path| !path.is_empty() && path != "." && inside(path)),
         );
     }
     let in_folder = |folder: &str, file: &str| match folder {
@@ -101,7 +103,7 @@ fn download_with(api: ApiBuilder, model_id: &str) -> Result<PathBuf> {
                 .flatten()
             {
                 let route = in_folder(&folder, name.trim_matches('/'));
-                if !folders.contains(&route) {
+                if inside(&route) && !folders.contains(&route) {
                     folders.push(route);
                 }
             }
