@@ -468,8 +468,8 @@ struct Work {
 /// FLOPs of one encoder pass over texts of `lengths` tokens, padding excluded: per layer and
 /// token 2·(2·h·(q + kv) + 2·h·ffn) for the projections (q and kv: the query and key / value
 /// widths, h each in multi-head attention) and the feed-forward (3·h·ffn for a gated block:
-/// ModernBERT's and the decoders'), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees (the whole
-/// text, a local layer's window, or a causal layer's earlier tokens). A `StaticEmbedding`
+/// ModernBERT's and the decoders'), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees
+/// (the whole text, or its layer's window: local, causal, or sliding). A `StaticEmbedding`
 /// model adds a row per token: one FLOP a value.
 fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let Ok(transformer) = encoder.folder().transformer() else {

@@ -6,9 +6,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use burn::tensor::{Tensor, backend::Backend};
-use pool_encode_model::{
-    ArchitectureConfig, Attention, Cpu, EncoderBackend, ModelFolder, SentenceModel, TokenBatch,
-};
+use pool_encode_model::{Attention, Cpu, EncoderBackend, ModelFolder, SentenceModel, TokenBatch};
 
 use crate::device::{Device, Precision};
 use crate::error::{EncodeError, Result};
@@ -242,15 +240,13 @@ pub(crate) fn load(
     device: Device,
     precision: Precision,
 ) -> Result<Box<dyn ModelRunner>> {
-    let gemma3 = folder
-        .transformer()
-        .is_ok_and(|t| matches!(t.architecture, ArchitectureConfig::Gemma3(_)));
-    if gemma3 && precision == Precision::F16 {
-        return Err(EncodeError::InvalidOption(
-            "Gemma 3 models do not support float16 activations (EmbeddingGemma's model card: \
-             use float32 or bfloat16); choose precision bf16 or f32"
-                .into(),
-        ));
+    if precision == Precision::F16
+        && let Some(why) = folder
+            .transformer()
+            .ok()
+            .and_then(|t| t.architecture.float16_refusal())
+    {
+        return Err(EncodeError::InvalidOption(why.into()));
     }
     match device {
         Device::Cpu { threads } => {

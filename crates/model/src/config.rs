@@ -616,9 +616,21 @@ impl ArchitectureConfig {
         2 * shape.hidden_size + intermediate
     }
 
+    /// Why this architecture cannot compute in float16, if it cannot: Gemma 3's activations
+    /// overflow it (EmbeddingGemma's model card: use float32 or bfloat16).
+    pub fn float16_refusal(&self) -> Option<&'static str> {
+        match self {
+            ArchitectureConfig::Gemma3(_) => Some(
+                "Gemma 3 models do not support float16 activations (EmbeddingGemma's model \
+                 card: use float32 or bfloat16); choose precision bf16 or f32",
+            ),
+            _ => None,
+        }
+    }
+
     /// The longest input (in tokens, specials included) the positions can encode: the
-    /// position table's rows, or `max_position_embeddings` for rotary positions (ModernBERT,
-    /// Qwen3).
+    /// position table's rows, or `max_position_embeddings` for rotary positions (ModernBERT
+    /// and the decoders).
     pub fn max_input_tokens(&self) -> usize {
         match self {
             // MPNet and RoBERTa number positions from pad_token_id + 1.

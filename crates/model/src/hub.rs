@@ -121,6 +121,7 @@ fn get_optional(repo: &ApiRepo, file: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::hash::{Hash, Hasher};
     use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     use std::path::Path;
@@ -177,11 +178,15 @@ mod tests {
             None => (0, bytes.len() - 1),
         };
         let body = &bytes[start..=end];
-        let etag = format!("{:x}", file.to_string_lossy().len() * 7919 + bytes.len());
+        // The cache keeps a blob per etag: one per file.
+        let etag = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            file.hash(&mut hasher);
+            hasher.finish()
+        };
         let head = format!(
-            "HTTP/1.1 206 Partial Content\r\netag: \"{etag}-{}\"\r\nx-repo-commit: 0123456789abcdef\r\n\
+            "HTTP/1.1 206 Partial Content\r\netag: \"{etag:016x}\"\r\nx-repo-commit: 0123456789abcdef\r\n\
              content-range: bytes {start}-{end}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            file.file_name().unwrap().to_string_lossy(),
             bytes.len(),
             body.len()
         );

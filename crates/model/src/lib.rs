@@ -1,7 +1,7 @@
 //! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT, and the Qwen3
-//! and Gemma 3 decoders) and the sentence-transformers modules around them (or ST's `StaticEmbedding` table
-//! in a transformer's place), loaded from a local Hugging Face / sentence-transformers model
-//! folder.
+//! and Gemma 3 decoders) and the sentence-transformers modules around them (or ST's
+//! `StaticEmbedding` table in a transformer's place), loaded from a local Hugging Face /
+//! sentence-transformers model folder.
 //!
 //! ```no_run
 //! use pool_encode_model::{ModelFolder, SentenceModel};

@@ -13,12 +13,10 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::decoder::DecoderBlocks;
-use super::layers::{
-    Attention, flatten_rows, load_embedding, row_ids, sequential_positions, widen,
-};
+use super::layers::{Attention, flatten_rows, load_embedding, rotary_attention, row_ids, widen};
 use crate::config::Gemma3Config;
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, Rotary, TokenRows};
+use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 #[derive(Debug)]
@@ -106,17 +104,12 @@ impl<B: EncoderBackend> Gemma3<B> {
         let scale = (config.shape.hidden_size as f64).sqrt() as f32;
         let mut x = flatten_rows(embeddings).mul_scalar(scale);
 
-        // Right padding: a token's position is its index in the text, in either layout (Hugging
-        // Face numbers a left-padded batch from its first column, which shifts every position of
-        // a text alike; rotary attention and windows depend on differences of positions only).
-        let positions = rows.per_row(&sequential_positions(batch));
         let kind = |sliding: bool| {
-            let (window, theta) = match sliding {
+            let layer_kind = match sliding {
                 true => (Some(config.sliding_window), config.local_rope_theta),
                 false => (config.full_window, config.global_rope_theta),
             };
-            let input = AttentionInput::new(rows.clone(), batch, None, window, attention, device);
-            (input, Rotary::new(&positions, heads.dim, theta, device))
+            rotary_attention(&rows, batch, heads.dim, layer_kind, attention, device)
         };
         let full = kind(false);
         let sliding = config.sliding_layers.iter().any(|&s| s).then(|| kind(true));

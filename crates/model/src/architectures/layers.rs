@@ -9,7 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, TokenRows};
+use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, Rotary, TokenRows, Window};
 use crate::weights::Weights;
 
 /// A PyTorch `nn.Linear` (`weight` is `[out, in]`) as burn's `[in, out]`.
@@ -277,6 +277,24 @@ pub fn run_layers<B: EncoderBackend>(
         x,
         rows: input.rows,
     }
+}
+
+/// What the layers of one kind in a rotary model (ModernBERT, Qwen3, Gemma 3) attend with: the
+/// keys a query sees (`window`; `None`: the whole text) and the rotary table of base `theta`.
+/// A token's position is its index in the text, in either layout (Hugging Face numbers a
+/// left-padded batch from its first column, which shifts every position of a text alike:
+/// rotary attention and windows depend on differences of positions only).
+pub fn rotary_attention<B: EncoderBackend>(
+    rows: &TokenRows,
+    batch: &TokenBatch,
+    head_dim: usize,
+    (window, theta): (Option<Window>, f64),
+    attention: Attention,
+    device: &B::Device,
+) -> (AttentionInput<B>, Rotary<B>) {
+    let positions = rows.per_row(&sequential_positions(batch));
+    let input = AttentionInput::new(rows.clone(), batch, None, window, attention, device);
+    (input, Rotary::new(&positions, head_dim, theta, device))
 }
 
 /// Token-level ids (`[batch × seq_len]`, one per padded position) as the `[1, rows]` tensor an

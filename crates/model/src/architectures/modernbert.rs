@@ -10,13 +10,13 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, flatten_rows, load_embedding, load_linear_with_bias, load_norm, row_ids,
-    sequential_positions, widen,
+    Attention, flatten_rows, load_embedding, load_linear_with_bias, load_norm, rotary_attention,
+    row_ids, widen,
 };
 use crate::config::ModernBertConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, Rotary, TokenRows, Window};
+use crate::ops::{EncoderBackend, Heads, HiddenStates, TokenRows, Window};
 use crate::weights::Weights;
 
 /// `ModernBertForMaskedLM`'s head (`head`, then `decoder`, tied to the token embeddings); its
@@ -149,19 +149,15 @@ impl<B: EncoderBackend> ModernBert<B> {
             .forward(row_ids(&rows, &widen(&batch.ids), device));
         let mut x = self.embeddings_norm.forward(flatten_rows(embeddings));
 
-        // Right padding: a token's position is its index in the text, in either layout.
-        let positions = rows.per_row(&sequential_positions(batch));
         let kind = |local: bool| {
-            let (window, theta) = if local {
-                (
+            let layer_kind = match local {
+                true => (
                     Some(Window::around(config.local_window)),
                     config.local_rope_theta,
-                )
-            } else {
-                (None, config.global_rope_theta)
+                ),
+                false => (None, config.global_rope_theta),
             };
-            let input = AttentionInput::new(rows.clone(), batch, None, window, attention, device);
-            (input, Rotary::new(&positions, heads.dim, theta, device))
+            rotary_attention(&rows, batch, heads.dim, layer_kind, attention, device)
         };
         let global = kind(false);
         let local = config.local_layers.iter().any(|&l| l).then(|| kind(true));

@@ -11,11 +11,11 @@ use burn::tensor::backend::Backend;
 use super::TokenBatch;
 use super::decoder::DecoderBlocks;
 use super::layers::{
-    Attention, flatten_rows, load_embedding, load_rms_norm, row_ids, sequential_positions, widen,
+    Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
 };
 use crate::config::Qwen3Config;
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, HiddenStates, Rotary, TokenRows, Window};
+use crate::ops::{EncoderBackend, HiddenStates, TokenRows, Window};
 use crate::weights::Weights;
 
 #[derive(Debug)]
@@ -82,12 +82,14 @@ impl<B: EncoderBackend> Qwen3<B> {
             .forward(row_ids(&rows, &widen(&batch.ids), device));
         let mut x = flatten_rows(embeddings);
 
-        // Right padding: a token's position is its index in the text, in either layout (Hugging
-        // Face numbers a left-padded batch from its first column, which shifts every position of
-        // a text alike: rotary attention depends on differences of positions only).
-        let positions = rows.per_row(&sequential_positions(batch));
-        let rotary = Rotary::new(&positions, heads.dim, self.config.rope_theta, device);
-        let input = AttentionInput::new(rows, batch, None, Some(Window::CAUSAL), attention, device);
+        let (input, rotary) = rotary_attention(
+            &rows,
+            batch,
+            heads.dim,
+            (Some(Window::CAUSAL), self.config.rope_theta),
+            attention,
+            device,
+        );
 
         let activation = self.config.shape.activation;
         for layer in &self.layers {
@@ -98,7 +100,7 @@ impl<B: EncoderBackend> Qwen3<B> {
         }
         HiddenStates {
             x: self.final_norm.forward(x),
-            rows: input.rows,
+            rows,
         }
     }
 }
