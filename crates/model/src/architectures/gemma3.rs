@@ -13,7 +13,9 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::decoder::DecoderBlocks;
-use super::layers::{Attention, flatten_rows, load_embedding, rotary_attention, row_ids, widen};
+use super::layers::{
+    Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
+};
 use crate::config::Gemma3Config;
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
@@ -143,9 +145,7 @@ fn offset_rms_norm<B: Backend>(
     eps: f64,
     device: &B::Device,
 ) -> Result<RmsNorm<B>> {
-    let gamma = weights.tensor::<B, 1>(&format!("{name}.weight"), [dim], device)?;
-    Ok(RmsNorm {
-        gamma: Param::from_tensor(gamma.add_scalar(1.0)),
-        epsilon: eps,
-    })
+    let mut norm = load_rms_norm(weights, name, dim, eps, device)?;
+    norm.gamma = Param::from_tensor(norm.gamma.val().add_scalar(1.0));
+    Ok(norm)
 }
