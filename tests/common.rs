@@ -25,7 +25,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 17] = [
+pub const TINY_MODELS: [&str; 20] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -41,6 +41,9 @@ pub const TINY_MODELS: [&str; 17] = [
     "modernbert-mean-normalize-new",
     "qwen3-lasttoken-prompts-new",
     "gemma3-mean-dense-prompts-new",
+    "mistral-lasttoken-sharded-new",
+    "qwen2-lasttoken-sliding-new",
+    "llama-mean-biases-new",
     "static-wordpiece-new",
     "static-model2vec-bpe-old",
 ];

@@ -223,6 +223,9 @@ tiny_model_tests! {
     modernbert_mean_normalize_new => "modernbert-mean-normalize-new",
     qwen3_lasttoken_prompts_new => "qwen3-lasttoken-prompts-new",
     gemma3_mean_dense_prompts_new => "gemma3-mean-dense-prompts-new",
+    mistral_lasttoken_sharded_new => "mistral-lasttoken-sharded-new",
+    qwen2_lasttoken_sliding_new => "qwen2-lasttoken-sliding-new",
+    llama_mean_biases_new => "llama-mean-biases-new",
     static_wordpiece_new => "static-wordpiece-new",
     static_model2vec_bpe_old => "static-model2vec-bpe-old",
 }

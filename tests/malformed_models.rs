@@ -424,17 +424,16 @@ fn qwen3_config_in_either_key_set() {
     assert_eq!(encode(&dir), expected, "class name only");
 }
 
-/// Qwen3 configs whose attention or positions we would compute differently, or that do not
-/// describe a valid layout of heads, are refused, not loaded.
+/// Llama-family configs whose positions we would compute differently, or that do not
+/// describe a valid layout of heads or windows, are refused, not loaded.
 #[test]
-fn qwen3_variants_we_do_not_run_are_refused() {
+fn llama_family_variants_we_do_not_run_are_refused() {
     let name = "qwen3-lasttoken-prompts-new";
-    let cases: [(&str, serde_json::Value, &str); 6] = [
-        ("use_sliding_window", true.into(), "sliding-window layers"),
+    let cases: [(&str, serde_json::Value, &str); 5] = [
         (
             "layer_types",
-            serde_json::json!(["full_attention", "sliding_attention", "full_attention"]),
-            "sliding-window layers",
+            serde_json::json!(["full_attention", "sliding_attention"]),
+            "layer_types has 2 entries for 3 layers",
         ),
         (
             "rope_parameters",
@@ -454,6 +453,138 @@ fn qwen3_variants_we_do_not_run_are_refused() {
         ("head_dim", 15.into(), "head_dim 15 must be even"),
     ];
     refused_config_edits(name, cases);
+    let cases: [(&str, serde_json::Value, &str); 2] = [
+        (
+            "sliding_window",
+            0.into(),
+            "sliding_window must be at least 1",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+            "rope_scaling is not supported for Mistral",
+        ),
+    ];
+    refused_config_edits("mistral-lasttoken-sharded-new", cases);
+}
+
+/// Mistral's sliding window applies to every layer, and `null` means none: a text longer than
+/// the window then gets other rows than the reference's (which has a window of 24), and a
+/// window as long as the text gives the rows of no window at all.
+#[test]
+fn mistral_sliding_window_null_is_no_window() {
+    let (_tmp, dir) = copy_tiny_model("mistral-lasttoken-sharded-new");
+    let long = "many words in a row ".repeat(20);
+    let texts = [long.as_str(), "short"];
+    let windowed = encode_folder(&dir, &texts);
+    edit_config(&dir, |config| {
+        config.insert("sliding_window".into(), serde_json::Value::Null);
+    });
+    let unwindowed = encode_folder(&dir, &texts);
+    edit_config(&dir, |config| {
+        config.insert("sliding_window".into(), 1000.into());
+    });
+    let wide = encode_folder(&dir, &texts);
+    assert_eq!(unwindowed, wide);
+    assert_eq!(
+        windowed.row(1),
+        unwindowed.row(1),
+        "a short text is within the window"
+    );
+    assert_ne!(
+        windowed.row(0),
+        unwindowed.row(0),
+        "a long text reaches past it"
+    );
+}
+
+/// For model_type llama, transformers 5 builds LlamaTokenizer's own pipeline, where
+/// tokenizer_config.json's `legacy` decides whether a word right after a special token gets a
+/// "▁" (ST's ids with either value: `generate.py`'s `llama_legacy_ids`).
+#[test]
+fn llama_tokenizer_legacy_decides_the_space_after_a_special_token() {
+    let name = "llama-mean-biases-new";
+    let (_tmp, dir) = copy_tiny_model(name);
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            pool_encode_tests::reference_dir(name).join("input_ids_legacy.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let path = dir.join("tokenizer_config.json");
+    let original: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (legacy, key) in [(true, "legacy"), (false, "not_legacy")] {
+        let mut config = original.clone();
+        config["legacy"] = legacy.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+        let encoder = SentenceEncoder::load(&dir, Device::default()).unwrap();
+        let texts = reference["texts"].as_array().unwrap();
+        for (text, expected) in texts.iter().zip(reference[key].as_array().unwrap()) {
+            let text = text.as_str().unwrap();
+            let expected: Vec<u32> = serde_json::from_value(expected.clone()).unwrap();
+            let ours = encoder.tokenizer().encode(text).unwrap();
+            assert_eq!(ours.get_ids(), &expected[..], "legacy {legacy}: {text:?}");
+        }
+    }
+}
+
+/// A sharded checkpoint's index must name shards beside it that hold what it says they hold;
+/// each fault is an error naming the file at fault.
+#[test]
+fn broken_sharded_checkpoints() {
+    let name = "mistral-lasttoken-sharded-new";
+    let (_tmp, dir) = copy_tiny_model(name);
+    let index_path = dir.join("model.safetensors.index.json");
+    let original = std::fs::read_to_string(&index_path).unwrap();
+    let index: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let embeddings_shard = map["embed_tokens.weight"].as_str().unwrap().to_string();
+    let other_shard = map
+        .values()
+        .map(|v| v.as_str().unwrap())
+        .find(|s| *s != embeddings_shard)
+        .unwrap()
+        .to_string();
+    let with_map = |edit: &dyn Fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let mut index = index.clone();
+        edit(index["weight_map"].as_object_mut().unwrap());
+        std::fs::write(&index_path, index.to_string()).unwrap();
+    };
+    let index_file = "model.safetensors.index.json";
+
+    with_map(&|map| {
+        map.insert("embed_tokens.weight".into(), other_shard.clone().into());
+    });
+    expect_error(&dir, index_file, "\"embed_tokens.weight\" is not in");
+    with_map(&|map| {
+        map.insert(
+            "embed_tokens.weight".into(),
+            "../elsewhere.safetensors".into(),
+        );
+    });
+    expect_error(&dir, index_file, "is not a file name beside the index");
+    with_map(&|map| {
+        map.remove("norm.weight");
+    });
+    // A tensor the index leaves out is still read from its shard, as transformers reads
+    // whole shards.
+    SentenceEncoder::load(&dir, Device::default()).unwrap();
+
+    std::fs::write(&index_path, &original).unwrap();
+    let shard = dir.join(&embeddings_shard);
+    let moved = dir.join("moved.safetensors");
+    std::fs::rename(&shard, &moved).unwrap();
+    expect_error(&dir, &embeddings_shard, "missing required file");
+    std::fs::rename(&moved, &shard).unwrap();
+
+    // The same tensor in two shards.
+    std::fs::copy(&shard, dir.join(&other_shard)).unwrap();
+    expect_error(&dir, "safetensors", "is also in");
+
+    std::fs::write(&index_path, "{\"weight_map\": ").unwrap();
+    expect_error(&dir, index_file, "invalid JSON");
 }
 
 /// Gemma 3's rotary bases in transformers 5's keys (`rope_parameters` per layer type) and its
@@ -558,6 +689,17 @@ fn gemma3_variants_we_do_not_run_are_refused() {
         ),
     ];
     refused_config_edits(name, cases);
+    // transformers would divide by the pattern where no `layer_types` lists the layers.
+    let (_tmp, dir) = copy_tiny_model(name);
+    edit_config(&dir, |config| {
+        config.remove("layer_types");
+        config.insert("sliding_window_pattern".into(), 0.into());
+    });
+    expect_error(
+        &dir,
+        "config.json",
+        "sliding_window_pattern must be at least 1",
+    );
 }
 
 /// Gemma 3 in float16 is refused with the precisions it supports, whatever the device (its

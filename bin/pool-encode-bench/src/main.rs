@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use pool_encode_encoder::model::ArchitectureConfig;
 use pool_encode_encoder::model::ops::Window;
+use pool_encode_encoder::model::{ArchitectureConfig, ModelFolder};
 use pool_encode_encoder::{
     Device, Embeddings, EncodeOptions, Precision, SentenceEncoder, SparseEmbeddings, SparseEncoder,
 };
@@ -61,7 +61,8 @@ struct Args {
     /// `cpu`: the CPU comparison. `cuda:K` / `wgpu:K`: the GPU comparison on that device.
     #[arg(long, default_value = "cpu")]
     device: Device,
-    /// GPU comparison: our precisions to measure (ST runs f32 and f16).
+    /// GPU comparison: our precisions to measure (ST runs f32 and f16). A model that refuses
+    /// f16 (Gemma 3) skips it, and ST runs bf16 in its place.
     #[arg(long, value_delimiter = ',', default_value = "f32,f16,bf16")]
     precisions: Vec<Precision>,
     /// Padded tokens per batch at most, for our side (ST has no such option).
@@ -329,9 +330,22 @@ fn sparse_difference(ours: &SparseEmbeddings, reference: &SparseEmbeddings) -> f
 /// f32 and f16 on the same GPU, each with the GPU's utilisation while it ran.
 fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     let mut results = Vec::new();
+    // A folder that does not load here fails below, with the encoder's error.
+    let refusal = ModelFolder::load(&args.model).ok().and_then(|folder| {
+        let module = folder.transformer().ok()?;
+        module.architecture.float16_refusal()
+    });
+    let (precisions, st_half) = match refusal {
+        Some(why) => {
+            println!("f16 skipped, ST runs bfloat16 instead: {why}");
+            let kept = args.precisions.iter().copied();
+            (kept.filter(|&p| p != Precision::F16).collect(), "bfloat16")
+        }
+        None => (args.precisions.clone(), "float16"),
+    };
     // burn fixes one float type per device and process: only the first precision runs in this
     // process; every precision runs in pool workers (fresh processes) below.
-    let precision = args.precisions.first().copied().unwrap_or_default();
+    let precision = precisions.first().copied().unwrap_or_default();
     let (mut encoder, options, work) = load_encoder(
         args,
         texts,
@@ -353,8 +367,7 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
     let label = format!("{}, {precision}", args.device);
     in_process_rows(&mut encoder, args, texts, &options, &label, &mut results)?;
     drop(encoder);
-    let pools = args
-        .precisions
+    let pools = precisions
         .iter()
         .flat_map(|&precision| [(1, precision), (2, precision)]);
     for (workers, precision) in pools {
@@ -381,7 +394,7 @@ fn gpu_comparison(args: &Args, texts: &[String]) -> Result<()> {
         let f32_run = run_st(args, &dir, StRun::gpu("float32"))?;
         let seconds = f32_run.seconds;
         results.push(f32_run);
-        results.push(run_st(args, &dir, StRun::gpu("float16"))?);
+        results.push(run_st(args, &dir, StRun::gpu(st_half))?);
         std::fs::remove_dir_all(&dir).ok();
         Some(seconds)
     };
@@ -492,7 +505,9 @@ fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
                 .map(|&local| local.then(|| Window::around(config.local_window)))
                 .collect(),
         ),
-        ArchitectureConfig::Qwen3(_) => (3.0, every_layer(Some(Window::CAUSAL))),
+        ArchitectureConfig::Llama(config) => {
+            (3.0, config.windows.iter().copied().map(Some).collect())
+        }
         ArchitectureConfig::Gemma3(config) => (
             3.0,
             config

@@ -6,6 +6,7 @@
 //! model's tokenizer is its file as it is (its truncation too, if any) without special tokens,
 //! as ST's `StaticEmbedding` runs it.
 
+use pool_encode_model::config::RegisteredTokenizer;
 use pool_encode_model::{InputModule, ModelFolder, TokenBatch};
 use rayon::prelude::*;
 use tokenizers::models::ModelWrapper;
@@ -56,11 +57,19 @@ impl TextTokenizer {
         inner.with_padding(None);
         let mut tokenizer = match &folder.input {
             InputModule::Transformer(module) => {
-                use_class_pipeline(
-                    &mut inner,
-                    &module.tokenizer_config,
-                    module.architecture.default_tokenizer_class(),
+                // transformers reads the file's text for this.
+                let byte_level =
+                    std::fs::read_to_string(&path).is_ok_and(|text| text.contains("\"ByteLevel\""));
+                let hub_class = module
+                    .tokenizer_config
+                    .get("tokenizer_class")
+                    .and_then(|c| c.as_str());
+                let class = resolved_class(
+                    hub_class,
+                    module.architecture.registered_tokenizer(),
+                    byte_level,
                 );
+                use_class_pipeline(&mut inner, &module.tokenizer_config, class);
                 if module.do_lower_case {
                     let lowercase = NormalizerWrapper::Lowercase(Lowercase);
                     let normalizer = match inner.get_normalizer().cloned() {
@@ -249,6 +258,40 @@ fn prefix_before_whitespace(text: &str, bytes: usize) -> Option<&str> {
     (!prefix.is_empty()).then_some(prefix)
 }
 
+/// The tokenizer class transformers 5.23's AutoTokenizer builds, from the class that
+/// tokenizer_config.json names (`hub`) and the one registered for config.json's model_type;
+/// `None`: `TokenizersBackend`, tokenizer.json as it is. In AutoTokenizer's order: a
+/// `LlamaTokenizer` whose file is byte-level (Llama 3's) is read as it is; a named class that
+/// differs from the registered one wins, unless the model type's hub classes are known to be
+/// wrong or its registered tokenizer is the file itself; else the named class, else the
+/// registered one.
+fn resolved_class(
+    hub: Option<&str>,
+    registered: RegisteredTokenizer,
+    byte_level_file: bool,
+) -> Option<&str> {
+    let base = |class: &str| class.trim_end_matches("Fast").to_string();
+    let overridden = matches!(
+        registered,
+        RegisteredTokenizer::Class {
+            overrides_hub: true,
+            ..
+        }
+    );
+    if hub.is_some_and(|hub| base(hub) == "LlamaTokenizer") && byte_level_file && !overridden {
+        return None;
+    }
+    match (hub, registered) {
+        (Some(hub), RegisteredTokenizer::Class { name, .. }) if base(hub) != base(name) => {
+            Some(if overridden { name } else { hub })
+        }
+        (Some(_), RegisteredTokenizer::File) => None,
+        (Some(hub), _) => Some(hub),
+        (None, RegisteredTokenizer::Class { name, .. }) => Some(name),
+        (None, _) => None,
+    }
+}
+
 /// transformers 5, which sentence-transformers 6 runs, builds the normalizer and pre-tokenizer
 /// of a tokenizer class with its own constructor in code, from tokenizer_config.json's options,
 /// and takes only the vocabulary (and a SentencePiece charsmap) from tokenizer.json. So does
@@ -256,19 +299,11 @@ fn prefix_before_whitespace(text: &str, bytes: usize) -> Option<&str> {
 /// otherwise is tokenized as ST 6 tokenizes it. Hub XLM-R files (transformers 4's converter) are
 /// such: they replace runs of spaces and run Metaspace alone, which keeps a trailing "▁", so a
 /// text ending in whitespace got one token more than ST 6 gives it. Where tokenizer_config.json
-/// names no class, transformers takes the one of config.json's model_type (`default_class`),
-/// with that class's default options: a DistilBERT checkpoint gets BertTokenizer, which
-/// lowercases, whatever its file says.
-fn use_class_pipeline(
-    tokenizer: &mut Tokenizer,
-    config: &serde_json::Value,
-    default_class: Option<&str>,
-) {
+/// names no class, transformers takes the one of config.json's model_type (see
+/// [`resolved_class`]), with that class's default options: a DistilBERT checkpoint gets
+/// BertTokenizer, which lowercases, whatever its file says.
+fn use_class_pipeline(tokenizer: &mut Tokenizer, config: &serde_json::Value, class: Option<&str>) {
     let flag = |key: &str| config.get(key).and_then(serde_json::Value::as_bool);
-    let class = config
-        .get("tokenizer_class")
-        .and_then(|c| c.as_str())
-        .or(default_class);
     let (normalizer, pre_tokenizer) = match class.map(|c| c.trim_end_matches("Fast")) {
         Some("BertTokenizer" | "DistilBertTokenizer" | "MPNetTokenizer") => (
             Some(NormalizerWrapper::BertNormalizer(BertNormalizer::new(
@@ -308,19 +343,28 @@ fn use_class_pipeline(
         Some("GemmaTokenizer") => {
             // Spaces become "▁" and the whole text is one piece (the split at " " finds none
             // after that), over a BPE model with byte fallback.
-            if let ModelWrapper::BPE(bpe) = tokenizer.get_model() {
-                let mut bpe = bpe.clone();
-                bpe.fuse_unk = true;
-                bpe.byte_fallback = true;
-                bpe.dropout = None;
-                tokenizer.with_model(bpe);
-            }
+            use_byte_fallback_bpe(tokenizer);
             let spaces = Replace::new(" ", "▁").expect("a literal pattern is valid");
             let words = Split::new(" ", SplitDelimiterBehavior::MergedWithPrevious, false)
                 .expect("a literal pattern is valid");
             (
                 Some(NormalizerWrapper::Replace(spaces)),
                 PreTokenizerWrapper::Split(words),
+            )
+        }
+        Some("LlamaTokenizer") => {
+            // No normalizer; Metaspace turns spaces into "▁" without splitting, and prepends
+            // one: to the text's start (or never, with add_prefix_space false), or to every
+            // piece between special tokens as well where the config asks for `legacy`.
+            use_byte_fallback_bpe(tokenizer);
+            let prepend = match (flag("add_prefix_space"), flag("legacy")) {
+                (Some(false), _) => PrependScheme::Never,
+                (_, Some(true)) => PrependScheme::Always,
+                _ => PrependScheme::First,
+            };
+            (
+                None,
+                PreTokenizerWrapper::Metaspace(Metaspace::new('▁', prepend, false)),
             )
         }
         Some("XLMRobertaTokenizer" | "CamembertTokenizer") => {
@@ -347,6 +391,19 @@ fn use_class_pipeline(
     };
     tokenizer.with_normalizer(normalizer);
     tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
+}
+
+/// The BPE model as the SentencePiece-style classes (GemmaTokenizer, LlamaTokenizer) build
+/// it: unknown characters as their UTF-8 bytes (`<0xNN>` tokens), runs of unknowns fused, no
+/// dropout.
+fn use_byte_fallback_bpe(tokenizer: &mut Tokenizer) {
+    if let ModelWrapper::BPE(bpe) = tokenizer.get_model() {
+        let mut bpe = bpe.clone();
+        bpe.fuse_unk = true;
+        bpe.byte_fallback = true;
+        bpe.dropout = None;
+        tokenizer.with_model(bpe);
+    }
 }
 
 /// transformers' `Qwen2Tokenizer.PRETOKENIZE_REGEX`.

@@ -75,7 +75,7 @@ pub enum ArchitectureConfig {
         tokenizer_class: &'static str,
     },
     ModernBert(ModernBertConfig),
-    Qwen3(Qwen3Config),
+    Llama(LlamaConfig),
     Gemma3(Gemma3Config),
 }
 
@@ -104,16 +104,71 @@ pub struct ModernBertConfig {
     pub decoder_bias: bool,
 }
 
-/// Qwen3 (the decoder under Qwen3-Embedding): what it adds to the common shape
-/// (`layer_norm_eps` is its `rms_norm_eps`).
+/// The tokenizer transformers 5 registers for a model type, which with the class that
+/// tokenizer_config.json names decides how AutoTokenizer builds the tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisteredTokenizer {
+    /// A class that builds its own pipeline. `overrides_hub`: the model type's hub configs are
+    /// known to name wrong classes, so this one is taken whatever they name.
+    Class {
+        name: &'static str,
+        overrides_hub: bool,
+    },
+    /// `TokenizersBackend`: tokenizer.json as it is, whatever class tokenizer_config.json names
+    /// (ModernBERT's, Mistral's).
+    File,
+    /// None: the class tokenizer_config.json names (Llama's).
+    Unregistered,
+}
+
+/// Which member of the Llama family a [`LlamaConfig`] describes (config.json's model_type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LlamaFamily {
+    Llama,
+    /// Under e5-mistral-7b-instruct, SFR-Embedding-Mistral, Linq-Embed-Mistral.
+    Mistral,
+    Qwen2,
+    /// Under Qwen3-Embedding.
+    Qwen3,
+}
+
+impl LlamaFamily {
+    pub fn name(self) -> &'static str {
+        match self {
+            LlamaFamily::Llama => "Llama",
+            LlamaFamily::Mistral => "Mistral",
+            LlamaFamily::Qwen2 => "Qwen2",
+            LlamaFamily::Qwen3 => "Qwen3",
+        }
+    }
+}
+
+/// The Llama family of decoders as embedding models run them (transformers' `LlamaModel`,
+/// `MistralModel`, `Qwen2Model`, `Qwen3Model`): what they add to the common shape
+/// (`layer_norm_eps` is their `rms_norm_eps`). One architecture: they differ only in their
+/// biases, Qwen3's per-head query and key norms, and which layers attend within a window.
 #[derive(Debug, Clone)]
-pub struct Qwen3Config {
+pub struct LlamaConfig {
+    pub family: LlamaFamily,
     pub shape: EncoderShape,
     /// Grouped-query heads of `head_dim` values (not `hidden_size / num_heads` in general).
     pub heads: Heads,
     pub rope_theta: f64,
-    /// Whether the query, key, value and output projections have biases.
-    pub attention_bias: bool,
+    /// Whether the query, key and value projections, the attention output and the
+    /// feed-forward projections have biases.
+    pub qkv_bias: bool,
+    pub output_bias: bool,
+    pub mlp_bias: bool,
+    /// One per layer: the keys a query sees, [`Window::CAUSAL`] or the `sliding_window`
+    /// tokens up to itself.
+    pub windows: Vec<Window>,
+}
+
+impl LlamaConfig {
+    /// Qwen3 normalizes each query and key head before rotary positions.
+    pub fn head_norms(&self) -> bool {
+        self.family == LlamaFamily::Qwen3
+    }
 }
 
 /// Gemma 3's text decoder, as EmbeddingGemma runs it: what it adds to the common shape
@@ -178,15 +233,18 @@ struct RawConfig {
     classifier_activation: Option<String>,
     classifier_bias: Option<bool>,
     decoder_bias: Option<bool>,
-    // Qwen3 names
+    // Llama-family names
     num_key_value_heads: Option<usize>,
     head_dim: Option<usize>,
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    /// `Some(None)`: present as `null` (Mistral: no window), which differs from absent (4096).
+    #[serde(default, deserialize_with = "present")]
+    sliding_window: Option<Option<usize>>,
     // Gemma 3 names
     query_pre_attn_scalar: Option<f64>,
-    sliding_window: Option<usize>,
     sliding_window_pattern: Option<usize>,
     use_bidirectional_attention: Option<bool>,
     rope_local_base_freq: Option<f64>,
@@ -251,37 +309,89 @@ impl RawConfig {
         })
     }
 
-    /// Qwen3's config with `Qwen3Config`'s defaults, its rotary base in transformers 4's key
-    /// (`rope_theta`) or 5's (`rope_parameters`). Sliding-window layers and scaled rotary
-    /// variants are refused: no Qwen3 embedding model uses them.
-    fn qwen3(&self, path: &Path) -> Result<Qwen3Config> {
+    /// A Llama-family config with the defaults of its transformers class, the rotary base in
+    /// transformers 4's key (`rope_theta`) or 5's (`rope_parameters`); scaled rotary variants
+    /// are refused (no embedding model of the family uses them). The sliding window:
+    /// Mistral's applies to every layer (absent: 4096; `null`: none), Qwen's to the layers
+    /// `layer_types` names, else to those from `max_window_layers` on where
+    /// `use_sliding_window`; Llama has none.
+    fn llama(&self, family: LlamaFamily, path: &Path) -> Result<LlamaConfig> {
+        let positions = match family {
+            LlamaFamily::Llama => 2048,
+            LlamaFamily::Mistral => 131_072,
+            LlamaFamily::Qwen2 | LlamaFamily::Qwen3 => 32_768,
+        };
         let shape = EncoderShape {
-            max_position_embeddings: self.max_position_embeddings.unwrap_or(32_768),
             layer_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
             activation: Activation::parse(self.hidden_act.as_deref().unwrap_or("silu"), path)?,
-            ..self.bert_style_shape(path, 32_768, 1e-6)?
+            ..self.bert_style_shape(path, positions, 1e-6)?
         };
         let heads = self.grouped_heads(&shape, path)?;
-        let sliding = self.use_sliding_window == Some(true)
-            || self
-                .layer_types
-                .iter()
-                .flatten()
-                .any(|kind| kind != "full_attention");
-        if sliding {
-            return Err(ModelError::config(
-                path,
-                "sliding-window layers are not supported for Qwen3 (only \"full_attention\")",
-            ));
-        }
         let parameters = self.rope_parameters.as_ref();
         let rope_theta =
-            self.rope_theta_of(parameters, self.rope_theta, 10_000.0, "Qwen3", path)?;
-        Ok(Qwen3Config {
+            self.rope_theta_of(parameters, self.rope_theta, 10_000.0, family.name(), path)?;
+        let attention_bias = self.attention_bias.unwrap_or(false);
+        let (qkv_bias, output_bias, mlp_bias) = match family {
+            LlamaFamily::Llama => (
+                attention_bias,
+                attention_bias,
+                self.mlp_bias.unwrap_or(false),
+            ),
+            LlamaFamily::Mistral => (false, false, false),
+            LlamaFamily::Qwen2 => (true, false, false),
+            LlamaFamily::Qwen3 => (attention_bias, attention_bias, false),
+        };
+        let layers = shape.num_layers;
+        let (window, sliding_layers) = match family {
+            LlamaFamily::Llama => (None, vec![false; layers]),
+            LlamaFamily::Mistral => {
+                let window = self.sliding_window.unwrap_or(Some(4096));
+                (window, vec![true; layers])
+            }
+            LlamaFamily::Qwen2 | LlamaFamily::Qwen3 => {
+                let window = match self.use_sliding_window {
+                    Some(true) => self.sliding_window.unwrap_or(Some(4096)),
+                    _ => None,
+                };
+                let first = self.max_window_layers.unwrap_or(28);
+                let sliding =
+                    self.sliding_layers(layers, |i| window.is_some() && i >= first, path)?;
+                (window, sliding)
+            }
+        };
+        let sliding_window = match window {
+            Some(0) => {
+                return Err(ModelError::config(
+                    path,
+                    "sliding_window must be at least 1",
+                ));
+            }
+            // transformers' sliding mask keeps keys less than W positions back.
+            Some(w) => Window {
+                before: w - 1,
+                after: 0,
+            },
+            None => Window::CAUSAL,
+        };
+        let windows = sliding_layers
+            .into_iter()
+            .map(|sliding| {
+                if sliding {
+                    sliding_window
+                } else {
+                    Window::CAUSAL
+                }
+            })
+            .collect();
+        Ok(LlamaConfig {
+            family,
             shape,
             heads,
             rope_theta,
-            attention_bias: self.attention_bias.unwrap_or(false),
+            qkv_bias,
+            output_bias,
+            mlp_bias,
+            windows,
         })
     }
 
@@ -308,10 +418,16 @@ impl RawConfig {
                 "attn_logit_softcapping is not supported for Gemma 3",
             ));
         }
-        let pattern = self.sliding_window_pattern.unwrap_or(6).max(1);
+        let pattern = self.sliding_window_pattern.unwrap_or(6);
+        if pattern == 0 && self.layer_types.is_none() {
+            return Err(ModelError::config(
+                path,
+                "sliding_window_pattern must be at least 1",
+            ));
+        }
         let sliding_layers =
-            self.sliding_layers(shape.num_layers, |i| (i + 1) % pattern != 0, path)?;
-        let window = self.sliding_window.unwrap_or(4096);
+            self.sliding_layers(shape.num_layers, |i| (i + 1) % pattern.max(1) != 0, path)?;
+        let window = self.sliding_window.flatten().unwrap_or(4096);
         if window == 0 {
             return Err(ModelError::config(
                 path,
@@ -443,6 +559,14 @@ impl RawConfig {
     }
 }
 
+/// A field that is present, `null` or not: `Some(None)` for `null`, and (with
+/// `#[serde(default)]`) `None` for absent.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::deserialize(deserializer).map(Some)
+}
+
 fn need(value: Option<usize>, key: &str, path: &Path) -> Result<usize> {
     value.ok_or_else(|| ModelError::config(path, format!("missing key {key:?}")))
 }
@@ -511,7 +635,12 @@ impl ArchitectureConfig {
                 }
             }
             _ if named("modernbert") => ArchitectureConfig::ModernBert(raw.modern_bert(path)?),
-            _ if named("qwen3") => ArchitectureConfig::Qwen3(raw.qwen3(path)?),
+            _ if named("llama") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Llama, path)?),
+            _ if named("mistral") => {
+                ArchitectureConfig::Llama(raw.llama(LlamaFamily::Mistral, path)?)
+            }
+            _ if named("qwen2") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Qwen2, path)?),
+            _ if named("qwen3") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Qwen3, path)?),
             // `Gemma3TextModel` / `Gemma3ForCausalLM`; the multimodal `gemma3` nests its text
             // model's config, which is not this.
             k if k == "gemma3_text" || k.starts_with("gemma3text") || k == "gemma3forcausallm" => {
@@ -534,7 +663,7 @@ impl ArchitectureConfig {
         // head_dim, checked with the rest of its config).
         let named_head_width = matches!(
             config,
-            ArchitectureConfig::Qwen3(_) | ArchitectureConfig::Gemma3(_)
+            ArchitectureConfig::Llama(_) | ArchitectureConfig::Gemma3(_)
         );
         if shape.num_heads == 0 || (!named_head_width && shape.hidden_size % shape.num_heads != 0) {
             return Err(ModelError::config(
@@ -555,7 +684,7 @@ impl ArchitectureConfig {
             | ArchitectureConfig::MPNet { shape, .. }
             | ArchitectureConfig::Roberta { shape, .. }
             | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. })
-            | ArchitectureConfig::Qwen3(Qwen3Config { shape, .. })
+            | ArchitectureConfig::Llama(LlamaConfig { shape, .. })
             | ArchitectureConfig::Gemma3(Gemma3Config { shape, .. }) => shape,
         }
     }
@@ -564,7 +693,7 @@ impl ArchitectureConfig {
     /// heads splitting the hidden size.
     pub fn heads(&self) -> Heads {
         match self {
-            ArchitectureConfig::Qwen3(Qwen3Config { heads, .. })
+            ArchitectureConfig::Llama(LlamaConfig { heads, .. })
             | ArchitectureConfig::Gemma3(Gemma3Config { heads, .. }) => *heads,
             other => Heads::multi(other.shape().num_heads, other.shape().hidden_size),
         }
@@ -580,25 +709,37 @@ impl ArchitectureConfig {
             ArchitectureConfig::Roberta { .. } => "roberta",
             // And the decoders' `*ForCausalLM` checkpoints.
             ArchitectureConfig::ModernBert(_)
-            | ArchitectureConfig::Qwen3(_)
+            | ArchitectureConfig::Llama(_)
             | ArchitectureConfig::Gemma3(_) => "model",
         }
     }
 
-    /// The tokenizer class transformers takes from config.json's model_type when
-    /// tokenizer_config.json names none (or is absent); `None`: the tokenizer file as it is
-    /// (ModernBERT's `PreTrainedTokenizerFast`).
-    pub fn default_tokenizer_class(&self) -> Option<&'static str> {
+    /// What transformers 5 registers as the tokenizer of config.json's model_type
+    /// (`TOKENIZER_MAPPING_NAMES`, and `MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS`).
+    pub fn registered_tokenizer(&self) -> RegisteredTokenizer {
+        let class = |name| RegisteredTokenizer::Class {
+            name,
+            overrides_hub: false,
+        };
         match self {
-            ArchitectureConfig::Bert { .. } => Some("BertTokenizer"),
-            ArchitectureConfig::DistilBert { .. } => Some("DistilBertTokenizer"),
-            ArchitectureConfig::MPNet { .. } => Some("MPNetTokenizer"),
+            ArchitectureConfig::Bert { .. } | ArchitectureConfig::DistilBert { .. } => {
+                class("BertTokenizer")
+            }
+            ArchitectureConfig::MPNet { .. } => class("MPNetTokenizer"),
             ArchitectureConfig::Roberta {
                 tokenizer_class, ..
-            } => Some(tokenizer_class),
-            ArchitectureConfig::ModernBert(_) => None,
-            ArchitectureConfig::Qwen3(_) => Some("Qwen2Tokenizer"),
-            ArchitectureConfig::Gemma3(_) => Some("GemmaTokenizer"),
+            } => class(tokenizer_class),
+            ArchitectureConfig::ModernBert(_) => RegisteredTokenizer::File,
+            ArchitectureConfig::Llama(config) => match config.family {
+                LlamaFamily::Llama => RegisteredTokenizer::Unregistered,
+                LlamaFamily::Mistral => RegisteredTokenizer::File,
+                LlamaFamily::Qwen2 => RegisteredTokenizer::Class {
+                    name: "Qwen2Tokenizer",
+                    overrides_hub: true,
+                },
+                LlamaFamily::Qwen3 => class("Qwen2Tokenizer"),
+            },
+            ArchitectureConfig::Gemma3(_) => class("GemmaTokenizer"),
         }
     }
 
@@ -609,7 +750,7 @@ impl ArchitectureConfig {
         let shape = self.shape();
         let intermediate = match self {
             ArchitectureConfig::ModernBert(_)
-            | ArchitectureConfig::Qwen3(_)
+            | ArchitectureConfig::Llama(_)
             | ArchitectureConfig::Gemma3(_) => 3 * shape.intermediate_size,
             _ => shape.intermediate_size,
         };
@@ -648,5 +789,89 @@ impl ArchitectureConfig {
                 .saturating_sub(pad_token_id + 1),
             other => other.shape().max_position_embeddings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config of a tiny decoder of `model_type`, with `extra` keys.
+    fn load(model_type: &str, extra: Value) -> Result<ArchitectureConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let mut config = serde_json::json!({
+            "model_type": model_type, "vocab_size": 10, "hidden_size": 8,
+            "num_hidden_layers": 4, "num_attention_heads": 2, "intermediate_size": 16,
+        });
+        config
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        std::fs::write(&path, config.to_string()).unwrap();
+        ArchitectureConfig::load(&path)
+    }
+
+    fn windows(model_type: &str, extra: Value) -> Vec<Window> {
+        match load(model_type, extra).unwrap() {
+            ArchitectureConfig::Llama(config) => config.windows,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const SLIDING_8: Window = Window {
+        before: 7,
+        after: 0,
+    };
+
+    /// Which layers see a sliding window, as each family's transformers config decides it.
+    #[test]
+    fn llama_family_windows() {
+        use serde_json::json;
+        let causal = vec![Window::CAUSAL; 4];
+        assert_eq!(windows("llama", json!({"sliding_window": 8})), causal);
+        // Mistral: every layer, 4,096 when absent, none when null.
+        assert_eq!(
+            windows("mistral", json!({"sliding_window": 8})),
+            [SLIDING_8; 4]
+        );
+        let default = Window {
+            before: 4095,
+            after: 0,
+        };
+        assert_eq!(windows("mistral", json!({})), [default; 4]);
+        assert_eq!(windows("mistral", json!({"sliding_window": null})), causal);
+        // Qwen: only with use_sliding_window, from max_window_layers on, or as layer_types say.
+        for qwen in ["qwen2", "qwen3"] {
+            assert_eq!(windows(qwen, json!({"sliding_window": 8})), causal);
+            let from_2 =
+                json!({"use_sliding_window": true, "sliding_window": 8, "max_window_layers": 2});
+            assert_eq!(
+                windows(qwen, from_2),
+                [Window::CAUSAL, Window::CAUSAL, SLIDING_8, SLIDING_8]
+            );
+            let types = json!({"use_sliding_window": true, "sliding_window": 8, "layer_types":
+                ["sliding_attention", "full_attention", "full_attention", "sliding_attention"]});
+            assert_eq!(
+                windows(qwen, types),
+                [SLIDING_8, Window::CAUSAL, Window::CAUSAL, SLIDING_8]
+            );
+        }
+    }
+
+    /// Each family's biases: Llama's as its config says, none in Mistral, q/k/v in Qwen2.
+    #[test]
+    fn llama_family_biases() {
+        use serde_json::json;
+        let biases = |model_type: &str, extra: Value| match load(model_type, extra).unwrap() {
+            ArchitectureConfig::Llama(c) => (c.qkv_bias, c.output_bias, c.mlp_bias),
+            other => panic!("{other:?}"),
+        };
+        let all = json!({"attention_bias": true, "mlp_bias": true});
+        assert_eq!(biases("llama", all.clone()), (true, true, true));
+        assert_eq!(biases("llama", json!({})), (false, false, false));
+        assert_eq!(biases("mistral", all.clone()), (false, false, false));
+        assert_eq!(biases("qwen2", json!({})), (true, false, false));
+        assert_eq!(biases("qwen3", all), (true, true, false));
     }
 }

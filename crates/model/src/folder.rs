@@ -475,8 +475,16 @@ impl ModelFolder {
         self.input_dir().join("tokenizer.json")
     }
 
+    /// The input module's checkpoint: `model.safetensors`, or the index of a sharded one
+    /// (`model.safetensors.index.json`) where there is no single file. A transformer's weights
+    /// only: ST saves a `StaticEmbedding` table as one file.
     pub fn weights_path(&self) -> PathBuf {
-        self.input_dir().join("model.safetensors")
+        let single = self.input_dir().join("model.safetensors");
+        let index = self.input_dir().join("model.safetensors.index.json");
+        match &self.input {
+            InputModule::Transformer(_) if !single.exists() && index.exists() => index,
+            _ => single,
+        }
     }
 
     /// The length texts are truncated to, special tokens included; `None` for a

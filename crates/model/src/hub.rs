@@ -88,6 +88,13 @@ fn download_with(api: ApiBuilder, model_id: &str) -> Result<PathBuf> {
         for file in MODULE_FILES {
             get_optional(&repo, &in_folder(&folder, file));
         }
+        // A large model's weights are shards that its index names (only plain file names).
+        let index = in_folder(&folder, "model.safetensors.index.json");
+        if let Some(index) = get_optional(&repo, &index) {
+            for shard in crate::weights::shard_files(&index).unwrap_or_default() {
+                get_optional(&repo, &in_folder(&folder, &shard));
+            }
+        }
         if let Some(router) = get_optional(&repo, &in_folder(&folder, "router_config.json")) {
             #[derive(Deserialize)]
             struct Router {
@@ -216,22 +223,48 @@ mod tests {
         files
     }
 
+    /// The test model `name`, and an API for a stand-in hub that serves it as `acme/served`,
+    /// with a cache of its own (`cache`, to remove).
+    fn served(name: &str, cache: &str) -> (&'static Path, PathBuf, impl Fn() -> ApiBuilder) {
+        let root: &'static Path = Box::leak(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/data/models")
+                .join(name)
+                .into_boxed_path(),
+        );
+        let cache = std::env::temp_dir().join(format!("{cache}-{}", std::process::id()));
+        let endpoint = serve(root);
+        let api = {
+            let cache = cache.clone();
+            move || {
+                ApiBuilder::from_cache(Cache::new(cache.clone()))
+                    .with_endpoint(endpoint.clone())
+                    .with_progress(false)
+                    .with_retries(0)
+            }
+        };
+        (root, cache, api)
+    }
+
+    /// A large model's weights are shards named by model.safetensors.index.json: all of them
+    /// come down, and the download loads.
+    #[test]
+    fn a_sharded_checkpoint_comes_down_whole() {
+        let (root, cache, api) = served("mistral-lasttoken-sharded-new", "pool-encode-hub-shards");
+        let snapshot = download_with(api(), "acme/served").unwrap();
+        assert_eq!(files_under(&snapshot), files_under(root));
+        let folder = ModelFolder::load(&snapshot).unwrap();
+        let module = folder.transformer().unwrap();
+        crate::weights::Weights::open(&folder.weights_path(), module.architecture.weight_prefix())
+            .unwrap();
+        std::fs::remove_dir_all(&cache).unwrap();
+    }
+
     /// An inference-free SPLADE model keeps its routes' modules in folders that only its
     /// router_config.json names: all of them come down, and the download loads.
     #[test]
     fn a_routers_modules_come_down_with_the_model() {
-        let root: &'static Path = Box::leak(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../tests/data/models/splade-inference-free")
-                .into_boxed_path(),
-        );
-        let cache = std::env::temp_dir().join(format!("pool-encode-hub-{}", std::process::id()));
-        let api = || {
-            ApiBuilder::from_cache(Cache::new(cache.clone()))
-                .with_endpoint(serve(root))
-                .with_progress(false)
-                .with_retries(0)
-        };
+        let (root, cache, api) = served("splade-inference-free", "pool-encode-hub");
         let snapshot = download_with(api(), "acme/served").unwrap();
         // Every file the hub has is one loading may read.
         assert_eq!(files_under(&snapshot), files_under(root));

@@ -1,5 +1,5 @@
-//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT, and the Qwen3
-//! and Gemma 3 decoders) and the sentence-transformers modules around them (or ST's
+//! Transformer encoders in burn (BERT, DistilBERT, MPNet, RoBERTa, ModernBERT, and the
+//! Llama-family (Llama, Mistral, Qwen2, Qwen3) and Gemma 3 decoders) and the sentence-transformers modules around them (or ST's
 //! `StaticEmbedding` table in a transformer's place), loaded from a local Hugging Face /
 //! sentence-transformers model folder.
 //!

@@ -4,37 +4,120 @@
 //! prefix (`bert.encoder…` from a `*ForMaskedLM` save, `encoder…` from a base model save), and
 //! with the legacy LayerNorm names `gamma`/`beta` instead of `weight`/`bias`. Names are
 //! normalised once at load time so the architecture code asks for one canonical name.
+//!
+//! A checkpoint is one file, or shards named by a `model.safetensors.index.json` (Hugging Face
+//! splits large models so: Qwen3-Embedding-4B and 8B, e5-mistral-7b-instruct).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use half::{bf16, f16};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
 
-use crate::error::{ModelError, Result};
+use crate::error::{ModelError, Result, read_json};
+
+/// The index of a sharded checkpoint's file name ends so.
+const INDEX_SUFFIX: &str = ".safetensors.index.json";
 
 struct Entry {
     original_name: String,
     dtype: Dtype,
     shape: Vec<usize>,
+    /// Which of the checkpoint's files holds it.
+    file: usize,
     /// Byte range inside the file (already offset past the header).
     start: usize,
     end: usize,
 }
 
-/// A memory-mapped safetensors file whose tensor names have been normalised.
-pub struct Weights {
+/// One memory-mapped safetensors file.
+struct MappedFile {
     path: PathBuf,
     data: Mmap,
+}
+
+/// A memory-mapped safetensors checkpoint (one file, or every shard of a sharded one) whose
+/// tensor names have been normalised.
+pub struct Weights {
+    /// The file, or the sharded checkpoint's index.
+    path: PathBuf,
+    files: Vec<MappedFile>,
     entries: HashMap<String, Entry>,
 }
 
+/// `model.safetensors.index.json`: which shard holds each tensor.
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: HashMap<String, String>,
+}
+
+/// Whether `path` names a sharded checkpoint's index rather than a safetensors file.
+pub fn is_shard_index(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.ends_with(INDEX_SUFFIX))
+}
+
+/// The shard files a sharded checkpoint's index names, in order, each once; a name that is not
+/// a plain file name beside the index (`../x`, `a/b`) is an error.
+pub fn shard_files(index: &Path) -> Result<Vec<String>> {
+    let parsed: ShardIndex = read_json(index)?;
+    let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
+    for name in &names {
+        let plain = Path::new(name).file_name().and_then(|n| n.to_str()) == Some(name.as_str());
+        if !plain || name == ".." {
+            return Err(ModelError::InvalidWeights {
+                path: index.to_path_buf(),
+                message: format!("shard {name:?} is not a file name beside the index"),
+            });
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
 impl Weights {
-    /// Opens `path`, validating the header and every tensor's byte range against the file size,
-    /// and strips `prefix.` (e.g. `bert`) from tensor names that carry it.
+    /// Opens the checkpoint at `path`, a safetensors file or a sharded checkpoint's index
+    /// (`*.safetensors.index.json`), validating each file's header and every tensor's byte
+    /// range against the file's size, and strips `prefix.` (e.g. `bert`) from tensor names
+    /// that carry it.
     pub fn open(path: &Path, prefix: &str) -> Result<Self> {
+        let mut weights = Weights {
+            path: path.to_path_buf(),
+            files: Vec::new(),
+            entries: HashMap::new(),
+        };
+        if !is_shard_index(path) {
+            weights.add_file(path, prefix)?;
+            return Ok(weights);
+        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for shard in shard_files(path)? {
+            weights.add_file(&dir.join(shard), prefix)?;
+        }
+        // Every tensor the index names must be in the shard it names.
+        let index: ShardIndex = read_json(path)?;
+        for (name, shard) in index.weight_map {
+            let canonical =
+                canonical_name(name.strip_prefix(&format!("{prefix}.")).unwrap_or(&name));
+            let found = weights
+                .entries
+                .get(&canonical)
+                .map(|e| &weights.files[e.file].path);
+            if found.and_then(|p| p.file_name()) != Some(std::ffi::OsStr::new(&shard)) {
+                return Err(ModelError::InvalidWeights {
+                    path: path.to_path_buf(),
+                    message: format!("tensor {name:?} is not in {shard}, where the index puts it"),
+                });
+            }
+        }
+        Ok(weights)
+    }
+
+    /// Maps the safetensors file at `path` and adds its tensors.
+    fn add_file(&mut self, path: &Path, prefix: &str) -> Result<()> {
         let file = std::fs::File::open(path).map_err(|source| match source.kind() {
             std::io::ErrorKind::NotFound => ModelError::MissingFile {
                 path: path.to_path_buf(),
@@ -57,28 +140,34 @@ impl Weights {
         // `deserialize` validates the header JSON and that every tensor's offsets lie inside
         // the file and match its dtype and shape.
         let parsed = SafeTensors::deserialize(&data).map_err(|e| invalid(e.to_string()))?;
-        let mut entries = HashMap::new();
         let strip = format!("{prefix}.");
+        let index = self.files.len();
         for (name, view) in parsed.tensors() {
             let start = view.data().as_ptr() as usize - data.as_ptr() as usize;
             let canonical = canonical_name(name.strip_prefix(&strip).unwrap_or(&name));
-            entries.insert(
-                canonical,
-                Entry {
-                    original_name: name.clone(),
-                    dtype: view.dtype(),
-                    shape: view.shape().to_vec(),
-                    start,
-                    end: start + view.data().len(),
-                },
-            );
+            let entry = Entry {
+                original_name: name.clone(),
+                dtype: view.dtype(),
+                shape: view.shape().to_vec(),
+                file: index,
+                start,
+                end: start + view.data().len(),
+            };
+            if let Some(other) = self.entries.insert(canonical, entry)
+                && other.file != index
+            {
+                return Err(invalid(format!(
+                    "tensor {name:?} is also in {}",
+                    self.files[other.file].path.display()
+                )));
+            }
         }
         drop(parsed);
-        Ok(Weights {
+        self.files.push(MappedFile {
             path: path.to_path_buf(),
             data,
-            entries,
-        })
+        });
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -130,7 +219,7 @@ impl Weights {
             .into_iter()
             .map(|v| {
                 usize::try_from(v).map_err(|_| ModelError::InvalidWeights {
-                    path: self.path.clone(),
+                    path: self.file_of(entry).to_path_buf(),
                     message: format!("{} holds a negative index ({v})", entry.original_name),
                 })
             })
@@ -139,7 +228,7 @@ impl Weights {
 
     fn unsupported(&self, entry: &Entry, dtype: Dtype) -> ModelError {
         ModelError::UnsupportedDtype {
-            path: self.path.clone(),
+            path: self.file_of(entry).to_path_buf(),
             name: entry.original_name.clone(),
             dtype: format!("{dtype:?}"),
         }
@@ -159,13 +248,18 @@ impl Weights {
             })?;
         if entry.shape != shape {
             return Err(ModelError::WrongShape {
-                path: self.path.clone(),
+                path: self.file_of(entry).to_path_buf(),
                 name: entry.original_name.clone(),
                 found: entry.shape.clone(),
                 expected: shape.to_vec(),
             });
         }
-        Ok((entry, &self.data[entry.start..entry.end]))
+        Ok((entry, &self.files[entry.file].data[entry.start..entry.end]))
+    }
+
+    /// The file that holds `entry`: where an error about it points.
+    fn file_of(&self, entry: &Entry) -> &Path {
+        &self.files[entry.file].path
     }
 
     /// Loads tensor `name` as f32, checking that its shape is `shape`.

@@ -1,6 +1,7 @@
-//! Building blocks shared by the decoders that embedding models run (Qwen3, Gemma 3): grouped-
-//! query attention with an RMSNorm over each query and key head before rotary positions, and a
-//! gated feed-forward block. They differ in their norms around these, not in the blocks.
+//! Building blocks shared by the decoders that embedding models run (the Llama family, Gemma 3):
+//! grouped-query attention with rotary positions (and, in Qwen3 and Gemma 3, an RMSNorm over
+//! each query and key head before them), and a gated feed-forward block. They differ in their
+//! norms around these, not in the blocks.
 
 use burn::nn::{Linear, RmsNorm};
 use burn::tensor::Tensor;
@@ -12,15 +13,28 @@ use crate::error::Result;
 use crate::ops::{AttentionInput, EncoderBackend, Heads, Rotary};
 use crate::weights::Weights;
 
+/// Loads an RMSNorm of `dim` values named `name`, as the architecture defines it.
+pub type NormLoader<'a, B> = &'a dyn Fn(&str, usize) -> Result<RmsNorm<B>>;
+
+/// Which of a decoder layer's projections have biases.
+#[derive(Debug, Clone, Copy)]
+pub struct Biases {
+    /// `q_proj`, `k_proj`, `v_proj`.
+    pub qkv: bool,
+    /// `o_proj`.
+    pub output: bool,
+    /// `gate_proj`, `up_proj`, `down_proj`.
+    pub mlp: bool,
+}
+
 /// A decoder layer's attention and feed-forward projections, in Hugging Face's names under
 /// `self_attn.` and `mlp.`.
 #[derive(Debug)]
 pub struct DecoderBlocks<B: Backend> {
     /// `q_proj`, `k_proj`, `v_proj` side by side: `[hidden, heads.qkv_width()]`.
     qkv: Linear<B>,
-    /// Over each head's `head_dim` values.
-    pub query_norm: RmsNorm<B>,
-    key_norm: RmsNorm<B>,
+    /// Over each query and key head's `head_dim` values, where the architecture has them.
+    pub head_norms: Option<(RmsNorm<B>, RmsNorm<B>)>,
     attention_output: Linear<B>,
     /// `gate_proj` then `up_proj`: `[hidden, 2 × intermediate]`, the gated activation's
     /// activated half and its multiplier, so that `down(act(gate) ⊙ up)` is one op.
@@ -29,14 +43,14 @@ pub struct DecoderBlocks<B: Backend> {
 }
 
 impl<B: EncoderBackend> DecoderBlocks<B> {
-    /// The blocks of layer `prefix` (`layers.{i}`). `norm(name, dim)` loads an RMSNorm as the
-    /// architecture defines it; `attention_bias`: whether q, k, v and o have biases.
+    /// The blocks of layer `prefix` (`layers.{i}`). `head_norm(name, dim)`, for architectures
+    /// with per-head query and key norms, loads one as the architecture defines it.
     pub fn load(
         weights: &Weights,
         prefix: &str,
         (shape, heads): (&EncoderShape, Heads),
-        attention_bias: bool,
-        norm: &dyn Fn(&str, usize) -> Result<RmsNorm<B>>,
+        biases: Biases,
+        head_norm: Option<NormLoader<B>>,
         device: &B::Device,
     ) -> Result<Self> {
         let (d, ffn) = (shape.hidden_size, shape.intermediate_size);
@@ -51,26 +65,37 @@ impl<B: EncoderBackend> DecoderBlocks<B> {
                     (&name("self_attn.v_proj"), keys),
                 ],
                 d,
-                attention_bias,
+                biases.qkv,
                 device,
             )?,
-            query_norm: norm(&name("self_attn.q_norm"), heads.dim)?,
-            key_norm: norm(&name("self_attn.k_norm"), heads.dim)?,
+            head_norms: match head_norm {
+                Some(norm) => Some((
+                    norm(&name("self_attn.q_norm"), heads.dim)?,
+                    norm(&name("self_attn.k_norm"), heads.dim)?,
+                )),
+                None => None,
+            },
             attention_output: load_linear_with_bias(
                 weights,
                 &name("self_attn.o_proj"),
                 (queries, d),
-                attention_bias,
+                biases.output,
                 device,
             )?,
             gate_up: load_stacked_linear_with_bias(
                 weights,
                 &[(&name("mlp.gate_proj"), ffn), (&name("mlp.up_proj"), ffn)],
                 d,
-                false,
+                biases.mlp,
                 device,
             )?,
-            down: load_linear_with_bias(weights, &name("mlp.down_proj"), (ffn, d), false, device)?,
+            down: load_linear_with_bias(
+                weights,
+                &name("mlp.down_proj"),
+                (ffn, d),
+                biases.mlp,
+                device,
+            )?,
         })
     }
 
@@ -83,7 +108,10 @@ impl<B: EncoderBackend> DecoderBlocks<B> {
         input: &AttentionInput<B>,
     ) -> Tensor<B, 2> {
         let qkv = B::fused_linear(h, &self.qkv, None);
-        let qkv = normalize_heads(qkv, heads, &self.query_norm, &self.key_norm);
+        let qkv = match &self.head_norms {
+            Some((query_norm, key_norm)) => normalize_heads(qkv, heads, query_norm, key_norm),
+            None => qkv,
+        };
         let qkv = B::rotate_queries_keys(qkv, heads, rotary);
         let context = B::self_attention(qkv, heads, input);
         B::fused_linear(context, &self.attention_output, None)

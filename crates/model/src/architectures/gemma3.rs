@@ -12,7 +12,7 @@ use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
-use super::decoder::DecoderBlocks;
+use super::decoder::{Biases, DecoderBlocks};
 use super::layers::{
     Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
 };
@@ -56,16 +56,17 @@ impl<B: EncoderBackend> Gemma3<B> {
             .map(|(i, &sliding)| {
                 let p = format!("layers.{i}");
                 let name = |part: &str| format!("{p}.{part}");
-                let mut blocks = DecoderBlocks::load(
-                    weights,
-                    &p,
-                    (shape, heads),
-                    config.attention_bias,
-                    &norm,
-                    device,
-                )?;
-                let gamma = blocks.query_norm.gamma.val().mul_scalar(query_scale);
-                blocks.query_norm.gamma = Param::from_tensor(gamma);
+                let biases = Biases {
+                    qkv: config.attention_bias,
+                    output: config.attention_bias,
+                    mlp: false,
+                };
+                let mut blocks =
+                    DecoderBlocks::load(weights, &p, (shape, heads), biases, Some(&norm), device)?;
+                if let Some((query_norm, _)) = &mut blocks.head_norms {
+                    let gamma = query_norm.gamma.val().mul_scalar(query_scale);
+                    query_norm.gamma = Param::from_tensor(gamma);
+                }
                 Ok(Gemma3Layer {
                     input_norm: norm(&name("input_layernorm"), d)?,
                     blocks,

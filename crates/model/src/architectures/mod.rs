@@ -1,5 +1,5 @@
-//! The transformers, one file per architecture (encoders, and the Qwen3 and Gemma 3 decoders as
-//! embedding models use them), all producing token embeddings (`last_hidden_state`) from a
+//! The transformers, one file per architecture (encoders, and the Llama-family and Gemma 3
+//! decoders as embedding models use them), all producing token embeddings (`last_hidden_state`) from a
 //! padded batch of token ids.
 
 mod bert;
@@ -7,11 +7,11 @@ mod decoder;
 mod distilbert;
 mod gemma3;
 mod layers;
+mod llama;
 pub use layers::Attention;
 pub(crate) use layers::{activate, load_linear, load_linear_with_bias, load_norm};
 mod modernbert;
 mod mpnet;
-mod qwen3;
 mod roberta;
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
@@ -19,9 +19,9 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
 pub use gemma3::Gemma3;
+pub use llama::Llama;
 pub use modernbert::ModernBert;
 pub use mpnet::MPNet;
-pub use qwen3::Qwen3;
 
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
@@ -77,7 +77,8 @@ pub enum Transformer<B: Backend> {
     /// RoBERTa, XLM-RoBERTa, CamemBERT: BERT's module with RoBERTa's positions.
     Roberta(Bert<B>),
     ModernBert(ModernBert<B>),
-    Qwen3(Qwen3<B>),
+    /// Llama, Mistral, Qwen2, Qwen3.
+    Llama(Llama<B>),
     Gemma3(Gemma3<B>),
 }
 
@@ -127,8 +128,8 @@ impl<B: EncoderBackend> Transformer<B> {
             ArchitectureConfig::ModernBert(config) => {
                 Transformer::ModernBert(ModernBert::load(config, weights, device)?)
             }
-            ArchitectureConfig::Qwen3(config) => {
-                Transformer::Qwen3(Qwen3::load(config, weights, device)?)
+            ArchitectureConfig::Llama(config) => {
+                Transformer::Llama(Llama::load(config, weights, device)?)
             }
             ArchitectureConfig::Gemma3(config) => {
                 Transformer::Gemma3(Gemma3::load(config, weights, device)?)
@@ -143,7 +144,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::DistilBert(m) => m.word_embeddings.weight.val(),
             Transformer::MPNet(m) => m.word_embeddings.weight.val(),
             Transformer::ModernBert(m) => m.word_embeddings.weight.val(),
-            Transformer::Qwen3(m) => m.word_embeddings.weight.val(),
+            Transformer::Llama(m) => m.word_embeddings.weight.val(),
             Transformer::Gemma3(m) => m.word_embeddings.weight.val(),
         }
     }
@@ -156,7 +157,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::Roberta(_) => Some(roberta::MLM_HEAD),
             Transformer::ModernBert(m) => Some(m.mlm_head_names()),
             // The decoders' language-model heads predict the next token, not a masked one.
-            Transformer::MPNet(_) | Transformer::Qwen3(_) | Transformer::Gemma3(_) => None,
+            Transformer::MPNet(_) | Transformer::Llama(_) | Transformer::Gemma3(_) => None,
         }
     }
 
@@ -172,7 +173,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::DistilBert(m) => m.forward(batch, attention, device),
             Transformer::MPNet(m) => m.forward(batch, attention, device),
             Transformer::ModernBert(m) => m.forward(batch, attention, device),
-            Transformer::Qwen3(m) => m.forward(batch, attention, device),
+            Transformer::Llama(m) => m.forward(batch, attention, device),
             Transformer::Gemma3(m) => m.forward(batch, attention, device),
         }
     }
