@@ -38,8 +38,10 @@ def main():
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     texts = [json.loads(line)["text"] for line in open(args.input, encoding="utf-8")]
-    # Half precision as ST documents it: the weights loaded in that dtype.
-    model_kwargs = {} if args.dtype == "float32" else {"dtype": getattr(torch, args.dtype)}
+    # Half precision as ST documents it: the weights loaded in that dtype. float32 is asked for
+    # too: transformers 5 would otherwise load a bfloat16 checkpoint (Qwen3-Embedding's,
+    # e5-mistral's) in bfloat16.
+    model_kwargs = {"dtype": getattr(torch, args.dtype)}
     kind = SparseEncoder if args.sparse else SentenceTransformer
     output_kwargs = {} if args.sparse else {"convert_to_numpy": True}
     model = kind(args.model, device=args.device, model_kwargs=model_kwargs)

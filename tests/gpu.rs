@@ -19,9 +19,14 @@ fn gpu_device(test: &str) -> Option<Device> {
     }
 }
 
+/// Batches of 16 texts, and at most 8,192 padded tokens, the budget a GPU user sets for long
+/// texts: lavapipe allocates no buffer of 256 MiB, which the attention scores of 16 texts of
+/// 1,024 tokens (`llama-mean-biases-new`'s longest) in 4 heads take. (A pool worker that fails
+/// so is replaced and its chunk retried in smaller batches; the process that failed cannot go on.)
 fn options() -> EncodeOptions {
     EncodeOptions {
         batch_size: 16,
+        max_batch_tokens: Some(8192),
         ..Default::default()
     }
 }
