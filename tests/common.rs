@@ -58,6 +58,20 @@ pub fn test_device() -> Device {
         .unwrap_or_default()
 }
 
+/// Copies the folder `src` (and its subfolders) to `dst`: a model to edit.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dst.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
 pub fn tiny_model_dir(name: &str) -> PathBuf {
     data_dir().join("models").join(name)
 }

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use pool_encode_encoder::{Device, Precision, SentenceEncoder};
-use pool_encode_tests::{assert_close, reference, reference_ids_in, texts, tiny_model_dir};
+use pool_encode_tests::{
+    assert_close, copy_dir, reference, reference_ids_in, texts, tiny_model_dir,
+};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// A private copy of a tiny model (with a Dense head) to break.
@@ -46,19 +48,6 @@ fn known_only_by_class(dir: &Path, class: &str) {
         config.remove("model_type");
         config.insert("architectures".into(), serde_json::json!([class]));
     });
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let to = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to);
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
 }
 
 /// Loads `dir`, expecting an error whose message names `file` and contains `words`.

@@ -47,6 +47,7 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
         Some(kind) => kind,
         None => ModelFolder::load(&model)?.kind(),
     };
+    warn_about_remote_code(&model);
     let format = OutputFormat::for_output(output, kind)?;
     if let (Some(quantize), ModelKind::Sparse) = (settings.quantize, kind) {
         bail!("--quantize {quantize} applies to dense models; this model is sparse");
@@ -450,6 +451,26 @@ pub fn run(settings: &EncodeSettings) -> Result<()> {
             }
             bail!("{error}\n{kept}")
         }
+    }
+}
+
+/// A checkpoint whose config.json maps `AutoModel` to modeling code of its own runs as
+/// transformers' class for its model_type (as ST runs it without `trust_remote_code`): said on
+/// stderr, since that code may compute otherwise (gte-Qwen2's attends both ways).
+fn warn_about_remote_code(model: &Path) {
+    let Ok(folder) = ModelFolder::load(model) else {
+        return;
+    };
+    if let Ok(module) = folder.transformer()
+        && let Some(class) = &module.remote_code
+    {
+        eprintln!(
+            "pool-encode: warning: {} names modeling code of its own for AutoModel ({class}); \
+             pool-encode runs transformers' own class for its model_type instead, as \
+             sentence-transformers does without trust_remote_code, and the embeddings can \
+             differ from that code's",
+            module.dir.join("config.json").display()
+        );
     }
 }
 

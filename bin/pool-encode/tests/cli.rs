@@ -1033,6 +1033,40 @@ fn cpu_workers_too_large_for_the_memory_are_warned_about() {
     assert_eq!(read(&out).rows(), texts().len());
 }
 
+/// A checkpoint whose config.json maps AutoModel to its own modeling code runs as the native
+/// class, and the command says so.
+#[test]
+fn remote_code_in_the_config_is_warned_about() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    copy_dir(&tiny_model_dir("qwen2-lasttoken-sliding-new"), &model);
+    let out = tmp.path().join("e.npy");
+    let warning = "names modeling code of its own for AutoModel (modeling_qwen.Qwen2Model)";
+    let run = || {
+        let output = pool_encode(&strs(&encode_args(
+            &model,
+            Path::new(&texts_jsonl()),
+            &out,
+            &["--overwrite"],
+        )));
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stderr).unwrap()
+    };
+    assert!(!run().contains("modeling code"));
+    let path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["auto_map"] = serde_json::json!({"AutoModel": "modeling_qwen.Qwen2Model"});
+    std::fs::write(&path, config.to_string()).unwrap();
+    let stderr = run();
+    assert!(stderr.contains(warning), "{stderr}");
+    assert_close(
+        "with auto_map",
+        &read(&out),
+        &reference("qwen2-lasttoken-sliding-new", "embeddings.npy"),
+    );
+}
+
 /// Three shards run as separate processes, one killed mid-way and resumed, merged: the rows of
 /// a single run. Merge refuses missing, unfinished, damaged or mismatched shards.
 #[test]

@@ -79,6 +79,11 @@ pub struct TransformerModule {
     /// Its tokenizer_config.json (`Null` if none): transformers' tokenizer class and its
     /// options, the pad token, `model_max_length`.
     pub tokenizer_config: Value,
+    /// The modeling code config.json's `auto_map` names for `AutoModel` (gte-Qwen2's
+    /// `modeling_qwen.Qwen2Model`), which ST runs only with `trust_remote_code`. What runs here
+    /// is transformers' own class for the model_type, as ST runs it by default: a caller may
+    /// want to say so.
+    pub remote_code: Option<String>,
 }
 
 /// A `StaticEmbedding` module's folder: `tokenizer.json` (used as it is, its truncation
@@ -552,12 +557,20 @@ impl TransformerModule {
         let tokenizer_config = read_tokenizer_config(&dir)?;
         let max_seq_length =
             resolve_max_seq_length(&dir, &architecture, &sbert, &tokenizer_config)?;
+        let config: Value = read_json(&dir.join("config.json"))?;
+        // A class path, or a [slow, fast] pair as some configs write it.
+        let remote_code = match config.get("auto_map").and_then(|m| m.get("AutoModel")) {
+            Some(Value::String(class)) => Some(class.clone()),
+            Some(Value::Array(classes)) => classes.iter().find_map(Value::as_str).map(Into::into),
+            _ => None,
+        };
         Ok(TransformerModule {
             dir,
             architecture,
             max_seq_length,
             do_lower_case: sbert.do_lower_case,
             tokenizer_config,
+            remote_code,
         })
     }
 }
