@@ -50,16 +50,20 @@ impl TextTokenizer {
                 message: "missing required file (only fast-tokenizer tokenizer.json folders are supported)".into(),
             });
         }
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| EncodeError::Tokenizer {
+        // Read once: parsed here, and searched below as transformers searches it.
+        let text = std::fs::read_to_string(&path).map_err(|e| EncodeError::Tokenizer {
             path: path.clone(),
             message: e.to_string(),
+        })?;
+        let mut inner: Tokenizer = text.parse().map_err(|e| EncodeError::Tokenizer {
+            path: path.clone(),
+            message: format!("{e}"),
         })?;
         inner.with_padding(None);
         let mut tokenizer = match &folder.input {
             InputModule::Transformer(module) => {
-                // transformers reads the file's text for this.
-                let byte_level =
-                    std::fs::read_to_string(&path).is_ok_and(|text| text.contains("\"ByteLevel\""));
+                // transformers searches the file's text for this.
+                let byte_level = text.contains("\"ByteLevel\"");
                 let hub_class = module
                     .tokenizer_config
                     .get("tokenizer_class")
@@ -270,7 +274,7 @@ fn resolved_class(
     registered: RegisteredTokenizer,
     byte_level_file: bool,
 ) -> Option<&str> {
-    let base = |class: &str| class.trim_end_matches("Fast").to_string();
+    let base = |class: &str| class.trim_end_matches("Fast").to_owned();
     let overridden = matches!(
         registered,
         RegisteredTokenizer::Class {

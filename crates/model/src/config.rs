@@ -121,6 +121,17 @@ pub enum RegisteredTokenizer {
     Unregistered,
 }
 
+/// Which of a decoder layer's projections have biases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Biases {
+    /// `q_proj`, `k_proj`, `v_proj`.
+    pub qkv: bool,
+    /// `o_proj`.
+    pub output: bool,
+    /// `gate_proj`, `up_proj`, `down_proj`.
+    pub mlp: bool,
+}
+
 /// Which member of the Llama family a [`LlamaConfig`] describes (config.json's model_type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LlamaFamily {
@@ -154,11 +165,7 @@ pub struct LlamaConfig {
     /// Grouped-query heads of `head_dim` values (not `hidden_size / num_heads` in general).
     pub heads: Heads,
     pub rope_theta: f64,
-    /// Whether the query, key and value projections, the attention output and the
-    /// feed-forward projections have biases.
-    pub qkv_bias: bool,
-    pub output_bias: bool,
-    pub mlp_bias: bool,
+    pub biases: Biases,
     /// One per layer: the keys a query sees, [`Window::CAUSAL`] or the `sliding_window`
     /// tokens up to itself.
     pub windows: Vec<Window>,
@@ -331,7 +338,7 @@ impl RawConfig {
         let rope_theta =
             self.rope_theta_of(parameters, self.rope_theta, 10_000.0, family.name(), path)?;
         let attention_bias = self.attention_bias.unwrap_or(false);
-        let (qkv_bias, output_bias, mlp_bias) = match family {
+        let (qkv, output, mlp) = match family {
             LlamaFamily::Llama => (
                 attention_bias,
                 attention_bias,
@@ -388,9 +395,7 @@ impl RawConfig {
             shape,
             heads,
             rope_theta,
-            qkv_bias,
-            output_bias,
-            mlp_bias,
+            biases: Biases { qkv, output, mlp },
             windows,
         })
     }
@@ -573,7 +578,15 @@ fn need(value: Option<usize>, key: &str, path: &Path) -> Result<usize> {
 
 impl ArchitectureConfig {
     pub fn load(path: &Path) -> Result<Self> {
-        let raw: RawConfig = read_json(path)?;
+        Self::from_json(path, &read_json(path)?)
+    }
+
+    /// The architecture `config` (config.json's contents, read from `path`) describes.
+    pub fn from_json(path: &Path, config: &Value) -> Result<Self> {
+        let raw = RawConfig::deserialize(config).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let kind = raw
             .model_type
             .clone()
@@ -864,7 +877,7 @@ mod tests {
     fn llama_family_biases() {
         use serde_json::json;
         let biases = |model_type: &str, extra: Value| match load(model_type, extra).unwrap() {
-            ArchitectureConfig::Llama(c) => (c.qkv_bias, c.output_bias, c.mlp_bias),
+            ArchitectureConfig::Llama(c) => (c.biases.qkv, c.biases.output, c.biases.mlp),
             other => panic!("{other:?}"),
         };
         let all = json!({"attention_bias": true, "mlp_bias": true});

@@ -547,7 +547,9 @@ impl TransformerModule {
     /// The transformer in `dir`: its architecture and tokenizer settings, and the max length
     /// ST computes for it.
     fn load(dir: PathBuf) -> Result<Self> {
-        let architecture = ArchitectureConfig::load(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let config: Value = read_json(&config_path)?;
+        let architecture = ArchitectureConfig::from_json(&config_path, &config)?;
         let sbert_path = dir.join("sentence_bert_config.json");
         let sbert: SentenceBertConfig = if sbert_path.exists() {
             read_json(&sbert_path)?
@@ -557,7 +559,6 @@ impl TransformerModule {
         let tokenizer_config = read_tokenizer_config(&dir)?;
         let max_seq_length =
             resolve_max_seq_length(&dir, &architecture, &sbert, &tokenizer_config)?;
-        let config: Value = read_json(&dir.join("config.json"))?;
         // A class path, or a [slow, fast] pair as some configs write it.
         let remote_code = match config.get("auto_map").and_then(|m| m.get("AutoModel")) {
             Some(Value::String(class)) => Some(class.clone()),

@@ -64,18 +64,31 @@ pub fn is_shard_index(path: &Path) -> bool {
 /// The shard files a sharded checkpoint's index names, in order, each once; a name that is not
 /// a plain file name beside the index (`../x`, `a/b`) is an error.
 pub fn shard_files(index: &Path) -> Result<Vec<String>> {
-    let parsed: ShardIndex = read_json(index)?;
-    let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
-    for name in &names {
-        let plain = Path::new(name).file_name().and_then(|n| n.to_str()) == Some(name.as_str());
-        if !plain || name == ".." {
-            return Err(ModelError::InvalidWeights {
-                path: index.to_path_buf(),
-                message: format!("shard {name:?} is not a file name beside the index"),
-            });
-        }
+    ShardIndex::read(index)?.shards(index)
+}
+
+impl ShardIndex {
+    fn read(path: &Path) -> Result<Self> {
+        read_json(path)
     }
-    Ok(names.into_iter().collect())
+
+    /// See [`shard_files`]; `path` is the index's, for the error.
+    fn shards(&self, path: &Path) -> Result<Vec<String>> {
+        let names: BTreeSet<&String> = self.weight_map.values().collect();
+        names
+            .into_iter()
+            .map(|name| {
+                // `..` and `a/b` have another file name, or none.
+                match Path::new(name).file_name().and_then(|n| n.to_str()) == Some(name) {
+                    true => Ok(name.clone()),
+                    false => Err(ModelError::InvalidWeights {
+                        path: path.to_path_buf(),
+                        message: format!("shard {name:?} is not a file name beside the index"),
+                    }),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Weights {
@@ -94,17 +107,15 @@ impl Weights {
             return Ok(weights);
         }
         let dir = path.parent().unwrap_or(Path::new(""));
-        for shard in shard_files(path)? {
+        let index = ShardIndex::read(path)?;
+        for shard in index.shards(path)? {
             weights.add_file(&dir.join(shard), prefix)?;
         }
         // Every tensor the index names must be in the shard it names.
-        let index: ShardIndex = read_json(path)?;
         for (name, shard) in index.weight_map {
-            let canonical =
-                canonical_name(name.strip_prefix(&format!("{prefix}.")).unwrap_or(&name));
             let found = weights
                 .entries
-                .get(&canonical)
+                .get(&canonical_name(&name, prefix))
                 .map(|e| &weights.files[e.file].path);
             if found.and_then(|p| p.file_name()) != Some(std::ffi::OsStr::new(&shard)) {
                 return Err(ModelError::InvalidWeights {
@@ -140,11 +151,10 @@ impl Weights {
         // `deserialize` validates the header JSON and that every tensor's offsets lie inside
         // the file and match its dtype and shape.
         let parsed = SafeTensors::deserialize(&data).map_err(|e| invalid(e.to_string()))?;
-        let strip = format!("{prefix}.");
         let index = self.files.len();
         for (name, view) in parsed.tensors() {
             let start = view.data().as_ptr() as usize - data.as_ptr() as usize;
-            let canonical = canonical_name(name.strip_prefix(&strip).unwrap_or(&name));
+            let canonical = canonical_name(&name, prefix);
             let entry = Entry {
                 original_name: name.clone(),
                 dtype: view.dtype(),
@@ -299,8 +309,13 @@ impl Weights {
     }
 }
 
-/// `LayerNorm.gamma` → `LayerNorm.weight`, `LayerNorm.beta` → `LayerNorm.bias` (TF-era names).
-fn canonical_name(name: &str) -> String {
+/// `name` without the `prefix.` it may carry, and with TF-era LayerNorm names:
+/// `LayerNorm.gamma` → `LayerNorm.weight`, `LayerNorm.beta` → `LayerNorm.bias`.
+fn canonical_name(name: &str, prefix: &str) -> String {
+    let name = name
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(name);
     if let Some(stem) = name.strip_suffix(".gamma") {
         format!("{stem}.weight")
     } else if let Some(stem) = name.strip_suffix(".beta") {
@@ -316,8 +331,16 @@ mod tests {
 
     #[test]
     fn legacy_layer_norm_names_are_canonicalised() {
-        assert_eq!(canonical_name("a.LayerNorm.gamma"), "a.LayerNorm.weight");
-        assert_eq!(canonical_name("a.LayerNorm.beta"), "a.LayerNorm.bias");
-        assert_eq!(canonical_name("a.dense.weight"), "a.dense.weight");
+        assert_eq!(
+            canonical_name("a.LayerNorm.gamma", ""),
+            "a.LayerNorm.weight"
+        );
+        assert_eq!(canonical_name("a.LayerNorm.beta", ""), "a.LayerNorm.bias");
+        assert_eq!(canonical_name("a.dense.weight", ""), "a.dense.weight");
+        assert_eq!(
+            canonical_name("bert.a.LayerNorm.gamma", "bert"),
+            "a.LayerNorm.weight"
+        );
+        assert_eq!(canonical_name("bertish.a", "bert"), "bertish.a");
     }
 }

@@ -8,24 +8,13 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::layers::{load_linear_with_bias, load_stacked_linear_with_bias};
-use crate::config::{Activation, EncoderShape};
+use crate::config::{Activation, Biases, EncoderShape};
 use crate::error::Result;
 use crate::ops::{AttentionInput, EncoderBackend, Heads, Rotary};
 use crate::weights::Weights;
 
 /// Loads an RMSNorm of `dim` values named `name`, as the architecture defines it.
 pub type NormLoader<'a, B> = &'a dyn Fn(&str, usize) -> Result<RmsNorm<B>>;
-
-/// Which of a decoder layer's projections have biases.
-#[derive(Debug, Clone, Copy)]
-pub struct Biases {
-    /// `q_proj`, `k_proj`, `v_proj`.
-    pub qkv: bool,
-    /// `o_proj`.
-    pub output: bool,
-    /// `gate_proj`, `up_proj`, `down_proj`.
-    pub mlp: bool,
-}
 
 /// A decoder layer's attention and feed-forward projections, in Hugging Face's names under
 /// `self_attn.` and `mlp.`.

@@ -12,11 +12,11 @@ use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
-use super::decoder::{Biases, DecoderBlocks};
+use super::decoder::DecoderBlocks;
 use super::layers::{
     Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
 };
-use crate::config::Gemma3Config;
+use crate::config::{Biases, Gemma3Config};
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
@@ -49,6 +49,11 @@ impl<B: EncoderBackend> Gemma3<B> {
         // query_pre_attn_scalar^-½. The queries are linear in q_norm's scale (rotary positions
         // rotate them), so the difference goes into that scale once, at load.
         let query_scale = (heads.dim as f64 / config.query_pre_attn_scalar).sqrt();
+        let biases = Biases {
+            qkv: config.attention_bias,
+            output: config.attention_bias,
+            mlp: false,
+        };
         let layers = config
             .sliding_layers
             .iter()
@@ -56,11 +61,6 @@ impl<B: EncoderBackend> Gemma3<B> {
             .map(|(i, &sliding)| {
                 let p = format!("layers.{i}");
                 let name = |part: &str| format!("{p}.{part}");
-                let biases = Biases {
-                    qkv: config.attention_bias,
-                    output: config.attention_bias,
-                    mlp: false,
-                };
                 let mut blocks =
                     DecoderBlocks::load(weights, &p, (shape, heads), biases, Some(&norm), device)?;
                 if let Some((query_norm, _)) = &mut blocks.head_norms {

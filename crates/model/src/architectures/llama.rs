@@ -12,7 +12,7 @@ use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
-use super::decoder::{Biases, DecoderBlocks, NormLoader};
+use super::decoder::{DecoderBlocks, NormLoader};
 use super::layers::{
     Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
 };
@@ -42,11 +42,6 @@ impl<B: EncoderBackend> Llama<B> {
         let (d, eps) = (shape.hidden_size, shape.layer_norm_eps);
         let norm = |name: &str, dim| load_rms_norm(weights, name, dim, eps, device);
         let head_norm: Option<NormLoader<B>> = config.head_norms().then_some(&norm);
-        let biases = Biases {
-            qkv: config.qkv_bias,
-            output: config.output_bias,
-            mlp: config.mlp_bias,
-        };
         let layers = (0..shape.num_layers)
             .map(|i| {
                 let p = format!("layers.{i}");
@@ -56,7 +51,7 @@ impl<B: EncoderBackend> Llama<B> {
                         weights,
                         &p,
                         (shape, config.heads),
-                        biases,
+                        config.biases,
                         head_norm,
                         device,
                     )?,
