@@ -7,6 +7,7 @@ use pool_encode_encoder::{
     quantize_embeddings,
 };
 use pool_encode_io::ValueType;
+use pool_encode_model::ArchitectureConfig;
 use pool_encode_tests::*;
 
 fn options() -> EncodeOptions {
@@ -350,4 +351,37 @@ fn every_tiny_model_is_covered() {
         .collect();
     listed.sort();
     assert_eq!(on_disk, listed);
+}
+
+/// Every rotary layer's frequencies equal, to the bit, the `inv_freq` transformers builds from
+/// the same config.json (`tests/reference/generate_rope.py`): transformers 4's and 5's keys,
+/// one entry or one per layer type, and the scaled variants we run (`linear`, `llama3` in
+/// each of its three bands).
+#[test]
+fn rotary_frequencies_equal_transformers() {
+    let path = data_dir().join("reference").join("rope_frequencies.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 9, "{} cases", cases.len());
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("config.json");
+        std::fs::write(&config_path, case["config"].to_string()).unwrap();
+        let config = ArchitectureConfig::load(&config_path).unwrap();
+        let layers = config.layer_attention().expect("a rotary model");
+        let expected = case["inverse_frequencies"].as_array().unwrap();
+        assert_eq!(layers.len(), expected.len(), "{name}: layers");
+        for (i, (layer, expected)) in layers.iter().zip(expected).enumerate() {
+            let expected: Vec<f32> = expected
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_f64().unwrap() as f32)
+                .collect();
+            let ours = layer.rope.inverse_frequencies(config.heads().dim);
+            assert_eq!(ours, expected, "{name}: layer {i}");
+        }
+    }
 }

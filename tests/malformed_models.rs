@@ -353,7 +353,7 @@ fn refused_config_edits(
 #[test]
 fn modernbert_variants_we_do_not_run_are_refused() {
     let name = "modernbert-mean-normalize-new";
-    let cases: [(&str, serde_json::Value, &str); 4] = [
+    let cases: [(&str, serde_json::Value, &str); 5] = [
         (
             "rope_parameters",
             serde_json::json!({"full_attention": {"rope_type": "yarn", "factor": 4.0}}),
@@ -361,8 +361,13 @@ fn modernbert_variants_we_do_not_run_are_refused() {
         ),
         (
             "rope_scaling",
-            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
-            "rope_scaling",
+            serde_json::json!({"type": "longrope", "factor": 2.0}),
+            "rope_type \"longrope\" is not supported",
+        ),
+        (
+            "partial_rotary_factor",
+            0.5.into(),
+            "partial_rotary_factor 0.5 is not supported",
         ),
         (
             "layer_types",
@@ -431,8 +436,8 @@ fn llama_family_variants_we_do_not_run_are_refused() {
         ),
         (
             "rope_scaling",
-            serde_json::json!({"rope_type": "linear", "factor": 2.0}),
-            "rope_scaling",
+            serde_json::json!({"type": "dynamic", "factor": 2.0}),
+            "rope_type \"dynamic\" is not supported",
         ),
         (
             "num_key_value_heads",
@@ -442,7 +447,7 @@ fn llama_family_variants_we_do_not_run_are_refused() {
         ("head_dim", 15.into(), "head_dim 15 must be even"),
     ];
     refused_config_edits(name, cases);
-    let cases: [(&str, serde_json::Value, &str); 2] = [
+    let cases: [(&str, serde_json::Value, &str); 3] = [
         (
             "sliding_window",
             0.into(),
@@ -451,7 +456,12 @@ fn llama_family_variants_we_do_not_run_are_refused() {
         (
             "rope_scaling",
             serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
-            "rope_scaling is not supported for Mistral",
+            "rope_type \"llama3\" needs a number \"low_freq_factor\"",
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "linear", "rope_theta": 10000.0}),
+            "rope_type \"linear\" needs a number \"factor\"",
         ),
     ];
     refused_config_edits("mistral-lasttoken-sharded-new", cases);
@@ -653,8 +663,8 @@ fn gemma3_variants_we_do_not_run_are_refused() {
         ),
         (
             "rope_scaling",
-            serde_json::json!({"rope_type": "linear", "factor": 8.0}),
-            "rope_scaling",
+            serde_json::json!({"rope_type": "dynamic", "factor": 8.0}),
+            "rope_type \"dynamic\" is not supported",
         ),
         (
             "rope_parameters",

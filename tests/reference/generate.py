@@ -174,7 +174,8 @@ SPECS = [
     # (not o); sliding windows of 16 from layer 1 on (use_sliding_window, max_window_layers).
     dict(name="qwen2-lasttoken-sliding-new", arch="qwen2", fmt="new", pooling=["lasttoken"],
          dense=None, normalize=True, max_seq_length=256, similarity="cosine", weights="prefixed"),
-    # Llama itself, with attention_bias and mlp_bias (biases on every projection), mean pooling;
+    # Llama itself, with attention_bias and mlp_bias (biases on every projection), Llama 3.1's
+    # rotary scaling (rope_type llama3, in transformers 4's rope_scaling), mean pooling;
     # the same tokenizer files, which for model_type llama transformers 5 reads as the
     # LlamaTokenizer class builds them (Metaspace, a "▁" before every piece between special
     # tokens as `legacy` asks, byte fallback), not as tokenizer.json says. Its extra reference
@@ -536,18 +537,25 @@ def llama_family_model(arch: str, vocab: int, tokenizer):
         return MistralModel(MistralConfig(**common, sliding_window=24, **ids,
                                           rope_parameters={"rope_type": "default",
                                                            "rope_theta": 10_000.0}))
+    # Llama 3.1's rotary scaling, with an original context of 256 so that the 8 frequencies
+    # of head_dim 16 fall in all three of its bands (kept, blended, divided by the factor).
+    rope = {"rope_type": "llama3", "rope_theta": 50_000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 256}
     return LlamaModel(LlamaConfig(**common, attention_bias=True, mlp_bias=True, **ids,
-                                  rope_parameters={"rope_type": "default", "rope_theta": 50_000.0}))
+                                  rope_parameters=rope))
 
 
 def hub_llama_family_config(folder: pathlib.Path):
     """config.json in transformers 4's keys, as the family's checkpoints on the hub carry them:
-    `rope_theta` for transformers 5's `rope_parameters`; a Qwen2's sliding layers by
-    `use_sliding_window` and `max_window_layers`, not `layer_types`."""
+    `rope_theta` and `rope_scaling` (null unless scaled, as Llama 3.1's) for transformers 5's
+    `rope_parameters`; a Qwen2's sliding layers by `use_sliding_window` and
+    `max_window_layers`, not `layer_types`."""
     path = folder / "config.json"
     config = json.loads(path.read_text())
     config.pop("layer_types", None)
-    config.update(rope_theta=config.pop("rope_parameters")["rope_theta"], rope_scaling=None)
+    rope = config.pop("rope_parameters")
+    theta = rope.pop("rope_theta")
+    config.update(rope_theta=theta, rope_scaling=rope if rope["rope_type"] != "default" else None)
     path.write_text(json.dumps(config, indent=2))
 
 

@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use pool_encode_encoder::model::ModelFolder;
 use pool_encode_encoder::model::ops::Window;
-use pool_encode_encoder::model::{ArchitectureConfig, ModelFolder};
 use pool_encode_encoder::{
     Device, Embeddings, EncodeOptions, Precision, SentenceEncoder, SparseEmbeddings, SparseEncoder,
 };
@@ -494,32 +494,11 @@ fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let (h, ffn) = (shape.hidden_size as f64, shape.intermediate_size as f64);
     let heads = architecture.heads();
     let (q, kv) = (heads.query_width() as f64, heads.key_value_width() as f64);
-    // The window each layer's queries see keys in (`None`: the whole text).
-    let every_layer = |window: Option<Window>| vec![window; shape.num_layers];
-    let (ffn_matrices, layers) = match architecture {
-        ArchitectureConfig::ModernBert(config) => (
-            3.0,
-            config
-                .local_layers
-                .iter()
-                .map(|&local| local.then(|| Window::around(config.local_window)))
-                .collect(),
-        ),
-        ArchitectureConfig::Llama(config) => {
-            (3.0, config.windows.iter().copied().map(Some).collect())
-        }
-        ArchitectureConfig::Gemma3(config) => (
-            3.0,
-            config
-                .sliding_layers
-                .iter()
-                .map(|&sliding| match sliding {
-                    true => Some(config.sliding_window),
-                    false => config.full_window,
-                })
-                .collect(),
-        ),
-        _ => (2.0, every_layer(None)),
+    // The window each layer's queries see keys in (`None`: the whole text), and the
+    // feed-forward block's matrices (3 in the rotary models' gated blocks, 2 in the others).
+    let (ffn_matrices, layers): (f64, Vec<Option<Window>>) = match architecture.layer_attention() {
+        Some(layers) => (3.0, layers.iter().map(|layer| layer.window).collect()),
+        None => (2.0, vec![None; shape.num_layers]),
     };
     let mut flops = 0.0;
     for &n in lengths {

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{ModelError, Result, read_json};
-use crate::ops::{Heads, Window};
+use crate::ops::{Heads, LayerAttention, Rope, RopeScaling, Window};
 
 /// Activation of the feed-forward block, by its Hugging Face name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,14 +84,10 @@ pub enum ArchitectureConfig {
 #[derive(Debug, Clone)]
 pub struct ModernBertConfig {
     pub shape: EncoderShape,
-    /// One per layer: true where the layer attends within a window around each token
-    /// (`sliding_attention`), false where it attends to the whole text.
-    pub local_layers: Vec<bool>,
-    /// How far a local layer looks: keys at most this many positions away (`local_attention / 2`).
-    pub local_window: usize,
-    /// Rotary frequency bases of the global and the local layers.
-    pub global_rope_theta: f64,
-    pub local_rope_theta: f64,
+    /// One per layer: a local layer (`sliding_attention`) sees the keys at most
+    /// `local_attention / 2` positions away, a global one the whole text; each kind has its
+    /// own rotary base.
+    pub layers: Vec<LayerAttention>,
     /// Whether the LayerNorms, the attention projections and the feed-forward projections have
     /// biases (`norm_bias`, `attention_bias`, `mlp_bias`).
     pub norm_bias: bool,
@@ -164,11 +160,10 @@ pub struct LlamaConfig {
     pub shape: EncoderShape,
     /// Grouped-query heads of `head_dim` values (not `hidden_size / num_heads` in general).
     pub heads: Heads,
-    pub rope_theta: f64,
     pub biases: Biases,
     /// One per layer: the keys a query sees, [`Window::CAUSAL`] or the `sliding_window`
-    /// tokens up to itself.
-    pub windows: Vec<Window>,
+    /// tokens up to itself, and the one rotary base.
+    pub layers: Vec<LayerAttention>,
 }
 
 impl LlamaConfig {
@@ -187,15 +182,10 @@ pub struct Gemma3Config {
     pub heads: Heads,
     /// Attention scores are scaled by `query_pre_attn_scalar^-½`, not `head_dim^-½`.
     pub query_pre_attn_scalar: f64,
-    /// One per layer: true for a sliding-window layer (`sliding_attention`).
-    pub sliding_layers: Vec<bool>,
-    /// The keys a query of a sliding layer sees, and of a full layer (`None`: all of them).
-    /// EmbeddingGemma's `use_bidirectional_attention` makes both two-sided.
-    pub sliding_window: Window,
-    pub full_window: Option<Window>,
-    /// Rotary frequency bases of the full and the sliding layers.
-    pub global_rope_theta: f64,
-    pub local_rope_theta: f64,
+    /// One per layer: sliding-window layers (`sliding_attention`) and full ones, each kind
+    /// with its own rotary base. EmbeddingGemma's `use_bidirectional_attention` makes both
+    /// kinds two-sided.
+    pub layers: Vec<LayerAttention>,
     pub attention_bias: bool,
 }
 
@@ -237,6 +227,9 @@ struct RawConfig {
     local_rope_theta: Option<f64>,
     rope_parameters: Option<Value>,
     rope_scaling: Option<Value>,
+    /// Rotary keys transformers reads beside `rope_parameters`.
+    original_max_position_embeddings: Option<f64>,
+    partial_rotary_factor: Option<f64>,
     classifier_activation: Option<String>,
     classifier_bias: Option<bool>,
     decoder_bias: Option<bool>,
@@ -286,24 +279,30 @@ impl RawConfig {
                 "global_attn_every_n_layers must be at least 1",
             ));
         }
-        let local_layers = self.sliding_layers(num_layers, |i| i % every.max(1) != 0, path)?;
-        // transformers 5 keeps one entry per layer type in `rope_parameters`.
-        let theta = |layer_type: &str, old: Option<f64>, default: f64| {
-            let entry = self.rope_parameters.as_ref().map(|p| p.get(layer_type));
-            self.rope_theta_of(entry.flatten(), old, default, "ModernBERT", path)
-        };
         let activation = self.hidden_activation.as_deref().unwrap_or("gelu");
+        // BERT's key names, but for the norm's epsilon and the activation.
+        let shape = EncoderShape {
+            layer_norm_eps: self.norm_eps.unwrap_or(1e-5),
+            activation: Activation::parse(activation, path)?,
+            ..self.bert_style_shape(path, 8192, 1e-5)?
+        };
+        // transformers 5 keeps one entry per layer type in `rope_parameters`; ModernBertConfig
+        // merges transformers 4's `rope_scaling` into both.
+        let rope = |layer_type, theta| {
+            self.layer_rope(layer_type, true, theta, shape.max_position_embeddings, path)
+        };
+        let local = LayerAttention {
+            window: Some(Window::around(self.local_attention.unwrap_or(128) / 2)),
+            rope: rope("sliding_attention", (self.local_rope_theta, 10_000.0))?,
+        };
+        let global = LayerAttention {
+            window: None,
+            rope: rope("full_attention", (self.global_rope_theta, 160_000.0))?,
+        };
+        let layers = self.layer_kinds(num_layers, |i| i % every.max(1) != 0, path)?;
         Ok(ModernBertConfig {
-            // BERT's key names, but for the norm's epsilon and the activation.
-            shape: EncoderShape {
-                layer_norm_eps: self.norm_eps.unwrap_or(1e-5),
-                activation: Activation::parse(activation, path)?,
-                ..self.bert_style_shape(path, 8192, 1e-5)?
-            },
-            local_layers,
-            local_window: self.local_attention.unwrap_or(128) / 2,
-            global_rope_theta: theta("full_attention", self.global_rope_theta, 160_000.0)?,
-            local_rope_theta: theta("sliding_attention", self.local_rope_theta, 10_000.0)?,
+            shape,
+            layers: layers.attending(local, global),
             norm_bias: self.norm_bias.unwrap_or(false),
             attention_bias: self.attention_bias.unwrap_or(false),
             mlp_bias: self.mlp_bias.unwrap_or(false),
@@ -316,9 +315,9 @@ impl RawConfig {
         })
     }
 
-    /// A Llama-family config with the defaults of its transformers class, the rotary base in
-    /// transformers 4's key (`rope_theta`) or 5's (`rope_parameters`); scaled rotary variants
-    /// are refused (no embedding model of the family uses them). The sliding window:
+    /// A Llama-family config with the defaults of its transformers class, the rotary embedding
+    /// in transformers 4's keys (`rope_theta`, `rope_scaling`) or 5's (`rope_parameters`). The
+    /// sliding window:
     /// Mistral's applies to every layer (absent: 4096; `null`: none), Qwen's to the layers
     /// `layer_types` names, else to those from `max_window_layers` on where
     /// `use_sliding_window`; Llama has none.
@@ -334,9 +333,17 @@ impl RawConfig {
             ..self.bert_style_shape(path, positions, 1e-6)?
         };
         let heads = self.grouped_heads(&shape, path)?;
-        let parameters = self.rope_parameters.as_ref();
-        let rope_theta =
-            self.rope_theta_of(parameters, self.rope_theta, 10_000.0, family.name(), path)?;
+        // One entry for every layer: transformers 4's `rope_scaling` if set, else 5's
+        // `rope_parameters`; a top-level `original_max_position_embeddings` wins over both.
+        let mut parameters = match &self.rope_scaling {
+            Some(Value::Object(scaling)) if !scaling.is_empty() => scaling.clone(),
+            _ => rope_parameters_entry(self.rope_parameters.as_ref()),
+        };
+        if let Some(positions) = self.original_max_position_embeddings {
+            parameters.insert("original_max_position_embeddings".into(), positions.into());
+        }
+        let positions = shape.max_position_embeddings;
+        let rope = self.rope_of(parameters, (self.rope_theta, 10_000.0), positions, path)?;
         let attention_bias = self.attention_bias.unwrap_or(false);
         let (qkv, output, mlp) = match family {
             LlamaFamily::Llama => (
@@ -349,11 +356,11 @@ impl RawConfig {
             LlamaFamily::Qwen3 => (attention_bias, attention_bias, false),
         };
         let layers = shape.num_layers;
-        let (window, sliding_layers) = match family {
-            LlamaFamily::Llama => (None, vec![false; layers]),
+        let (window, kinds) = match family {
+            LlamaFamily::Llama => (None, LayerKinds(vec![false; layers])),
             LlamaFamily::Mistral => {
                 let window = self.sliding_window.unwrap_or(Some(4096));
-                (window, vec![true; layers])
+                (window, LayerKinds(vec![true; layers]))
             }
             LlamaFamily::Qwen2 | LlamaFamily::Qwen3 => {
                 let window = match self.use_sliding_window {
@@ -361,9 +368,8 @@ impl RawConfig {
                     _ => None,
                 };
                 let first = self.max_window_layers.unwrap_or(28);
-                let sliding =
-                    self.sliding_layers(layers, |i| window.is_some() && i >= first, path)?;
-                (window, sliding)
+                let kinds = self.layer_kinds(layers, |i| window.is_some() && i >= first, path)?;
+                (window, kinds)
             }
         };
         let sliding_window = match window {
@@ -380,30 +386,23 @@ impl RawConfig {
             },
             None => Window::CAUSAL,
         };
-        let windows = sliding_layers
-            .into_iter()
-            .map(|sliding| {
-                if sliding {
-                    sliding_window
-                } else {
-                    Window::CAUSAL
-                }
-            })
-            .collect();
+        let attending = |window| LayerAttention {
+            window: Some(window),
+            rope,
+        };
         Ok(LlamaConfig {
             family,
             shape,
             heads,
-            rope_theta,
             biases: Biases { qkv, output, mlp },
-            windows,
+            layers: kinds.attending(attending(sliding_window), attending(Window::CAUSAL)),
         })
     }
 
     /// Gemma 3's config (`Gemma3TextConfig`'s defaults), in transformers 4's keys (`rope_theta`,
     /// `rope_local_base_freq`, `sliding_window_pattern`: EmbeddingGemma's checkpoint) or 5's
-    /// (`rope_parameters` per layer type, `layer_types`). Logit soft-capping and scaled rotary
-    /// variants are refused: no Gemma 3 embedding model uses them.
+    /// (`rope_parameters` per layer type, `layer_types`). Logit soft-capping is refused: no
+    /// Gemma 3 embedding model uses it.
     fn gemma3(&self, path: &Path) -> Result<Gemma3Config> {
         let shape = EncoderShape {
             max_position_embeddings: self.max_position_embeddings.unwrap_or(131_072),
@@ -430,8 +429,7 @@ impl RawConfig {
                 "sliding_window_pattern must be at least 1",
             ));
         }
-        let sliding_layers =
-            self.sliding_layers(shape.num_layers, |i| (i + 1) % pattern.max(1) != 0, path)?;
+        let kinds = self.layer_kinds(shape.num_layers, |i| (i + 1) % pattern.max(1) != 0, path)?;
         let window = self.sliding_window.flatten().unwrap_or(4096);
         if window == 0 {
             return Err(ModelError::config(
@@ -451,33 +449,48 @@ impl RawConfig {
                 Some(Window::CAUSAL),
             ),
         };
-        let theta = |layer_type: &str, old: Option<f64>, default: f64| {
-            let entry = self.rope_parameters.as_ref().map(|p| p.get(layer_type));
-            self.rope_theta_of(entry.flatten(), old, default, "Gemma 3", path)
+        // Gemma3TextConfig merges transformers 4's `rope_scaling` into the full layers' entry
+        // only (Gemma 3 4B's linear scaling).
+        let rope = |layer_type, scaled, theta| {
+            self.layer_rope(
+                layer_type,
+                scaled,
+                theta,
+                shape.max_position_embeddings,
+                path,
+            )
+        };
+        let sliding = LayerAttention {
+            window: Some(sliding_window),
+            rope: rope(
+                "sliding_attention",
+                false,
+                (self.rope_local_base_freq, 10_000.0),
+            )?,
+        };
+        let full = LayerAttention {
+            window: full_window,
+            rope: rope("full_attention", true, (self.rope_theta, 1_000_000.0))?,
         };
         Ok(Gemma3Config {
             heads,
             query_pre_attn_scalar: self.query_pre_attn_scalar.unwrap_or(256.0),
-            sliding_layers,
-            sliding_window,
-            full_window,
-            global_rope_theta: theta("full_attention", self.rope_theta, 1_000_000.0)?,
-            local_rope_theta: theta("sliding_attention", self.rope_local_base_freq, 10_000.0)?,
+            layers: kinds.attending(sliding, full),
             attention_bias: self.attention_bias.unwrap_or(false),
             shape,
         })
     }
 
-    /// One entry per layer, true for a sliding-window (local) layer: from `layer_types`
-    /// (transformers 5's key) if given, else each layer's `default`.
-    fn sliding_layers(
+    /// Which layers are sliding-window (local) ones: from `layer_types` (transformers 5's
+    /// key) if given, else each layer's `default`.
+    fn layer_kinds(
         &self,
         num_layers: usize,
         default: impl Fn(usize) -> bool,
         path: &Path,
-    ) -> Result<Vec<bool>> {
+    ) -> Result<LayerKinds> {
         let Some(types) = &self.layer_types else {
-            return Ok((0..num_layers).map(default).collect());
+            return Ok(LayerKinds((0..num_layers).map(default).collect()));
         };
         if types.len() != num_layers {
             return Err(ModelError::config(
@@ -488,7 +501,7 @@ impl RawConfig {
                 ),
             ));
         }
-        types
+        let kinds = types
             .iter()
             .map(|kind| match kind.as_str() {
                 "sliding_attention" => Ok(true),
@@ -498,7 +511,8 @@ impl RawConfig {
                     format!("unsupported layer type {other:?} in layer_types"),
                 )),
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(LayerKinds(kinds))
     }
 
     /// A decoder's grouped-query heads: `num_key_value_heads` (default: one per query head)
@@ -529,38 +543,107 @@ impl RawConfig {
         })
     }
 
-    /// A rotary base: transformers 5's `rope_parameters` entry (`entry`) if there is one, else
-    /// transformers 4's key (`old`), else the family's default. Only the default RoPE is run:
-    /// another `rope_type`, or `rope_scaling`, is refused.
-    fn rope_theta_of(
+    /// The rotary embedding of `layer_type`'s layers, from its entry in transformers 5's
+    /// per-layer-type `rope_parameters`, with transformers 4's `rope_scaling` merged in where
+    /// the config class merges it (`scaled`); the rest as [`Self::rope_of`] says.
+    fn layer_rope(
         &self,
-        entry: Option<&Value>,
-        old: Option<f64>,
-        default: f64,
-        family: &str,
+        layer_type: &str,
+        scaled: bool,
+        theta: (Option<f64>, f64),
+        positions: usize,
         path: &Path,
-    ) -> Result<f64> {
-        if self.rope_scaling.as_ref().is_some_and(|s| !s.is_null()) {
+    ) -> Result<Rope> {
+        let entry = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get(layer_type));
+        let mut entry = rope_parameters_entry(entry);
+        if let (true, Some(Value::Object(scaling))) = (scaled, &self.rope_scaling) {
+            entry.extend(scaling.clone());
+        }
+        self.rope_of(entry, theta, positions, path)
+    }
+
+    /// A rotary embedding from its `rope_parameters` entry as transformers standardizes it:
+    /// the base from the entry, else transformers 4's key (`old`), else the family's default;
+    /// the type from `rope_type` (or the older `type`); `positions`, the model's
+    /// `max_position_embeddings`, for what `llama3` scaling leaves out. The types that only rescale the
+    /// frequencies are run (`default`, `linear`, `llama3`); the others, and a partial rotary
+    /// factor, are refused, with the file named.
+    fn rope_of(
+        &self,
+        entry: Map<String, Value>,
+        (old, default): (Option<f64>, f64),
+        positions: usize,
+        path: &Path,
+    ) -> Result<Rope> {
+        let partial = entry.get("partial_rotary_factor").and_then(Value::as_f64);
+        if let Some(factor) = partial.or(self.partial_rotary_factor)
+            && factor != 1.0
+        {
             return Err(ModelError::config(
                 path,
-                format!("rope_scaling is not supported for {family}"),
+                format!("partial_rotary_factor {factor} is not supported (only 1)"),
             ));
         }
-        let entry = entry.unwrap_or(&Value::Null);
-        match entry.get("rope_type").and_then(Value::as_str) {
-            None | Some("default") => {}
-            Some(other) => {
+        let kind = entry.get("rope_type").or_else(|| entry.get("type"));
+        let kind = kind.and_then(Value::as_str).unwrap_or("default");
+        let number = |key: &str| {
+            entry.get(key).and_then(Value::as_f64).ok_or_else(|| {
+                ModelError::config(
+                    path,
+                    format!("rope_type {kind:?} needs a number {key:?} in its rope parameters"),
+                )
+            })
+        };
+        let scaling = match kind {
+            "default" => RopeScaling::None,
+            "linear" => RopeScaling::Linear {
+                factor: number("factor")?,
+            },
+            "llama3" => RopeScaling::Llama3 {
+                factor: number("factor")?,
+                low_freq_factor: number("low_freq_factor")?,
+                high_freq_factor: number("high_freq_factor")?,
+                // transformers' fallback: the model's own context length.
+                original_max_position_embeddings: number("original_max_position_embeddings")
+                    .unwrap_or(positions as f64),
+            },
+            other => {
                 return Err(ModelError::config(
                     path,
-                    format!("rope_type {other:?} is not supported (only \"default\")"),
+                    format!(
+                        "rope_type {other:?} is not supported (only \"default\", \"linear\" \
+                         and \"llama3\")"
+                    ),
                 ));
             }
-        }
-        Ok(entry
-            .get("rope_theta")
-            .and_then(Value::as_f64)
-            .or(old)
-            .unwrap_or(default))
+        };
+        let theta = entry.get("rope_theta").and_then(Value::as_f64);
+        Ok(Rope {
+            theta: theta.or(old).unwrap_or(default),
+            scaling,
+        })
+    }
+}
+
+/// One entry per layer, true for a sliding-window (local) layer.
+struct LayerKinds(Vec<bool>);
+
+impl LayerKinds {
+    /// Each layer's attention: `sliding` for a sliding-window layer, else `full`.
+    fn attending(self, sliding: LayerAttention, full: LayerAttention) -> Vec<LayerAttention> {
+        let kind = |is_sliding| if is_sliding { sliding } else { full };
+        self.0.into_iter().map(kind).collect()
+    }
+}
+
+/// A `rope_parameters` entry's keys (none where it is absent or not an object).
+fn rope_parameters_entry(entry: Option<&Value>) -> Map<String, Value> {
+    match entry {
+        Some(Value::Object(entry)) => entry.clone(),
+        _ => Map::new(),
     }
 }
 
@@ -712,6 +795,17 @@ impl ArchitectureConfig {
         }
     }
 
+    /// How each layer of a rotary model attends; `None` for the models with absolute
+    /// positions, whose layers all see the whole text.
+    pub fn layer_attention(&self) -> Option<&[LayerAttention]> {
+        match self {
+            ArchitectureConfig::ModernBert(ModernBertConfig { layers, .. })
+            | ArchitectureConfig::Llama(LlamaConfig { layers, .. })
+            | ArchitectureConfig::Gemma3(Gemma3Config { layers, .. }) => Some(layers),
+            _ => None,
+        }
+    }
+
     /// The prefix this architecture's weights carry in `*ForMaskedLM` / pretraining checkpoints.
     pub fn weight_prefix(&self) -> &'static str {
         match self {
@@ -827,7 +921,11 @@ mod tests {
 
     fn windows(model_type: &str, extra: Value) -> Vec<Window> {
         match load(model_type, extra).unwrap() {
-            ArchitectureConfig::Llama(config) => config.windows,
+            ArchitectureConfig::Llama(config) => config
+                .layers
+                .iter()
+                .map(|layer| layer.window.unwrap())
+                .collect(),
             other => panic!("{other:?}"),
         }
     }

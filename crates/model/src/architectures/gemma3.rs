@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use super::TokenBatch;
 use super::decoder::DecoderBlocks;
 use super::layers::{
-    Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
+    Attention, RotaryLayers, flatten_rows, load_embedding, load_rms_norm, row_ids, widen,
 };
 use crate::config::{Biases, Gemma3Config};
 use crate::error::Result;
@@ -28,7 +28,6 @@ struct Gemma3Layer<B: Backend> {
     post_attention_norm: RmsNorm<B>,
     pre_feedforward_norm: RmsNorm<B>,
     post_feedforward_norm: RmsNorm<B>,
-    sliding: bool,
 }
 
 #[derive(Debug)]
@@ -54,11 +53,8 @@ impl<B: EncoderBackend> Gemma3<B> {
             output: config.attention_bias,
             mlp: false,
         };
-        let layers = config
-            .sliding_layers
-            .iter()
-            .enumerate()
-            .map(|(i, &sliding)| {
+        let layers = (0..shape.num_layers)
+            .map(|i| {
                 let p = format!("layers.{i}");
                 let name = |part: &str| format!("{p}.{part}");
                 let mut blocks =
@@ -73,7 +69,6 @@ impl<B: EncoderBackend> Gemma3<B> {
                     post_attention_norm: norm(&name("post_attention_layernorm"), d)?,
                     pre_feedforward_norm: norm(&name("pre_feedforward_layernorm"), d)?,
                     post_feedforward_norm: norm(&name("post_feedforward_layernorm"), d)?,
-                    sliding,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -106,23 +101,11 @@ impl<B: EncoderBackend> Gemma3<B> {
         // √hidden as the float32 Hugging Face multiplies by.
         let scale = (config.shape.hidden_size as f64).sqrt() as f32;
         let mut x = flatten_rows(embeddings).mul_scalar(scale);
-
-        let kind = |sliding: bool| {
-            let layer_kind = match sliding {
-                true => (Some(config.sliding_window), config.local_rope_theta),
-                false => (config.full_window, config.global_rope_theta),
-            };
-            rotary_attention(&rows, batch, heads.dim, layer_kind, attention, device)
-        };
-        let full = kind(false);
-        let sliding = config.sliding_layers.iter().any(|&s| s).then(|| kind(true));
+        let inputs =
+            RotaryLayers::new(&config.layers, (&rows, batch), heads.dim, attention, device);
 
         let activation = config.shape.activation;
-        for layer in &self.layers {
-            let (input, rotary) = match (&sliding, layer.sliding) {
-                (Some(sliding), true) => sliding,
-                _ => &full,
-            };
+        for (layer, (input, rotary)) in self.layers.iter().zip(inputs.per_layer()) {
             let h = layer.input_norm.forward(x.clone());
             let attended = layer.blocks.attention(h, heads, rotary, input);
             x = x + layer.post_attention_norm.forward(attended);

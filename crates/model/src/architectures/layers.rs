@@ -9,7 +9,10 @@ use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
-use crate::ops::{AttentionInput, EncoderBackend, Heads, HiddenStates, Rotary, TokenRows, Window};
+use crate::ops::{
+    AttentionInput, EncoderBackend, Heads, HiddenStates, LayerAttention, Rope, Rotary, TokenRows,
+    Window,
+};
 use crate::weights::Weights;
 
 /// A PyTorch `nn.Linear` (`weight` is `[out, in]`) as burn's `[in, out]`.
@@ -279,22 +282,70 @@ pub fn run_layers<B: EncoderBackend>(
     }
 }
 
-/// What the layers of one kind in a rotary model (ModernBERT, Qwen3, Gemma 3) attend with: the
-/// keys a query sees (`window`; `None`: the whole text) and the rotary table of base `theta`.
-/// A token's position is its index in the text, in either layout (Hugging Face numbers a
-/// left-padded batch from its first column, which shifts every position of a text alike:
-/// rotary attention and windows depend on differences of positions only).
-pub fn rotary_attention<B: EncoderBackend>(
-    rows: &TokenRows,
-    batch: &TokenBatch,
-    head_dim: usize,
-    (window, theta): (Option<Window>, f64),
-    attention: Attention,
-    device: &B::Device,
-) -> (AttentionInput<B>, Rotary<B>) {
-    let positions = rows.per_row(&sequential_positions(batch));
-    let input = AttentionInput::new(rows.clone(), batch, None, window, attention, device);
-    (input, Rotary::new(&positions, head_dim, theta, device))
+/// The attention inputs of a rotary model's layers (ModernBERT, the Llama family, Gemma 3) for
+/// one batch: a mask per distinct window and a rotary table per distinct base, each built once
+/// and shared by every layer that attends alike. A token's position is its index in the text,
+/// in either layout (Hugging Face numbers a left-padded batch from its first column, which
+/// shifts every position of a text alike: rotary attention and windows depend on differences
+/// of positions only).
+pub struct RotaryLayers<B: Backend> {
+    inputs: Vec<(Option<Window>, AttentionInput<B>)>,
+    rotaries: Vec<(Rope, Rotary<B>)>,
+    /// Per layer: its input and its rotary table, as indices into the two lists.
+    of_layer: Vec<(usize, usize)>,
+}
+
+impl<B: EncoderBackend> RotaryLayers<B> {
+    pub fn new(
+        layers: &[LayerAttention],
+        (rows, batch): (&TokenRows, &TokenBatch),
+        head_dim: usize,
+        attention: Attention,
+        device: &B::Device,
+    ) -> Self {
+        let positions = rows.per_row(&sequential_positions(batch));
+        let mut inputs: Vec<(Option<Window>, AttentionInput<B>)> = Vec::new();
+        let mut rotaries: Vec<(Rope, Rotary<B>)> = Vec::new();
+        let of_layer = layers
+            .iter()
+            .map(|layer| {
+                let input = shared(&mut inputs, layer.window, |window| {
+                    AttentionInput::new(rows.clone(), batch, None, window, attention, device)
+                });
+                let rotary = shared(&mut rotaries, layer.rope, |rope| {
+                    Rotary::new(&positions, head_dim, &rope, device)
+                });
+                (input, rotary)
+            })
+            .collect();
+        RotaryLayers {
+            inputs,
+            rotaries,
+            of_layer,
+        }
+    }
+
+    /// Each layer's attention input and rotary table, in layer order.
+    pub fn per_layer(&self) -> impl Iterator<Item = (&AttentionInput<B>, &Rotary<B>)> {
+        self.of_layer
+            .iter()
+            .map(|&(input, rotary)| (&self.inputs[input].1, &self.rotaries[rotary].1))
+    }
+}
+
+/// The index of `key`'s entry in `entries`, made by `make` the first time `key` is asked for.
+fn shared<K: Copy + PartialEq, V>(
+    entries: &mut Vec<(K, V)>,
+    key: K,
+    make: impl FnOnce(K) -> V,
+) -> usize {
+    match entries.iter().position(|(seen, _)| *seen == key) {
+        Some(index) => index,
+        None => {
+            entries.push((key, make(key)));
+            entries.len() - 1
+        }
+    }
 }
 
 /// Token-level ids (`[batch × seq_len]`, one per padded position) as the `[1, rows]` tensor an

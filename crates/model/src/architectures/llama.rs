@@ -14,11 +14,11 @@ use burn::tensor::backend::Backend;
 use super::TokenBatch;
 use super::decoder::{DecoderBlocks, NormLoader};
 use super::layers::{
-    Attention, flatten_rows, load_embedding, load_rms_norm, rotary_attention, row_ids, widen,
+    Attention, RotaryLayers, flatten_rows, load_embedding, load_rms_norm, row_ids, widen,
 };
 use crate::config::LlamaConfig;
 use crate::error::Result;
-use crate::ops::{EncoderBackend, HiddenStates, TokenRows, Window};
+use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 #[derive(Debug)]
@@ -86,24 +86,11 @@ impl<B: EncoderBackend> Llama<B> {
             .word_embeddings
             .forward(row_ids(&rows, &widen(&batch.ids), device));
         let mut x = flatten_rows(embeddings);
-
-        // One attention input per kind of layer (causal, sliding), built once.
-        let mut kinds: Vec<(Window, _)> = Vec::new();
-        for &window in &config.windows {
-            if !kinds.iter().any(|(seen, _)| *seen == window) {
-                let layer_kind = (Some(window), config.rope_theta);
-                let input =
-                    rotary_attention(&rows, batch, heads.dim, layer_kind, attention, device);
-                kinds.push((window, input));
-            }
-        }
+        let inputs =
+            RotaryLayers::new(&config.layers, (&rows, batch), heads.dim, attention, device);
 
         let activation = config.shape.activation;
-        for (layer, window) in self.layers.iter().zip(&config.windows) {
-            let (_, (input, rotary)) = kinds
-                .iter()
-                .find(|(seen, _)| seen == window)
-                .expect("every layer's window has its input");
+        for (layer, (input, rotary)) in self.layers.iter().zip(inputs.per_layer()) {
             let h = layer.input_norm.forward(x.clone());
             x = x + layer.blocks.attention(h, heads, rotary, input);
             let h = layer.mlp_norm.forward(x.clone());

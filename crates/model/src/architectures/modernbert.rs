@@ -10,13 +10,13 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, flatten_rows, load_embedding, load_linear_with_bias, load_norm, rotary_attention,
+    Attention, RotaryLayers, flatten_rows, load_embedding, load_linear_with_bias, load_norm,
     row_ids, widen,
 };
 use crate::config::ModernBertConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{EncoderBackend, Heads, HiddenStates, TokenRows, Window};
+use crate::ops::{EncoderBackend, Heads, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 /// `ModernBertForMaskedLM`'s head (`head`, then `decoder`, tied to the token embeddings); its
@@ -42,7 +42,6 @@ struct ModernBertLayer<B: Backend> {
     /// `[hidden, 2 × intermediate]`: the input half, then the gate half.
     mlp_in: Linear<B>,
     mlp_out: Linear<B>,
-    local: bool,
 }
 
 #[derive(Debug)]
@@ -63,11 +62,8 @@ impl<B: EncoderBackend> ModernBert<B> {
             shape.layer_norm_eps,
         );
         let norm = |name: &str| load_norm(weights, name, d, eps, config.norm_bias, device);
-        let layers = config
-            .local_layers
-            .iter()
-            .enumerate()
-            .map(|(i, &local)| {
+        let layers = (0..shape.num_layers)
+            .map(|i| {
                 let p = format!("layers.{i}");
                 let (attention, mlp) = (config.attention_bias, config.mlp_bias);
                 Ok(ModernBertLayer {
@@ -105,7 +101,6 @@ impl<B: EncoderBackend> ModernBert<B> {
                         mlp,
                         device,
                     )?,
-                    local,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -148,25 +143,10 @@ impl<B: EncoderBackend> ModernBert<B> {
             .word_embeddings
             .forward(row_ids(&rows, &widen(&batch.ids), device));
         let mut x = self.embeddings_norm.forward(flatten_rows(embeddings));
+        let inputs =
+            RotaryLayers::new(&config.layers, (&rows, batch), heads.dim, attention, device);
 
-        let kind = |local: bool| {
-            let layer_kind = match local {
-                true => (
-                    Some(Window::around(config.local_window)),
-                    config.local_rope_theta,
-                ),
-                false => (None, config.global_rope_theta),
-            };
-            rotary_attention(&rows, batch, heads.dim, layer_kind, attention, device)
-        };
-        let global = kind(false);
-        let local = config.local_layers.iter().any(|&l| l).then(|| kind(true));
-
-        for layer in &self.layers {
-            let (input, rotary) = match (&local, layer.local) {
-                (Some(local), true) => local,
-                _ => &global,
-            };
+        for (layer, (input, rotary)) in self.layers.iter().zip(inputs.per_layer()) {
             let h = match &layer.attention_norm {
                 Some(norm) => norm.forward(x.clone()),
                 None => x.clone(),

@@ -385,6 +385,81 @@ impl Window {
     }
 }
 
+/// How a layer of a rotary model (ModernBERT, the Llama family, Gemma 3) attends: the keys a
+/// query sees (`None`: every key of its text) and its rotary positions. Models mix layers of
+/// two kinds (local and global, sliding and full), each with its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerAttention {
+    pub window: Option<Window>,
+    pub rope: Rope,
+}
+
+/// A rotary position embedding's frequencies: transformers' `rope_parameters` of the
+/// `rope_type`s that change only the frequencies (not the scale of `cos` and `sin`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rope {
+    /// The base: frequency `i` of a head is `theta^(−2i/head_dim)` before scaling.
+    pub theta: f64,
+    pub scaling: RopeScaling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// `default`.
+    None,
+    /// `linear`: every frequency divided by `factor` (Gemma 3's full layers).
+    Linear { factor: f64 },
+    /// `llama3` (Llama 3.1 on): frequencies whose wavelength exceeds
+    /// `original_max_position_embeddings / low_freq_factor` divided by `factor`, those
+    /// shorter than `… / high_freq_factor` kept, and those between blended smoothly.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl Rope {
+    /// The `head_dim / 2` frequencies, in f32 and in the order of operations of transformers'
+    /// `modeling_rope_utils` (torch computes `scalar / tensor` as `tensor.reciprocal() *
+    /// scalar`), so that they agree to the bit.
+    pub fn inverse_frequencies(&self, head_dim: usize) -> Vec<f32> {
+        let base = self.theta as f32;
+        let default = (0..head_dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / head_dim as f32));
+        match self.scaling {
+            RopeScaling::None => default.collect(),
+            RopeScaling::Linear { factor } => default.map(|f| f / factor as f32).collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: context,
+            } => {
+                let factor = factor as f32;
+                let low_wavelength = (context / low_freq_factor) as f32;
+                let high_wavelength = (context / high_freq_factor) as f32;
+                let band = (high_freq_factor - low_freq_factor) as f32;
+                default
+                    .map(|f| {
+                        let wavelength = (1.0 / f) * std::f64::consts::TAU as f32;
+                        if wavelength > low_wavelength {
+                            f / factor
+                        } else if wavelength < high_wavelength {
+                            f
+                        } else {
+                            let smooth = ((1.0 / wavelength) * context as f32
+                                - low_freq_factor as f32)
+                                / band;
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
 /// What attention needs besides the projections; built once per forward pass.
 pub struct AttentionInput<B: Backend> {
     pub rows: TokenRows,
@@ -426,13 +501,10 @@ pub struct Rotary<B: Backend> {
 }
 
 impl<B: Backend> Rotary<B> {
-    /// `positions`: one per row. Frequencies `θ^(−2i/head_dim)`, computed in f32 as Hugging
-    /// Face computes them.
-    pub fn new(positions: &[i64], head_dim: usize, theta: f64, device: &B::Device) -> Self {
+    /// `positions`: one per row.
+    pub fn new(positions: &[i64], head_dim: usize, rope: &Rope, device: &B::Device) -> Self {
         let half = head_dim / 2;
-        let frequencies: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
-            .collect();
+        let frequencies = rope.inverse_frequencies(head_dim);
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &position in positions {
@@ -800,7 +872,11 @@ mod tests {
                 heads.query_width() + heads.key_value_width(),
             );
             let qkv = tensor(random(rows * width, 21), [rows, width]);
-            let rotary = Rotary::<Cpu>::new(&positions, heads.dim, theta, &Default::default());
+            let rope = Rope {
+                theta,
+                scaling: RopeScaling::None,
+            };
+            let rotary = Rotary::<Cpu>::new(&positions, heads.dim, &rope, &Default::default());
             let ours = Cpu::rotate_queries_keys(qkv.clone(), heads, &rotary);
             let theirs = rotate_with_tensor_ops(qkv.clone(), heads, &rotary);
             assert!(
