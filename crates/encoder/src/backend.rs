@@ -306,10 +306,19 @@ fn check_one_precision<B: Backend>(
     }
 }
 
+/// The GPU attention, its scores bounded by the largest buffer cubecl allocates on `device`
+/// (its memory's page size), which a batch of long texts would otherwise pass.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn explicit_attention<R: burn::cubecl::Runtime>(device: &R::Device) -> Attention {
+    let max_score_bytes = R::client(device).properties().memory.max_page_size;
+    Attention::Explicit { max_score_bytes }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use burn::backend::Cuda;
     use burn::backend::cuda::CudaDevice;
+    use burn::cubecl::cuda::CudaRuntime;
     use half::{bf16, f16};
 
     use super::*;
@@ -329,15 +338,12 @@ mod cuda {
         }
         let device = CudaDevice::new(index);
         check_one_precision::<Cuda>(&device, index, precision)?;
+        let attention = explicit_attention::<CudaRuntime>(&device);
         match precision {
-            Precision::F32 => {
-                BurnRunner::<Cuda<f32>>::load(folder, device, None, Attention::Explicit, true)
-            }
-            Precision::F16 => {
-                BurnRunner::<Cuda<f16>>::load(folder, device, None, Attention::Explicit, true)
-            }
+            Precision::F32 => BurnRunner::<Cuda<f32>>::load(folder, device, None, attention, true),
+            Precision::F16 => BurnRunner::<Cuda<f16>>::load(folder, device, None, attention, true),
             Precision::Bf16 => {
-                BurnRunner::<Cuda<bf16>>::load(folder, device, None, Attention::Explicit, true)
+                BurnRunner::<Cuda<bf16>>::load(folder, device, None, attention, true)
             }
         }
     }
@@ -357,6 +363,7 @@ mod cuda {
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use burn::backend::Wgpu;
+    use burn::backend::wgpu::WgpuRuntime;
     use half::f16;
 
     use super::*;
@@ -369,13 +376,10 @@ mod wgpu {
         // cubecl-wgpu panics when no adapter matches: pick one from the list first.
         let device = crate::gpu::wgpu_device(index).map_err(EncodeError::Device)?;
         check_one_precision::<Wgpu>(&device, index, precision)?;
+        let attention = explicit_attention::<WgpuRuntime>(&device);
         match precision {
-            Precision::F32 => {
-                BurnRunner::<Wgpu<f32>>::load(folder, device, None, Attention::Explicit, true)
-            }
-            Precision::F16 => {
-                BurnRunner::<Wgpu<f16>>::load(folder, device, None, Attention::Explicit, true)
-            }
+            Precision::F32 => BurnRunner::<Wgpu<f32>>::load(folder, device, None, attention, true),
+            Precision::F16 => BurnRunner::<Wgpu<f16>>::load(folder, device, None, attention, true),
             Precision::Bf16 => Err(EncodeError::InvalidOption(
                 "precision bf16 is not available on wgpu (WGSL has no bf16); use f16 or f32".into(),
             )),

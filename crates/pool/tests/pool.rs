@@ -114,10 +114,12 @@ fn half_precision_workers_stay_close_to_f32() {
     }
 }
 
-/// A real out-of-memory on a CUDA GPU: 8,192 texts of 512 tokens in one batch of
-/// all-MiniLM-L6-v2 need over 100 GB for the attention scores alone. The worker reports it and
-/// exits; the chunk comes back in smaller batches on a fresh worker, and every row arrives.
-/// Only on `cuda:K` (lavapipe would try to take that memory from the host).
+/// A real out-of-memory on a CUDA GPU: 32,768 texts of all-MiniLM-L6-v2's 256 tokens in one
+/// batch need a 51 GB feed-forward activation, more than cubecl allocates at once (a quarter of
+/// an 80 GB GPU; the attention scores go in blocks that fit it, and cannot cause the failure).
+/// The worker reports it and exits; the chunk comes back in smaller batches on a fresh worker,
+/// and every row arrives. Only on `cuda:K` (lavapipe would try to take that memory from the
+/// host).
 #[test]
 fn a_gpu_out_of_memory_is_retried_with_smaller_batches() {
     let device = match std::env::var("POOL_ENCODE_GPU_TEST_DEVICE").map(|d| d.parse::<Device>()) {
@@ -129,12 +131,9 @@ fn a_gpu_out_of_memory_is_retried_with_smaller_batches() {
             return;
         }
     };
-    let long = texts()
-        .into_iter()
-        .max_by_key(String::len)
-        .unwrap()
-        .repeat(8);
-    let texts = vec![long; 8192];
+    // 2,151 words: cut at 256 tokens.
+    let long = texts().into_iter().max_by_key(String::len).unwrap();
+    let texts = vec![long; 32_768];
     let mut config = config(1);
     config.model = minilm_dir();
     config.devices = vec![device];

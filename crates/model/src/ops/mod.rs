@@ -611,14 +611,35 @@ fn padded_self_attention<B: Backend>(
             input.bias.clone(),
             AttentionModuleOptions::default(),
         ),
-        Attention::Explicit => {
-            let mut scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dim as f64).sqrt());
-            if let Some(bias) = &input.bias {
-                scores = scores + bias.clone();
+        Attention::Explicit { max_score_bytes } => {
+            // `[batch, heads, block, seq]` scores at a time.
+            let query_bytes = batch * heads.query * seq * std::mem::size_of::<B::FloatElem>();
+            let block = (max_score_bytes as usize / query_bytes.max(1)).clamp(1, seq.max(1));
+            let keys = k.swap_dims(2, 3);
+            let attend = |queries: std::ops::Range<usize>| {
+                let q = q
+                    .clone()
+                    .slice([0..batch, 0..heads.query, queries.clone(), 0..dim]);
+                let mut scores = q.matmul(keys.clone()).div_scalar((dim as f64).sqrt());
+                if let Some(bias) = &input.bias {
+                    scores = scores + bias.clone().slice([0..1, 0..heads.query, queries.clone()]);
+                }
+                let mask = mask.clone().slice([0..batch, 0..1, queries]);
+                // The most negative f16 value: finite in every precision, zero after softmax.
+                let scores = scores.mask_fill(mask, -65504.0);
+                burn::tensor::activation::softmax(scores, 3).matmul(v.clone())
+            };
+            if block >= seq {
+                attend(0..seq)
+            } else {
+                let blocks = (0..seq).step_by(block);
+                Tensor::cat(
+                    blocks
+                        .map(|start| attend(start..(start + block).min(seq)))
+                        .collect(),
+                    2,
+                )
             }
-            // The most negative f16 value: finite in every precision, zero after softmax.
-            let scores = scores.mask_fill(mask, -65504.0);
-            burn::tensor::activation::softmax(scores, 3).matmul(v)
         }
     };
     context.swap_dims(1, 2).reshape([batch * seq, queries])
@@ -812,13 +833,20 @@ mod tests {
                 after: 0,
             }),
         ];
-        for (bias, window) in biases.iter().flat_map(|b| windows.map(|w| (b.clone(), w))) {
+        // The padded attention whole, in blocks of 7 queries (the last one shorter), and one
+        // query at a time.
+        let query_bytes = (lengths.len() * heads.query * seq * 4) as u64;
+        let limits = [u64::MAX, 7 * query_bytes + 3, 1];
+        let cases = biases.iter().flat_map(|b| windows.map(|w| (b.clone(), w)));
+        for ((bias, window), max_score_bytes) in
+            cases.flat_map(|case| limits.map(|limit| (case.clone(), limit)))
+        {
             let padded_input = AttentionInput::<Cpu>::new(
                 padded_rows.clone(),
                 &batch,
                 bias.clone(),
                 window,
-                Attention::Explicit,
+                Attention::Explicit { max_score_bytes },
                 &device,
             );
             let packed_input = AttentionInput::<Cpu>::new(
@@ -844,7 +872,7 @@ mod tests {
             );
             assert!(
                 max_diff(ours * mask.clone(), theirs * mask) < 1e-5,
-                "{heads:?}, bias {}, window {window:?}",
+                "{heads:?}, bias {}, window {window:?}, max_score_bytes {max_score_bytes}",
                 bias.is_some()
             );
         }
