@@ -14,7 +14,7 @@ mod modernbert;
 mod mpnet;
 mod roberta;
 
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
@@ -26,7 +26,7 @@ pub use mpnet::MPNet;
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
 use crate::modules::MlmHeadNames;
-use crate::ops::{EncoderBackend, HiddenStates, Window};
+use crate::ops::{EncoderBackend, HiddenStates};
 use crate::weights::Weights;
 
 /// A right-padded batch of tokenized texts, row-major `[batch, seq_len]`, built on the host.
@@ -38,34 +38,6 @@ pub struct TokenBatch {
     pub mask: Vec<u32>,
     pub batch: usize,
     pub seq_len: usize,
-}
-
-impl TokenBatch {
-    /// `[batch, 1, seq, seq]`, true where a query may not see the key (the attention op's
-    /// mask): the key is padding, or outside the query's `window`.
-    pub fn attention_mask<B: Backend>(
-        &self,
-        window: Option<Window>,
-        device: &B::Device,
-    ) -> Tensor<B, 4, Bool> {
-        let (b, s) = (self.batch, self.seq_len);
-        let padding: Vec<bool> = self.mask.iter().map(|&m| m == 0).collect();
-        let padding = Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [b, s]), device)
-            .reshape([b, 1, 1, s])
-            .expand([b, 1, s, s]);
-        let Some(window) = window else {
-            return padding;
-        };
-        // The window's part is the same for every text: seq² values built and sent, not
-        // batch × seq² (at 8,192 tokens, 67 MB a batch rather than that times its texts).
-        let unseen: Vec<bool> = (0..s)
-            .flat_map(|query| (0..s).map(move |key| !window.sees(query, key)))
-            .collect();
-        let unseen = Tensor::<B, 2, Bool>::from_data(TensorData::new(unseen, [s, s]), device)
-            .reshape([1, 1, s, s])
-            .expand([b, 1, s, s]);
-        padding.bool_or(unseen)
-    }
 }
 
 /// Any supported encoder, chosen by `config.json`.

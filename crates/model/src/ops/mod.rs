@@ -463,9 +463,8 @@ impl Rope {
 /// What attention needs besides the projections; built once per forward pass.
 pub struct AttentionInput<B: Backend> {
     pub rows: TokenRows,
-    /// `[batch, 1, seq, seq]`, true where a query may not see the key (padding, or outside
-    /// the window): the padded layout's mask.
-    pub mask: Option<Tensor<B, 4, Bool>>,
+    /// The padded layout's mask.
+    pub mask: Option<AttentionMask<B>>,
     /// Additive bias `[1, heads, seq, seq]` (MPNet's relative positions), the same for every text.
     pub bias: Option<Tensor<B, 4>>,
     /// The keys each query sees by position (`None`: every key of its text).
@@ -482,13 +481,54 @@ impl<B: Backend> AttentionInput<B> {
         kind: Attention,
         device: &B::Device,
     ) -> Self {
-        let mask = (!rows.packed).then(|| batch.attention_mask(window, device));
+        let mask = (!rows.packed).then(|| AttentionMask::new(batch, window, device));
         AttentionInput {
             rows,
             mask,
             bias,
             window,
             kind,
+        }
+    }
+}
+
+/// The padded layout's attention mask, true where a query may not see the key: the key is
+/// padding, or outside the query's window. Kept as its two parts, each only as large as what it
+/// depends on, and combined for the queries at hand: no `[batch, 1, seq, seq]` tensor exists
+/// unless the attention takes every query at once.
+pub struct AttentionMask<B: Backend> {
+    /// `[batch, 1, 1, seq]`: the padding keys of each text.
+    padding: Tensor<B, 4, Bool>,
+    /// `[1, 1, seq, seq]`: the keys outside each query's window, the same for every text.
+    unseen: Option<Tensor<B, 4, Bool>>,
+}
+
+impl<B: Backend> AttentionMask<B> {
+    pub fn new(batch: &TokenBatch, window: Option<Window>, device: &B::Device) -> Self {
+        let (b, s) = (batch.batch, batch.seq_len);
+        let padding: Vec<bool> = batch.mask.iter().map(|&m| m == 0).collect();
+        let padding = Tensor::<B, 2, Bool>::from_data(TensorData::new(padding, [b, s]), device)
+            .reshape([b, 1, 1, s]);
+        let unseen = window.map(|window| {
+            let unseen: Vec<bool> = (0..s)
+                .flat_map(|query| (0..s).map(move |key| !window.sees(query, key)))
+                .collect();
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(unseen, [s, s]), device)
+                .reshape([1, 1, s, s])
+        });
+        AttentionMask { padding, unseen }
+    }
+
+    /// `[batch, 1, queries, seq]`: the mask of these queries.
+    pub fn of_queries(&self, queries: std::ops::Range<usize>) -> Tensor<B, 4, Bool> {
+        let [b, _, _, s] = self.padding.dims();
+        let shape = [b, 1, queries.len(), s];
+        let padding = self.padding.clone().expand(shape);
+        match &self.unseen {
+            Some(unseen) => {
+                padding.bool_or(unseen.clone().slice([0..1, 0..1, queries]).expand(shape))
+            }
+            None => padding,
         }
     }
 }
@@ -601,13 +641,13 @@ fn padded_self_attention<B: Backend>(
     let q = part(0..queries, heads.query);
     let k = part(queries..queries + keys, heads.key_value);
     let v = part(queries + keys..queries + 2 * keys, heads.key_value);
-    let mask = input.mask.clone().expect("a padded batch has a mask");
+    let mask = input.mask.as_ref().expect("a padded batch has a mask");
     let context = match input.kind {
         Attention::Fused => attention(
             q,
             k,
             v,
-            Some(mask),
+            Some(mask.of_queries(0..seq)),
             input.bias.clone(),
             AttentionModuleOptions::default(),
         ),
@@ -624,7 +664,7 @@ fn padded_self_attention<B: Backend>(
                 if let Some(bias) = &input.bias {
                     scores = scores + bias.clone().slice([0..1, 0..heads.query, queries.clone()]);
                 }
-                let mask = mask.clone().slice([0..batch, 0..1, queries]);
+                let mask = mask.of_queries(queries);
                 // The most negative f16 value: finite in every precision, zero after softmax.
                 let scores = scores.mask_fill(mask, -65504.0);
                 burn::tensor::activation::softmax(scores, 3).matmul(v.clone())
