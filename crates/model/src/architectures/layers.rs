@@ -164,10 +164,10 @@ pub enum Attention {
     /// softmax(Q·Kᵀ/√d + bias, padding masked)·V in plain ops: on burn 0.21's GPU backends the
     /// fused op's autotuner picks kernels that fail for some sequence lengths (f16 on CUDA:
     /// "Stage seq_q must divide problem seq_q"), while matmul and softmax are robust. The
-    /// scores of a block of queries at a time, so that none of its tensors outgrows
-    /// `max_score_bytes`: the largest buffer the device allocates (cubecl refuses a larger one
-    /// whatever memory is free: 128 MiB on some Vulkan drivers, a quarter of the memory on
-    /// CUDA), which long texts in a batch would otherwise pass.
+    /// scores of a block of queries at a time, each block's within `max_score_bytes`: the
+    /// largest buffer the device allocates (cubecl refuses a larger one whatever memory is
+    /// free: under 256 MiB on lavapipe, a quarter of the memory on CUDA), which the scores of
+    /// a batch of long texts would otherwise pass.
     Explicit { max_score_bytes: u64 },
 }
 
