@@ -568,9 +568,9 @@ impl RawConfig {
     /// A rotary embedding from its `rope_parameters` entry as transformers standardizes it:
     /// the base from the entry, else transformers 4's key (`old`), else the family's default;
     /// the type from `rope_type` (or the older `type`); `positions`, the model's
-    /// `max_position_embeddings`, for what `llama3` scaling leaves out. The types that only rescale the
-    /// frequencies are run (`default`, `linear`, `llama3`); the others, and a partial rotary
-    /// factor, are refused, with the file named.
+    /// `max_position_embeddings`, for what `llama3` scaling leaves out. The types that only
+    /// rescale the frequencies are run (`default`, `linear`, `llama3`); the others, and a
+    /// partial rotary factor, are refused, with the file named.
     fn rope_of(
         &self,
         entry: Map<String, Value>,
