@@ -307,6 +307,20 @@ def train_qwen_tokenizer():
                           model_max_length=131072)
 
 
+def one_special_token(config: dict, token: str, before: bool) -> dict:
+    """tokenizer.json's TemplateProcessing post-processor that puts `token` before (Llama's
+    <s>) or after (Qwen's <|endoftext|>) each sequence, with that sequence's type id."""
+    token_id = next(t["id"] for t in config["added_tokens"] if t["content"] == token)
+
+    def around(sequence: str, type_id: int) -> list:
+        text = {"Sequence": {"id": sequence, "type_id": type_id}}
+        special = {"SpecialToken": {"id": token, "type_id": type_id}}
+        return [special, text] if before else [text, special]
+    return {"type": "TemplateProcessing", "single": around("A", 0),
+            "pair": around("A", 0) + around("B", 1),
+            "special_tokens": {token: {"id": token, "ids": [token_id], "tokens": [token]}}}
+
+
 def hub_qwen_tokenizer(folder: pathlib.Path):
     """Qwen3-Embedding's tokenizer files as the hub has them: tokenizer.json's post-processor
     appends <|endoftext|> (the token the model pools), tokenizer_config.json pads on the left
@@ -314,17 +328,7 @@ def hub_qwen_tokenizer(folder: pathlib.Path):
     post-processor whatever they said: checked by hand). The file's normalizer and pre-tokenizer are GPT-2's here, which
     transformers 5 ignores for Qwen2Tokenizer's own: only the class's pipeline gives ST's ids."""
     def edit(config):
-        eos = next(t["id"] for t in config["added_tokens"] if t["content"] == "<|endoftext|>")
-        config["post_processor"] = {
-            "type": "TemplateProcessing",
-            "single": [{"Sequence": {"id": "A", "type_id": 0}},
-                       {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}}],
-            "pair": [{"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 1}},
-                     {"SpecialToken": {"id": "<|endoftext|>", "type_id": 1}}],
-            "special_tokens": {"<|endoftext|>": {"id": "<|endoftext|>", "ids": [eos],
-                                                 "tokens": ["<|endoftext|>"]}}}
+        config["post_processor"] = one_special_token(config, "<|endoftext|>", before=False)
         config["normalizer"] = None
         config["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False,
                                    "trim_offsets": True, "use_regex": True}
@@ -476,16 +480,7 @@ def hub_llama_tokenizer(folder: pathlib.Path, tokenizer_class: str):
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
         config["pre_tokenizer"] = None
         config["model"]["byte_fallback"] = False
-        bos = next(t["id"] for t in config["added_tokens"] if t["content"] == "<s>")
-        config["post_processor"] = {
-            "type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                       {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
-                     {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": "<s>", "type_id": 1}},
-                     {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [bos], "tokens": ["<s>"]}}}
+        config["post_processor"] = one_special_token(config, "<s>", before=True)
     edit_tokenizer_json(folder, edit)
     path = folder / "tokenizer_config.json"
     config = json.loads(path.read_text())

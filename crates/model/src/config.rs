@@ -139,17 +139,6 @@ pub enum LlamaFamily {
     Qwen3,
 }
 
-impl LlamaFamily {
-    pub fn name(self) -> &'static str {
-        match self {
-            LlamaFamily::Llama => "Llama",
-            LlamaFamily::Mistral => "Mistral",
-            LlamaFamily::Qwen2 => "Qwen2",
-            LlamaFamily::Qwen3 => "Qwen3",
-        }
-    }
-}
-
 /// The Llama family of decoders as embedding models run them (transformers' `LlamaModel`,
 /// `MistralModel`, `Qwen2Model`, `Qwen3Model`): what they add to the common shape
 /// (`layer_norm_eps` is their `rms_norm_eps`). One architecture: they differ only in their

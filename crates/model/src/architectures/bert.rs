@@ -6,8 +6,8 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
-    load_layers, positions_after_padding, row_ids, run_layers, sequential_positions, widen,
+    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, lookup,
+    positions_after_padding, run_layers, sequential_positions, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
@@ -115,16 +115,15 @@ impl<B: EncoderBackend> Bert<B> {
                 positions_after_padding(batch, pad_token_id)
             }
         };
-        let embeddings = self
-            .word_embeddings
-            .forward(row_ids(&rows, &widen(&batch.ids), device))
-            + self
-                .position_embeddings
-                .forward(row_ids(&rows, &positions, device))
-            + self
-                .token_type_embeddings
-                .forward(row_ids(&rows, &widen(&batch.type_ids), device));
-        let x = self.embeddings_norm.forward(flatten_rows(embeddings));
+        let embeddings = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device)
+            + lookup(&self.position_embeddings, &rows, &positions, device)
+            + lookup(
+                &self.token_type_embeddings,
+                &rows,
+                &widen(&batch.type_ids),
+                device,
+            );
+        let x = self.embeddings_norm.forward(embeddings);
         run_layers(&self.layers, x, batch, rows, None, attention, device)
     }
 }

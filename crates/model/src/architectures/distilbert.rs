@@ -5,8 +5,8 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
-    load_layers, row_ids, run_layers, sequential_positions, widen,
+    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, lookup,
+    run_layers, sequential_positions, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
@@ -83,15 +83,10 @@ impl<B: EncoderBackend> DistilBert<B> {
         device: &B::Device,
     ) -> HiddenStates<B> {
         let rows = TokenRows::of::<B>(batch);
-        let embeddings = self
-            .word_embeddings
-            .forward(row_ids(&rows, &widen(&batch.ids), device))
-            + self.position_embeddings.forward(row_ids(
-                &rows,
-                &sequential_positions(batch),
-                device,
-            ));
-        let x = self.embeddings_norm.forward(flatten_rows(embeddings));
+        let positions = sequential_positions(batch);
+        let embeddings = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device)
+            + lookup(&self.position_embeddings, &rows, &positions, device);
+        let x = self.embeddings_norm.forward(embeddings);
         run_layers(&self.layers, x, batch, rows, None, attention, device)
     }
 }

@@ -13,9 +13,7 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::decoder::DecoderBlocks;
-use super::layers::{
-    Attention, RotaryLayers, flatten_rows, load_embedding, load_rms_norm, row_ids, widen,
-};
+use super::layers::{Attention, RotaryLayers, load_embedding, load_rms_norm, lookup, widen};
 use crate::config::{Biases, Gemma3Config};
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
@@ -95,14 +93,11 @@ impl<B: EncoderBackend> Gemma3<B> {
         let config = &self.config;
         let heads = config.heads;
         let rows = TokenRows::of::<B>(batch);
-        let embeddings = self
-            .word_embeddings
-            .forward(row_ids(&rows, &widen(&batch.ids), device));
+        let embeddings = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device);
         // √hidden as the float32 Hugging Face multiplies by.
         let scale = (config.shape.hidden_size as f64).sqrt() as f32;
-        let mut x = flatten_rows(embeddings).mul_scalar(scale);
-        let inputs =
-            RotaryLayers::new(&config.layers, (&rows, batch), heads.dim, attention, device);
+        let mut x = embeddings.mul_scalar(scale);
+        let inputs = RotaryLayers::new(&config.layers, &rows, batch, heads.dim, attention, device);
 
         let activation = config.shape.activation;
         for (layer, (input, rotary)) in self.layers.iter().zip(inputs.per_layer()) {

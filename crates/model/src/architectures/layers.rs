@@ -302,7 +302,8 @@ pub struct RotaryLayers<B: Backend> {
 impl<B: EncoderBackend> RotaryLayers<B> {
     pub fn new(
         layers: &[LayerAttention],
-        (rows, batch): (&TokenRows, &TokenBatch),
+        rows: &TokenRows,
+        batch: &TokenBatch,
         head_dim: usize,
         attention: Attention,
         device: &B::Device,
@@ -352,22 +353,21 @@ fn shared<K: Copy + PartialEq, V>(
     }
 }
 
-/// Token-level ids (`[batch × seq_len]`, one per padded position) as the `[1, rows]` tensor an
-/// embedding table reads.
-pub fn row_ids<B: Backend>(
+/// `embedding`'s vectors for the batch's token rows, `[rows, hidden]`: `per_position` holds
+/// one index (a token id, a position) per padded position, `[batch × seq_len]`, and the rows
+/// keep those of real tokens where the layout is packed.
+pub fn lookup<B: Backend>(
+    embedding: &Embedding<B>,
     rows: &TokenRows,
     per_position: &[i64],
     device: &B::Device,
-) -> Tensor<B, 2, Int> {
+) -> Tensor<B, 2> {
     let values = rows.per_row(per_position);
     let n = values.len();
-    Tensor::from_data(TensorData::new(values, [1, n]), device)
-}
-
-/// `[1, rows, hidden]` embeddings as `[rows, hidden]`.
-pub fn flatten_rows<B: Backend>(embeddings: Tensor<B, 3>) -> Tensor<B, 2> {
-    let [_, rows, hidden] = embeddings.dims();
-    embeddings.reshape([rows, hidden])
+    let ids = Tensor::<B, 2, Int>::from_data(TensorData::new(values, [1, n]), device);
+    let embedded = embedding.forward(ids);
+    let [_, n, hidden] = embedded.dims();
+    embedded.reshape([n, hidden])
 }
 
 /// Positions `0..seq_len` of every text: BERT's and DistilBERT's absolute positions.

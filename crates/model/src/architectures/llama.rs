@@ -13,9 +13,7 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::decoder::{DecoderBlocks, NormLoader};
-use super::layers::{
-    Attention, RotaryLayers, flatten_rows, load_embedding, load_rms_norm, row_ids, widen,
-};
+use super::layers::{Attention, RotaryLayers, load_embedding, load_rms_norm, lookup, widen};
 use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
@@ -82,12 +80,8 @@ impl<B: EncoderBackend> Llama<B> {
         let config = &self.config;
         let heads = config.heads;
         let rows = TokenRows::of::<B>(batch);
-        let embeddings = self
-            .word_embeddings
-            .forward(row_ids(&rows, &widen(&batch.ids), device));
-        let mut x = flatten_rows(embeddings);
-        let inputs =
-            RotaryLayers::new(&config.layers, (&rows, batch), heads.dim, attention, device);
+        let mut x = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device);
+        let inputs = RotaryLayers::new(&config.layers, &rows, batch, heads.dim, attention, device);
 
         let activation = config.shape.activation;
         for (layer, (input, rotary)) in self.layers.iter().zip(inputs.per_layer()) {

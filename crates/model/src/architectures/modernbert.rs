@@ -10,8 +10,7 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, RotaryLayers, flatten_rows, load_embedding, load_linear_with_bias, load_norm,
-    row_ids, widen,
+    Attention, RotaryLayers, load_embedding, load_linear_with_bias, load_norm, lookup, widen,
 };
 use crate::config::ModernBertConfig;
 use crate::error::Result;
@@ -139,12 +138,9 @@ impl<B: EncoderBackend> ModernBert<B> {
         let config = &self.config;
         let heads = Heads::multi(config.shape.num_heads, config.shape.hidden_size);
         let rows = TokenRows::of::<B>(batch);
-        let embeddings = self
-            .word_embeddings
-            .forward(row_ids(&rows, &widen(&batch.ids), device));
-        let mut x = self.embeddings_norm.forward(flatten_rows(embeddings));
-        let inputs =
-            RotaryLayers::new(&config.layers, (&rows, batch), heads.dim, attention, device);
+        let embeddings = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device);
+        let mut x = self.embeddings_norm.forward(embeddings);
+        let inputs = RotaryLayers::new(&config.layers, &rows, batch, heads.dim, attention, device);
 
         for (layer, (input, rotary)) in self.layers.iter().zip(inputs.per_layer()) {
             let h = match &layer.attention_norm {

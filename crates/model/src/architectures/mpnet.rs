@@ -6,8 +6,8 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, flatten_rows, load_embedding, load_layer_norm,
-    load_layers, positions_after_padding, row_ids, run_layers, widen,
+    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, lookup,
+    positions_after_padding, run_layers, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
@@ -92,15 +92,10 @@ impl<B: EncoderBackend> MPNet<B> {
         device: &B::Device,
     ) -> HiddenStates<B> {
         let rows = TokenRows::of::<B>(batch);
-        let embeddings = self
-            .word_embeddings
-            .forward(row_ids(&rows, &widen(&batch.ids), device))
-            + self.position_embeddings.forward(row_ids(
-                &rows,
-                &positions_after_padding(batch, self.pad_token_id),
-                device,
-            ));
-        let x = self.embeddings_norm.forward(flatten_rows(embeddings));
+        let positions = positions_after_padding(batch, self.pad_token_id);
+        let embeddings = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device)
+            + lookup(&self.position_embeddings, &rows, &positions, device);
+        let x = self.embeddings_norm.forward(embeddings);
         let bias = self.position_bias(batch.seq_len, device);
         run_layers(&self.layers, x, batch, rows, Some(bias), attention, device)
     }
