@@ -369,20 +369,31 @@ def hub_qwen3_config(folder: pathlib.Path):
 GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 
 
-def train_gemma_tokenizer():
-    """A BPE tokenizer as Gemma's (spaces as "▁", no pre-tokenizer, byte fallback: the 256
-    <0xNN> tokens after the trained ones), trained a word at a time, saved as the GemmaTokenizer
-    class that adds <bos> and <eos>."""
+def train_byte_fallback_bpe(specials: list, normalizer, pre_tokenizer) -> tuple[dict, list]:
+    """A SentencePiece-style BPE vocabulary (1,500 entries, then the 256 <0xNN> byte-fallback
+    tokens) and its merges, trained on the test texts through `normalizer` and
+    `pre_tokenizer`: what the Gemma and Llama tokenizer classes are built from."""
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
-    tok.normalizer = normalizers.Replace(" ", "\u2581")
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never")
-    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=GEMMA_SPECIALS, min_frequency=2)
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=specials, min_frequency=2)
     tok.train_from_iterator(TEXTS[:170], trainer)
     model = json.loads(tok.to_str())["model"]
     vocab = dict(model["vocab"])
     for byte in range(256):
         vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    return vocab, merges
+
+
+def train_gemma_tokenizer():
+    """A BPE tokenizer as Gemma's (spaces as "▁", no pre-tokenizer, byte fallback: the 256
+    <0xNN> tokens after the trained ones), trained a word at a time, saved as the GemmaTokenizer
+    class that adds <bos> and <eos>."""
+    vocab, merges = train_byte_fallback_bpe(
+        GEMMA_SPECIALS, normalizers.Replace(" ", "\u2581"),
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never"))
     return GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True, add_eos_token=True,
                           model_max_length=2048)
 
@@ -454,16 +465,9 @@ def train_llama_tokenizer():
     """A BPE tokenizer as Llama's and Mistral's (SentencePiece's pieces: spaces as "▁", a "▁"
     before the text; byte fallback: the 256 <0xNN> tokens after the trained ones), saved as the
     LlamaTokenizer class, <s> before each text, </s> as padding (as e5-mistral's)."""
-    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first",
-                                                 split=True)
-    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=LLAMA_SPECIALS, min_frequency=2)
-    tok.train_from_iterator(TEXTS[:170], trainer)
-    model = json.loads(tok.to_str())["model"]
-    vocab = dict(model["vocab"])
-    for byte in range(256):
-        vocab.setdefault(f"<0x{byte:02X}>", len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    vocab, merges = train_byte_fallback_bpe(
+        LLAMA_SPECIALS, None,
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True))
     return LlamaTokenizer(vocab=vocab, merges=merges, legacy=True, add_bos_token=True,
                           add_eos_token=False, pad_token="</s>", model_max_length=4096)
 
