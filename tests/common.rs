@@ -25,7 +25,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 20] = [
+pub const TINY_MODELS: [&str; 21] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -44,6 +44,7 @@ pub const TINY_MODELS: [&str; 20] = [
     "mistral-lasttoken-sharded-new",
     "qwen2-lasttoken-sliding-new",
     "llama-mean-biases-new",
+    "gemma2-lasttoken-softcap-new",
     "static-wordpiece-new",
     "static-model2vec-bpe-old",
 ];

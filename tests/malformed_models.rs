@@ -586,18 +586,20 @@ fn broken_sharded_checkpoints() {
     expect_error(&dir, index_file, "invalid JSON");
 }
 
+/// A short text and one that the tiny Gemma models' sliding windows (16 tokens) do not span.
+const PAST_A_WINDOW: [&str; 2] = [
+    "A short one.",
+    "Two sentences this time, and enough words that the sliding layers' windows do not reach \
+     from the first token to the last one.",
+];
+
 /// Gemma 3's rotary bases in transformers 5's keys (`rope_parameters` per layer type) and its
 /// layer kinds from `sliding_window_pattern` give the rows transformers 4's keys give (the
 /// reference model's: EmbeddingGemma's), and so does a config known only by its class name.
 #[test]
 fn gemma3_config_in_either_key_set() {
     let (_tmp, dir) = copy_tiny_model("gemma3-mean-dense-prompts-new");
-    let texts = [
-        "A short one.",
-        "Two sentences this time, and enough words that the sliding layers' windows do not \
-         reach from the first token to the last one.",
-    ];
-    let encode = |dir: &Path| encode_folder(dir, &texts);
+    let encode = |dir: &Path| encode_folder(dir, &PAST_A_WINDOW);
     let reference = encode(&dir);
     for key in ["rope_theta", "rope_local_base_freq"] {
         let (_tmp, changed) = copy_tiny_model("gemma3-mean-dense-prompts-new");
@@ -715,6 +717,104 @@ fn gemma3_in_float16_is_refused() {
         error.contains("float16") && error.contains("bf16"),
         "{error}"
     );
+}
+
+/// Gemma 2 without a soft cap (`attn_logit_softcapping` null) gives ST's rows too
+/// (`generate.py`'s `embeddings_no_softcap.npy`); absent, the key means Gemma2Config's 50,
+/// which caps scores as well.
+#[test]
+fn gemma2_soft_cap_null_and_absent() {
+    let name = "gemma2-lasttoken-softcap-new";
+    let texts = texts();
+    let encode = |edit: fn(&mut serde_json::Map<String, serde_json::Value>)| {
+        let (_tmp, dir) = copy_tiny_model(name);
+        edit_config(&dir, edit);
+        SentenceEncoder::load(&dir, Device::default())
+            .unwrap()
+            .encode(&texts, &pool_encode_encoder::EncodeOptions::default())
+            .unwrap()
+    };
+    let uncapped = encode(|config| {
+        config.insert("attn_logit_softcapping".into(), serde_json::Value::Null);
+    });
+    let expected = reference(name, "embeddings_no_softcap.npy");
+    assert_close(&format!("{name}, no soft cap"), &uncapped, &expected);
+    assert_ne!(
+        uncapped,
+        reference(name, "embeddings.npy"),
+        "the reference model's scores are capped"
+    );
+    let default_cap = encode(|config| {
+        config.remove("attn_logit_softcapping");
+    });
+    assert_ne!(default_cap, uncapped, "absent means a cap of 50");
+}
+
+/// Gemma 2's config in transformers 5's keys (`rope_parameters`, `layer_types`) gives the rows
+/// its transformers 4 keys give (bge-multilingual-gemma2's, the reference model's: layers
+/// alternate from a sliding one), and so does a config known only by its class name.
+#[test]
+fn gemma2_config_in_either_key_set() {
+    let name = "gemma2-lasttoken-softcap-new";
+    let (_tmp, dir) = copy_tiny_model(name);
+    let encode = |dir: &Path| encode_folder(dir, &PAST_A_WINDOW);
+    let reference = encode(&dir);
+    for (key, value) in [
+        ("rope_theta", serde_json::json!(777.0)),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "sliding_attention", "sliding_attention"]),
+        ),
+    ] {
+        let (_tmp, changed) = copy_tiny_model(name);
+        edit_config(&changed, |config| {
+            config.insert(key.into(), value);
+        });
+        assert_ne!(encode(&changed), reference, "{key} is read");
+    }
+    edit_config(&dir, |config| {
+        let theta = config.remove("rope_theta").unwrap();
+        config.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "default", "rope_theta": theta}),
+        );
+        config.insert(
+            "layer_types".into(),
+            serde_json::json!(["sliding_attention", "full_attention", "sliding_attention"]),
+        );
+    });
+    assert_eq!(encode(&dir), reference, "transformers 5 keys");
+    known_only_by_class(&dir, "Gemma2ForCausalLM");
+    assert_eq!(encode(&dir), reference, "class name only");
+}
+
+/// Gemma 2 configs we would compute differently from transformers, or that describe no valid
+/// attention, are refused, not loaded.
+#[test]
+fn gemma2_variants_we_do_not_run_are_refused() {
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        (
+            "use_bidirectional_attention",
+            true.into(),
+            "use_bidirectional_attention is not supported for Gemma 2",
+        ),
+        (
+            "attn_logit_softcapping",
+            0.0.into(),
+            "attn_logit_softcapping must be positive",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"rope_type": "yarn", "factor": 4.0}),
+            "rope_type \"yarn\" is not supported",
+        ),
+        (
+            "sliding_window",
+            0.into(),
+            "sliding_window must be at least 1",
+        ),
+    ];
+    refused_config_edits("gemma2-lasttoken-softcap-new", cases);
 }
 
 /// With no `tokenizer_class` in tokenizer_config.json, transformers takes the class from

@@ -40,6 +40,8 @@ from transformers import (
     BertTokenizer,
     DistilBertConfig,
     DistilBertModel,
+    Gemma2Config,
+    Gemma2Model,
     Gemma3TextConfig,
     Gemma3TextModel,
     GemmaTokenizer,
@@ -184,12 +186,24 @@ SPECS = [
     dict(name="llama-mean-biases-new", arch="llama", fmt="new", pooling=["mean"], dense=None,
          normalize=False, max_seq_length=None, similarity="dot", weights="plain",
          llama_tokenizer="LlamaTokenizerFast"),
+    # Gemma 2 as bge-multilingual-gemma2 uses it: a causal decoder whose attention scores are
+    # soft-capped (attn_logit_softcapping 1.0, which the tiny model's scores reach: 50 there),
+    # sliding-window layers (16) alternating with full ones by the class's default (config.json
+    # without layer_types, in transformers 4's keys as that checkpoint's), one rotary base, no
+    # q/k norms, a query_pre_attn_scalar that is not head_dim; GemmaTokenizer (<bos> … <eos>,
+    # padding on the left); last-token pooling (the <eos>), bge's instruction prompt; weights
+    # `model.`-prefixed. Its extra reference `embeddings_no_softcap.npy`: with
+    # attn_logit_softcapping null.
+    dict(name="gemma2-lasttoken-softcap-new", arch="gemma2", fmt="new", pooling=["lasttoken"],
+         dense=None, normalize=True, max_seq_length=400, similarity="cosine", weights="prefixed",
+         prompts={"query": "<instruct>Given a web search query, retrieve relevant passages that "
+                           "answer the query.\n<query>", "document": ""}),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
 WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
                  "xlm-roberta": "roberta", "modernbert": "model", "qwen3": "model",
-                 "gemma3": "model", "mistral": "model", "qwen2": "model", "llama": "model"}
+                 "gemma2": "model", "gemma3": "model", "mistral": "model", "qwen2": "model", "llama": "model"}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -444,18 +458,40 @@ def hub_gemma3_config(folder: pathlib.Path):
     path.write_text(json.dumps(config, indent=2))
 
 
-def gemma3_causal(name: str):
-    """ST's embeddings of Gemma 3 model `name` with use_bidirectional_attention false (Gemma 3
-    as a decoder: causal full layers, sliding layers that see the window's earlier tokens)."""
+def gemma2_config(vocab: int):
+    """A tiny Gemma 2 as bge-multilingual-gemma2's, with a soft cap its scores reach."""
+    return Gemma2Config(
+        vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=3,
+        num_attention_heads=HEADS, num_key_value_heads=HEADS // 2, head_dim=12,
+        query_pre_attn_scalar=20, sliding_window=16, attn_logit_softcapping=1.0,
+        final_logit_softcapping=30.0, rope_parameters={"rope_type": "default", "rope_theta": 5000.0},
+        max_position_embeddings=2048, rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+        initializer_range=0.1, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+
+
+def hub_gemma2_config(folder: pathlib.Path):
+    """config.json in the keys bge-multilingual-gemma2's carries (transformers 4): `rope_theta`,
+    no `layer_types` (the class alternates sliding and full layers from the first)."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    config.pop("layer_types")
+    rope = config.pop("rope_parameters")
+    config.update(rope_theta=rope["rope_theta"], cache_implementation="hybrid")
+    path.write_text(json.dumps(config, indent=2))
+
+
+def variant_embeddings(name: str, changes: dict, file: str):
+    """ST's embeddings of model `name` with `changes` made to its config.json, written to
+    `file` beside its references."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = pathlib.Path(tmp) / name
         shutil.copytree(MODELS / name, folder)
         path = folder / "config.json"
         config = json.loads(path.read_text())
-        config["use_bidirectional_attention"] = False
+        config.update(changes)
         path.write_text(json.dumps(config, indent=2))
         st = SentenceTransformer(str(folder), device="cpu")
-        write_npy(REFERENCE / name / "embeddings_causal.npy", st.encode(TEXTS, batch_size=16))
+        write_npy(REFERENCE / name / file, st.encode(TEXTS, batch_size=16))
 
 
 LLAMA_SPECIALS = ["<unk>", "<s>", "</s>"]
@@ -633,7 +669,7 @@ def make_tokenizer(arch: str, spec):
         return train_modernbert_tokenizer()
     if arch in ("qwen3", "qwen2"):
         return train_qwen_tokenizer()
-    if arch == "gemma3":
+    if arch in ("gemma2", "gemma3"):
         return train_gemma_tokenizer()
     if arch in ("roberta", "xlm-roberta"):
         return train_roberta_tokenizer(arch)
@@ -648,6 +684,8 @@ def build_hf_model(arch: str, vocab: int, seed: int, tokenizer):
         model = Qwen3Model(qwen3_config(vocab, tokenizer))
     elif arch == "gemma3":
         model = Gemma3TextModel(gemma3_config(vocab))
+    elif arch == "gemma2":
+        model = Gemma2Model(gemma2_config(vocab))
     elif arch in ("mistral", "qwen2", "llama"):
         model = llama_family_model(arch, vocab, tokenizer)
     elif arch == "bert":
@@ -793,9 +831,12 @@ def build_tiny(spec, seed):
         hub_llama_family_config(folder)
     if "shard" in spec:
         shard_weights(folder, model, spec["shard"])
-    if spec["arch"] == "gemma3":
+    if spec["arch"] in ("gemma2", "gemma3"):
         hub_gemma_tokenizer(folder)
+    if spec["arch"] == "gemma3":
         hub_gemma3_config(folder)
+    if spec["arch"] == "gemma2":
+        hub_gemma2_config(folder)
     if "bert_class" in spec:
         edit_tokenizer_json(folder, lowercasing_bert_normalizer)
 
@@ -881,7 +922,13 @@ def main(names):
         build_tiny(spec, seed)
         references(MODELS / spec["name"], REFERENCE / spec["name"], extra=True)
         if spec["arch"] == "gemma3":
-            gemma3_causal(spec["name"])
+            # Gemma 3 as a decoder: causal full layers, sliding layers that see the window's
+            # earlier tokens.
+            variant_embeddings(spec["name"], {"use_bidirectional_attention": False},
+                               "embeddings_causal.npy")
+        if spec["arch"] == "gemma2":
+            variant_embeddings(spec["name"], {"attn_logit_softcapping": None},
+                               "embeddings_no_softcap.npy")
         if spec["arch"] == "llama":
             llama_legacy_ids(spec["name"])
     if not names or "all-MiniLM-L6-v2" in names:

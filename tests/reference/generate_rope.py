@@ -59,6 +59,11 @@ CASES = [
          rope_parameters={
              "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1000000.0},
              "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}}),
+    # Gemma 2: one table for both kinds of layer, from the keys as the Llama family reads them.
+    dict(name="gemma2 linear, transformers 4 keys", model_type="gemma2", head_dim=16,
+         rope_theta=20000.0, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    dict(name="gemma2 default, transformers 5 keys", model_type="gemma2", head_dim=16,
+         rope_parameters={"rope_type": "default", "rope_theta": 3000.0}),
     # ModernBertConfig merges rope_scaling into both layer types.
     dict(name="modernbert linear, transformers 4 keys", model_type="modernbert",
          global_attn_every_n_layers=2, global_rope_theta=160000.0, local_rope_theta=10000.0,

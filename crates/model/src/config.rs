@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{ModelError, Result, read_json};
-use crate::ops::{Heads, LayerAttention, Rope, RopeScaling, Window};
+use crate::ops::{Heads, LayerAttention, Rope, RopeScaling, Scores, Window};
 
 /// Activation of the feed-forward block, by its Hugging Face name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub enum ArchitectureConfig {
     },
     ModernBert(ModernBertConfig),
     Llama(LlamaConfig),
-    Gemma3(Gemma3Config),
+    Gemma(GemmaConfig),
 }
 
 /// What ModernBERT adds to the common shape (`layer_norm_eps` is its `norm_eps`, `activation`
@@ -162,20 +162,35 @@ impl LlamaConfig {
     }
 }
 
-/// Gemma 3's text decoder, as EmbeddingGemma runs it: what it adds to the common shape
-/// (`layer_norm_eps` is its `rms_norm_eps`, `activation` its `hidden_activation`).
+/// Which Gemma text decoder: they share a layer and differ in its attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmaGeneration {
+    /// Gemma 2 (bge-multilingual-gemma2): causal, scores soft-capped.
+    Gemma2,
+    /// Gemma 3 (EmbeddingGemma): an RMSNorm over each query and key head, a rotary base per
+    /// kind of layer, and optionally bidirectional.
+    Gemma3,
+}
+
+/// A Gemma text decoder: what it adds to the common shape (`layer_norm_eps` is its
+/// `rms_norm_eps`, `activation` its `hidden_activation`).
 #[derive(Debug, Clone)]
-pub struct Gemma3Config {
+pub struct GemmaConfig {
+    pub generation: GemmaGeneration,
     pub shape: EncoderShape,
     /// Grouped-query heads of `head_dim` values.
     pub heads: Heads,
-    /// Attention scores are scaled by `query_pre_attn_scalar^-½`, not `head_dim^-½`.
-    pub query_pre_attn_scalar: f64,
-    /// One per layer: sliding-window layers (`sliding_attention`) and full ones, each kind
-    /// with its own rotary base. EmbeddingGemma's `use_bidirectional_attention` makes both
-    /// kinds two-sided.
+    /// One per layer: sliding-window layers (`sliding_attention`) and full ones. Scores are
+    /// scaled by `query_pre_attn_scalar^-½`, not `head_dim^-½` (and capped in Gemma 2).
     pub layers: Vec<LayerAttention>,
     pub attention_bias: bool,
+}
+
+impl GemmaConfig {
+    /// Whether each query and key head goes through an RMSNorm before its rotation.
+    pub fn head_norms(&self) -> bool {
+        self.generation == GemmaGeneration::Gemma3
+    }
 }
 
 #[derive(Deserialize)]
@@ -232,12 +247,14 @@ struct RawConfig {
     /// `Some(None)`: present as `null` (Mistral: no window), which differs from absent (4096).
     #[serde(default, deserialize_with = "present")]
     sliding_window: Option<Option<usize>>,
-    // Gemma 3 names
+    // Gemma names
     query_pre_attn_scalar: Option<f64>,
     sliding_window_pattern: Option<usize>,
     use_bidirectional_attention: Option<bool>,
     rope_local_base_freq: Option<f64>,
-    attn_logit_softcapping: Option<f64>,
+    /// `Some(None)`: present as `null` (no cap), which differs from absent (Gemma 2: 50).
+    #[serde(default, deserialize_with = "present")]
+    attn_logit_softcapping: Option<Option<f64>>,
 }
 
 impl RawConfig {
@@ -283,10 +300,12 @@ impl RawConfig {
         let local = LayerAttention {
             window: Some(Window::around(self.local_attention.unwrap_or(128) / 2)),
             rope: rope("sliding_attention", (self.local_rope_theta, 10_000.0))?,
+            scores: Scores::default(),
         };
         let global = LayerAttention {
             window: None,
             rope: rope("full_attention", (self.global_rope_theta, 160_000.0))?,
+            scores: Scores::default(),
         };
         let layers = self.layer_kinds(num_layers, |i| i % every.max(1) != 0, path)?;
         Ok(ModernBertConfig {
@@ -322,17 +341,7 @@ impl RawConfig {
             ..self.bert_style_shape(path, positions, 1e-6)?
         };
         let heads = self.grouped_heads(&shape, path)?;
-        // One entry for every layer: transformers 4's `rope_scaling` if set, else 5's
-        // `rope_parameters`; a top-level `original_max_position_embeddings` wins over both.
-        let mut parameters = match &self.rope_scaling {
-            Some(Value::Object(scaling)) if !scaling.is_empty() => scaling.clone(),
-            _ => rope_parameters_entry(self.rope_parameters.as_ref()),
-        };
-        if let Some(positions) = self.original_max_position_embeddings {
-            parameters.insert("original_max_position_embeddings".into(), positions.into());
-        }
-        let positions = shape.max_position_embeddings;
-        let rope = self.rope_of(parameters, (self.rope_theta, 10_000.0), positions, path)?;
+        let rope = self.single_rope(shape.max_position_embeddings, path)?;
         let attention_bias = self.attention_bias.unwrap_or(false);
         let (qkv, output, mlp) = match family {
             LlamaFamily::Llama => (
@@ -378,6 +387,7 @@ impl RawConfig {
         let attending = |window| LayerAttention {
             window: Some(window),
             rope,
+            scores: Scores::default(),
         };
         Ok(LlamaConfig {
             family,
@@ -388,13 +398,14 @@ impl RawConfig {
         })
     }
 
-    /// Gemma 3's config (`Gemma3TextConfig`'s defaults), in transformers 4's keys (`rope_theta`,
-    /// `rope_local_base_freq`, `sliding_window_pattern`: EmbeddingGemma's checkpoint) or 5's
-    /// (`rope_parameters` per layer type, `layer_types`). Logit soft-capping is refused: no
-    /// Gemma 3 embedding model uses it.
-    fn gemma3(&self, path: &Path) -> Result<Gemma3Config> {
+    /// A Gemma config with its class's defaults (`Gemma2Config`, `Gemma3TextConfig`). Gemma 3's
+    /// in transformers 4's keys (`rope_theta`, `rope_local_base_freq`, `sliding_window_pattern`:
+    /// EmbeddingGemma's checkpoint) or 5's (`rope_parameters` per layer type, `layer_types`).
+    fn gemma(&self, generation: GemmaGeneration, path: &Path) -> Result<GemmaConfig> {
+        let gemma3 = generation == GemmaGeneration::Gemma3;
+        let positions = if gemma3 { 131_072 } else { 8192 };
         let shape = EncoderShape {
-            max_position_embeddings: self.max_position_embeddings.unwrap_or(131_072),
+            max_position_embeddings: self.max_position_embeddings.unwrap_or(positions),
             layer_norm_eps: self.rms_norm_eps.unwrap_or(1e-6),
             activation: Activation::parse(
                 self.hidden_activation
@@ -402,23 +413,57 @@ impl RawConfig {
                     .unwrap_or("gelu_pytorch_tanh"),
                 path,
             )?,
-            ..self.bert_style_shape(path, 131_072, 1e-6)?
+            ..self.bert_style_shape(path, positions, 1e-6)?
         };
         let heads = self.grouped_heads(&shape, path)?;
-        if self.attn_logit_softcapping.is_some() {
+        let softcap = match (generation, self.attn_logit_softcapping) {
+            (GemmaGeneration::Gemma2, None) => Some(50.0),
+            (GemmaGeneration::Gemma2, Some(cap)) => cap,
+            // Gemma 3 passes a cap only to attention kernels that take one (not to sdpa, which
+            // transformers picks): its output would depend on the kernel.
+            (GemmaGeneration::Gemma3, Some(Some(_))) => {
+                return Err(ModelError::config(
+                    path,
+                    "attn_logit_softcapping is not supported for Gemma 3",
+                ));
+            }
+            (GemmaGeneration::Gemma3, _) => None,
+        };
+        if let Some(cap) = softcap
+            && (!cap.is_finite() || cap <= 0.0)
+        {
             return Err(ModelError::config(
                 path,
-                "attn_logit_softcapping is not supported for Gemma 3",
+                format!("attn_logit_softcapping must be positive, not {cap}"),
             ));
         }
-        let pattern = self.sliding_window_pattern.unwrap_or(6);
-        if pattern == 0 && self.layer_types.is_none() {
+        let scores = Scores {
+            scale: Some(self.query_pre_attn_scalar.unwrap_or(256.0).powf(-0.5)),
+            softcap,
+        };
+        // Gemma 2 builds causal masks whatever `use_bidirectional_attention` says (transformers
+        // 5.23 reads it for the kernels' `is_causal` only): what it asks for is unclear.
+        let bidirectional = self.use_bidirectional_attention == Some(true);
+        if bidirectional && !gemma3 {
             return Err(ModelError::config(
                 path,
-                "sliding_window_pattern must be at least 1",
+                "use_bidirectional_attention is not supported for Gemma 2 (transformers keeps \
+                 its masks causal)",
             ));
         }
-        let kinds = self.layer_kinds(shape.num_layers, |i| (i + 1) % pattern.max(1) != 0, path)?;
+        let kinds = match generation {
+            GemmaGeneration::Gemma2 => self.layer_kinds(shape.num_layers, |i| i % 2 == 0, path)?,
+            GemmaGeneration::Gemma3 => {
+                let pattern = self.sliding_window_pattern.unwrap_or(6);
+                if pattern == 0 && self.layer_types.is_none() {
+                    return Err(ModelError::config(
+                        path,
+                        "sliding_window_pattern must be at least 1",
+                    ));
+                }
+                self.layer_kinds(shape.num_layers, |i| (i + 1) % pattern.max(1) != 0, path)?
+            }
+        };
         let window = self.sliding_window.flatten().unwrap_or(4096);
         if window == 0 {
             return Err(ModelError::config(
@@ -428,42 +473,55 @@ impl RawConfig {
         }
         // transformers turns a bidirectional model's `sliding_window` W into keys less than
         // W / 2 + 1 positions away each way; a causal one's sees the W - 1 tokens before it.
-        let (sliding_window, full_window) = match self.use_bidirectional_attention {
-            Some(true) => (Window::around(window / 2), None),
-            _ => (
-                Window {
-                    before: window - 1,
-                    after: 0,
-                },
-                Some(Window::CAUSAL),
-            ),
+        let (sliding_window, full_window) = if bidirectional {
+            (Window::around(window / 2), None)
+        } else {
+            let sliding = Window {
+                before: window - 1,
+                after: 0,
+            };
+            (sliding, Some(Window::CAUSAL))
         };
-        // Gemma3TextConfig merges transformers 4's `rope_scaling` into the full layers' entry
-        // only (Gemma 3 4B's linear scaling).
-        let rope = |layer_type, scaled, theta| {
-            self.layer_rope(
-                layer_type,
-                scaled,
-                theta,
-                shape.max_position_embeddings,
-                path,
-            )
+        let (sliding_rope, full_rope) = match generation {
+            GemmaGeneration::Gemma2 => {
+                let rope = self.single_rope(shape.max_position_embeddings, path)?;
+                (rope, rope)
+            }
+            // Gemma3TextConfig merges transformers 4's `rope_scaling` into the full layers'
+            // entry only (Gemma 3 4B's linear scaling).
+            GemmaGeneration::Gemma3 => {
+                let rope = |layer_type, scaled, theta| {
+                    self.layer_rope(
+                        layer_type,
+                        scaled,
+                        theta,
+                        shape.max_position_embeddings,
+                        path,
+                    )
+                };
+                (
+                    rope(
+                        "sliding_attention",
+                        false,
+                        (self.rope_local_base_freq, 10_000.0),
+                    )?,
+                    rope("full_attention", true, (self.rope_theta, 1_000_000.0))?,
+                )
+            }
         };
         let sliding = LayerAttention {
             window: Some(sliding_window),
-            rope: rope(
-                "sliding_attention",
-                false,
-                (self.rope_local_base_freq, 10_000.0),
-            )?,
+            rope: sliding_rope,
+            scores,
         };
         let full = LayerAttention {
             window: full_window,
-            rope: rope("full_attention", true, (self.rope_theta, 1_000_000.0))?,
+            rope: full_rope,
+            scores,
         };
-        Ok(Gemma3Config {
+        Ok(GemmaConfig {
+            generation,
             heads,
-            query_pre_attn_scalar: self.query_pre_attn_scalar.unwrap_or(256.0),
             layers: kinds.attending(sliding, full),
             attention_bias: self.attention_bias.unwrap_or(false),
             shape,
@@ -530,6 +588,20 @@ impl RawConfig {
             key_value,
             dim,
         })
+    }
+
+    /// The rotary embedding of a model with one for every layer (the Llama family, Gemma 2):
+    /// transformers 4's `rope_scaling` if set, else 5's `rope_parameters`; a top-level
+    /// `original_max_position_embeddings` wins over both. `positions`: as [`Self::rope_of`].
+    fn single_rope(&self, positions: usize, path: &Path) -> Result<Rope> {
+        let mut parameters = match &self.rope_scaling {
+            Some(Value::Object(scaling)) if !scaling.is_empty() => scaling.clone(),
+            _ => rope_parameters_entry(self.rope_parameters.as_ref()),
+        };
+        if let Some(positions) = self.original_max_position_embeddings {
+            parameters.insert("original_max_position_embeddings".into(), positions.into());
+        }
+        self.rope_of(parameters, (self.rope_theta, 10_000.0), positions, path)
     }
 
     /// The rotary embedding of `layer_type`'s layers, from its entry in transformers 5's
@@ -726,10 +798,13 @@ impl ArchitectureConfig {
             }
             _ if named("qwen2") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Qwen2, path)?),
             _ if named("qwen3") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Qwen3, path)?),
+            _ if named("gemma2") => {
+                ArchitectureConfig::Gemma(raw.gemma(GemmaGeneration::Gemma2, path)?)
+            }
             // `Gemma3TextModel` / `Gemma3ForCausalLM`; the multimodal `gemma3` nests its text
             // model's config, which is not this.
             k if k == "gemma3_text" || k.starts_with("gemma3text") || k == "gemma3forcausallm" => {
-                ArchitectureConfig::Gemma3(raw.gemma3(path)?)
+                ArchitectureConfig::Gemma(raw.gemma(GemmaGeneration::Gemma3, path)?)
             }
             k if k == "mpnet" || k.starts_with("mpnet") => ArchitectureConfig::MPNet {
                 shape: raw.bert_style_shape(path, 514, 1e-5)?,
@@ -748,7 +823,7 @@ impl ArchitectureConfig {
         // head_dim, checked with the rest of its config).
         let named_head_width = matches!(
             config,
-            ArchitectureConfig::Llama(_) | ArchitectureConfig::Gemma3(_)
+            ArchitectureConfig::Llama(_) | ArchitectureConfig::Gemma(_)
         );
         if shape.num_heads == 0 || (!named_head_width && shape.hidden_size % shape.num_heads != 0) {
             return Err(ModelError::config(
@@ -770,7 +845,7 @@ impl ArchitectureConfig {
             | ArchitectureConfig::Roberta { shape, .. }
             | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. })
             | ArchitectureConfig::Llama(LlamaConfig { shape, .. })
-            | ArchitectureConfig::Gemma3(Gemma3Config { shape, .. }) => shape,
+            | ArchitectureConfig::Gemma(GemmaConfig { shape, .. }) => shape,
         }
     }
 
@@ -779,7 +854,7 @@ impl ArchitectureConfig {
     pub fn heads(&self) -> Heads {
         match self {
             ArchitectureConfig::Llama(LlamaConfig { heads, .. })
-            | ArchitectureConfig::Gemma3(Gemma3Config { heads, .. }) => *heads,
+            | ArchitectureConfig::Gemma(GemmaConfig { heads, .. }) => *heads,
             other => Heads::multi(other.shape().num_heads, other.shape().hidden_size),
         }
     }
@@ -790,7 +865,7 @@ impl ArchitectureConfig {
         match self {
             ArchitectureConfig::ModernBert(ModernBertConfig { layers, .. })
             | ArchitectureConfig::Llama(LlamaConfig { layers, .. })
-            | ArchitectureConfig::Gemma3(Gemma3Config { layers, .. }) => Some(layers),
+            | ArchitectureConfig::Gemma(GemmaConfig { layers, .. }) => Some(layers),
             _ => None,
         }
     }
@@ -806,7 +881,7 @@ impl ArchitectureConfig {
             // And the decoders' `*ForCausalLM` checkpoints.
             ArchitectureConfig::ModernBert(_)
             | ArchitectureConfig::Llama(_)
-            | ArchitectureConfig::Gemma3(_) => "model",
+            | ArchitectureConfig::Gemma(_) => "model",
         }
     }
 
@@ -835,7 +910,7 @@ impl ArchitectureConfig {
                 },
                 LlamaFamily::Qwen3 => class("Qwen2Tokenizer"),
             },
-            ArchitectureConfig::Gemma3(_) => class("GemmaTokenizer"),
+            ArchitectureConfig::Gemma(_) => class("GemmaTokenizer"),
         }
     }
 
@@ -847,17 +922,21 @@ impl ArchitectureConfig {
         let intermediate = match self {
             ArchitectureConfig::ModernBert(_)
             | ArchitectureConfig::Llama(_)
-            | ArchitectureConfig::Gemma3(_) => 3 * shape.intermediate_size,
+            | ArchitectureConfig::Gemma(_) => 3 * shape.intermediate_size,
             _ => shape.intermediate_size,
         };
         2 * shape.hidden_size + intermediate
     }
 
     /// Why this architecture cannot compute in float16, if it cannot: Gemma 3's activations
-    /// overflow it (EmbeddingGemma's model card: use float32 or bfloat16).
+    /// overflow it (EmbeddingGemma's model card: use float32 or bfloat16). Gemma 2 is let
+    /// through: bge-multilingual-gemma2's card runs it in float16.
     pub fn float16_refusal(&self) -> Option<&'static str> {
         match self {
-            ArchitectureConfig::Gemma3(_) => Some(
+            ArchitectureConfig::Gemma(GemmaConfig {
+                generation: GemmaGeneration::Gemma3,
+                ..
+            }) => Some(
                 "Gemma 3 models do not support float16 activations (EmbeddingGemma's model \
                  card: use float32 or bfloat16); choose precision bf16 or f32",
             ),

@@ -1,4 +1,4 @@
-//! Building blocks shared by the decoders that embedding models run (the Llama family, Gemma 3):
+//! Building blocks shared by the decoders that embedding models run (the Llama family, Gemma):
 //! grouped-query attention with rotary positions (and, in Qwen3 and Gemma 3, an RMSNorm over
 //! each query and key head before them), and a gated feed-forward block. They differ in their
 //! norms around these, not in the blocks.
@@ -23,7 +23,7 @@ pub struct DecoderBlocks<B: Backend> {
     /// `q_proj`, `k_proj`, `v_proj` side by side: `[hidden, heads.qkv_width()]`.
     qkv: Linear<B>,
     /// Over each query and key head's `head_dim` values, where the architecture has them.
-    pub head_norms: Option<(RmsNorm<B>, RmsNorm<B>)>,
+    head_norms: Option<(RmsNorm<B>, RmsNorm<B>)>,
     attention_output: Linear<B>,
     /// `gate_proj` then `up_proj`: `[hidden, 2 × intermediate]`, the gated activation's
     /// activated half and its multiplier, so that `down(act(gate) ⊙ up)` is one op.

@@ -10,8 +10,8 @@ use super::TokenBatch;
 use crate::config::{Activation, EncoderShape};
 use crate::error::Result;
 use crate::ops::{
-    AttentionInput, EncoderBackend, Heads, HiddenStates, LayerAttention, Rope, Rotary, TokenRows,
-    Window,
+    AttentionInput, EncoderBackend, Heads, HiddenStates, LayerAttention, Rope, Rotary, Scores,
+    TokenRows, Window,
 };
 use crate::weights::Weights;
 
@@ -286,14 +286,14 @@ pub fn run_layers<B: EncoderBackend>(
     }
 }
 
-/// The attention inputs of a rotary model's layers (ModernBERT, the Llama family, Gemma 3) for
-/// one batch: a mask per distinct window and a rotary table per distinct base, each built once
-/// and shared by every layer that attends alike. A token's position is its index in the text,
-/// in either layout (Hugging Face numbers a left-padded batch from its first column, which
-/// shifts every position of a text alike: rotary attention and windows depend on differences
-/// of positions only).
+/// The attention inputs of a rotary model's layers (ModernBERT, the Llama family, Gemma) for
+/// one batch: an input per distinct window and scoring, and a rotary table per distinct rope,
+/// each built once and shared by every layer that attends alike. A token's position is its
+/// index in the text, in either layout (Hugging Face numbers a left-padded batch from its
+/// first column, which shifts every position of a text alike: rotary attention and windows
+/// depend on differences of positions only).
 pub struct RotaryLayers<B: Backend> {
-    inputs: Vec<(Option<Window>, AttentionInput<B>)>,
+    inputs: Vec<(AttentionKey, AttentionInput<B>)>,
     rotaries: Vec<(Rope, Rotary<B>)>,
     /// Per layer: its input and its rotary table, as indices into the two lists.
     of_layer: Vec<(usize, usize)>,
@@ -309,14 +309,19 @@ impl<B: EncoderBackend> RotaryLayers<B> {
         device: &B::Device,
     ) -> Self {
         let positions = rows.per_row(&sequential_positions(batch));
-        let mut inputs: Vec<(Option<Window>, AttentionInput<B>)> = Vec::new();
+        let mut inputs: Vec<(AttentionKey, AttentionInput<B>)> = Vec::new();
         let mut rotaries: Vec<(Rope, Rotary<B>)> = Vec::new();
         let of_layer = layers
             .iter()
             .map(|layer| {
-                let input = shared(&mut inputs, layer.window, |window| {
-                    AttentionInput::new(rows.clone(), batch, None, window, attention, device)
-                });
+                let input = shared(
+                    &mut inputs,
+                    (layer.window, layer.scores),
+                    |(window, scores)| {
+                        AttentionInput::new(rows.clone(), batch, None, window, attention, device)
+                            .with_scores(scores)
+                    },
+                );
                 let rotary = shared(&mut rotaries, layer.rope, |rope| {
                     Rotary::new(&positions, head_dim, &rope, device)
                 });
@@ -337,6 +342,9 @@ impl<B: EncoderBackend> RotaryLayers<B> {
             .map(|&(input, rotary)| (&self.inputs[input].1, &self.rotaries[rotary].1))
     }
 }
+
+/// What sets one layer's [`AttentionInput`] apart from another's.
+type AttentionKey = (Option<Window>, Scores);
 
 /// The index of `key`'s entry in `entries`, made by `make` the first time `key` is asked for.
 fn shared<K: Copy + PartialEq, V>(

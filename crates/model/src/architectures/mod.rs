@@ -1,11 +1,11 @@
-//! The transformers, one file per architecture (encoders, and the Llama-family and Gemma 3
+//! The transformers, one file per architecture (encoders, and the Llama-family and Gemma
 //! decoders as embedding models use them), all producing token embeddings (`last_hidden_state`) from a
 //! padded batch of token ids.
 
 mod bert;
 mod decoder;
 mod distilbert;
-mod gemma3;
+mod gemma;
 mod layers;
 mod llama;
 pub use layers::Attention;
@@ -18,7 +18,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 pub use bert::{Bert, Positions};
 pub use distilbert::DistilBert;
-pub use gemma3::Gemma3;
+pub use gemma::Gemma;
 pub use llama::Llama;
 pub use modernbert::ModernBert;
 pub use mpnet::MPNet;
@@ -51,7 +51,8 @@ pub enum Transformer<B: Backend> {
     ModernBert(ModernBert<B>),
     /// Llama, Mistral, Qwen2, Qwen3.
     Llama(Llama<B>),
-    Gemma3(Gemma3<B>),
+    /// Gemma 2, Gemma 3.
+    Gemma(Gemma<B>),
 }
 
 impl<B: EncoderBackend> Transformer<B> {
@@ -103,8 +104,8 @@ impl<B: EncoderBackend> Transformer<B> {
             ArchitectureConfig::Llama(config) => {
                 Transformer::Llama(Llama::load(config, weights, device)?)
             }
-            ArchitectureConfig::Gemma3(config) => {
-                Transformer::Gemma3(Gemma3::load(config, weights, device)?)
+            ArchitectureConfig::Gemma(config) => {
+                Transformer::Gemma(Gemma::load(config, weights, device)?)
             }
         })
     }
@@ -117,7 +118,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::MPNet(m) => m.word_embeddings.weight.val(),
             Transformer::ModernBert(m) => m.word_embeddings.weight.val(),
             Transformer::Llama(m) => m.word_embeddings.weight.val(),
-            Transformer::Gemma3(m) => m.word_embeddings.weight.val(),
+            Transformer::Gemma(m) => m.word_embeddings.weight.val(),
         }
     }
 
@@ -129,7 +130,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::Roberta(_) => Some(roberta::MLM_HEAD),
             Transformer::ModernBert(m) => Some(m.mlm_head_names()),
             // The decoders' language-model heads predict the next token, not a masked one.
-            Transformer::MPNet(_) | Transformer::Llama(_) | Transformer::Gemma3(_) => None,
+            Transformer::MPNet(_) | Transformer::Llama(_) | Transformer::Gemma(_) => None,
         }
     }
 
@@ -146,7 +147,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::MPNet(m) => m.forward(batch, attention, device),
             Transformer::ModernBert(m) => m.forward(batch, attention, device),
             Transformer::Llama(m) => m.forward(batch, attention, device),
-            Transformer::Gemma3(m) => m.forward(batch, attention, device),
+            Transformer::Gemma(m) => m.forward(batch, attention, device),
         }
     }
 }

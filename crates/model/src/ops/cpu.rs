@@ -203,7 +203,8 @@ impl SharedOut {
     }
 }
 
-/// Per text and query head: softmax(Q·Kᵀ/√d + bias)·V over the text's own rows, any layout,
+/// Per text and query head: softmax(scores + bias)·V over the text's own rows (the scores Q·Kᵀ
+/// scaled and capped as [`Scores`](super::Scores) says), any layout,
 /// with the keys and values of the head's group ([`Heads`]); with a window, each query over
 /// the keys it sees only. Queries go in blocks of [`QUERY_BLOCK`], so a block's scores stay
 /// small however long the text (8,192 tokens would be 256 MB at once), and a windowed block
@@ -216,7 +217,8 @@ pub fn self_attention(
     let [rows, width] = qkv.dims();
     let head_dim = heads.dim;
     let (queries_width, keys_width) = (heads.query_width(), heads.key_value_width());
-    let scale = 1.0 / (head_dim as f32).sqrt();
+    let scale = input.scores.scale(head_dim) as f32;
+    let softcap = input.scores.softcap.map(|cap| cap as f32);
     let qkv = contiguous(flex(qkv));
     let qkv = values(&qkv);
     let bias = input.bias.clone().map(|b| contiguous(flex(b)));
@@ -278,6 +280,11 @@ pub fn self_attention(
                     }
                     for (i, row) in scores.chunks_mut(n).enumerate() {
                         let query = queries.start + i;
+                        if let Some(cap) = softcap {
+                            for s in row.iter_mut() {
+                                *s = (*s / cap).tanh() * cap;
+                            }
+                        }
                         if let Some((bias, seq)) = bias {
                             let from = head * seq * seq + query * seq + keys.start;
                             for (s, b) in row.iter_mut().zip(&bias[from..from + n]) {

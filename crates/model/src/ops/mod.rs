@@ -385,13 +385,33 @@ impl Window {
     }
 }
 
-/// How a layer of a rotary model (ModernBERT, the Llama family, Gemma 3) attends: the keys a
-/// query sees (`None`: every key of its text) and its rotary positions. Models mix layers of
-/// two kinds (local and global, sliding and full), each with its own.
+/// How a layer of a rotary model (ModernBERT, the Llama family, Gemma) attends: the keys a
+/// query sees (`None`: every key of its text), its rotary positions and how its scores are
+/// computed. Models mix layers of two kinds (local and global, sliding and full), each with
+/// its own.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerAttention {
     pub window: Option<Window>,
     pub rope: Rope,
+    pub scores: Scores,
+}
+
+/// How `Q·Kᵀ` becomes the scores that the mask and softmax take (burn's
+/// `AttentionModuleOptions` says the same): scaled, then soft-capped where the model caps them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Scores {
+    /// The factor on `Q·Kᵀ`; `None`: `head_dim^-½`. Gemma's is `query_pre_attn_scalar^-½`.
+    pub scale: Option<f64>,
+    /// Gemma 2's `attn_logit_softcapping`: scores become `cap · tanh(score / cap)`, before the
+    /// mask and any bias.
+    pub softcap: Option<f64>,
+}
+
+impl Scores {
+    /// The factor on `Q·Kᵀ` for heads of `head_dim` values.
+    pub fn scale(&self, head_dim: usize) -> f64 {
+        self.scale.unwrap_or(1.0 / (head_dim as f64).sqrt())
+    }
 }
 
 /// A rotary position embedding's frequencies: transformers' `rope_parameters` of the
@@ -469,6 +489,7 @@ pub struct AttentionInput<B: Backend> {
     pub bias: Option<Tensor<B, 4>>,
     /// The keys each query sees by position (`None`: every key of its text).
     pub window: Option<Window>,
+    pub scores: Scores,
     pub kind: Attention,
 }
 
@@ -487,8 +508,14 @@ impl<B: Backend> AttentionInput<B> {
             mask,
             bias,
             window,
+            scores: Scores::default(),
             kind,
         }
+    }
+
+    /// The same input with scores computed as `scores` says.
+    pub fn with_scores(self, scores: Scores) -> Self {
+        AttentionInput { scores, ..self }
     }
 }
 
@@ -616,8 +643,9 @@ fn burn_linear<B: Backend>(
     }
 }
 
-/// The default attention, on a padded batch: burn's fused `attention` op, or softmax(Q·Kᵀ/√d +
-/// bias)·V in plain ops where the fused op is not robust ([`Attention`]).
+/// The default attention, on a padded batch: burn's fused `attention` op, or softmax(scores +
+/// bias)·V in plain ops where the fused op is not robust ([`Attention`]); the scores are Q·Kᵀ
+/// as [`Scores`] says.
 fn padded_self_attention<B: Backend>(
     qkv: Tensor<B, 2>,
     heads: Heads,
@@ -642,6 +670,7 @@ fn padded_self_attention<B: Backend>(
     let k = part(queries..queries + keys, heads.key_value);
     let v = part(queries + keys..queries + 2 * keys, heads.key_value);
     let mask = input.mask.as_ref().expect("a padded batch has a mask");
+    let scale = input.scores.scale(dim);
     let context = match input.kind {
         Attention::Fused => attention(
             q,
@@ -649,7 +678,11 @@ fn padded_self_attention<B: Backend>(
             v,
             Some(mask.of_queries(0..seq)),
             input.bias.clone(),
-            AttentionModuleOptions::default(),
+            AttentionModuleOptions {
+                scale: Some(scale),
+                softcap: input.scores.softcap,
+                is_causal: false,
+            },
         ),
         Attention::Explicit { max_score_bytes } => {
             // `[batch, heads, block, seq]` scores at a time.
@@ -660,7 +693,10 @@ fn padded_self_attention<B: Backend>(
                 let q = q
                     .clone()
                     .slice([0..batch, 0..heads.query, queries.clone(), 0..dim]);
-                let mut scores = q.matmul(keys.clone()).div_scalar((dim as f64).sqrt());
+                let mut scores = q.matmul(keys.clone()).mul_scalar(scale);
+                if let Some(cap) = input.scores.softcap {
+                    scores = scores.div_scalar(cap).tanh().mul_scalar(cap);
+                }
                 if let Some(bias) = &input.bias {
                     scores = scores + bias.clone().slice([0..1, 0..heads.query, queries.clone()]);
                 }
@@ -799,9 +835,10 @@ mod tests {
         assert!(max_diff(ours, theirs) < 1e-5);
     }
 
-    /// Packed attention per text equals burn's masked attention over the padded batch, with
-    /// and without a relative-position bias, with and without a window (each way, causal,
-    /// causal within a reach), in multi-head and grouped-query layouts, for texts of every
+    /// Packed attention per text equals the padded batch's masked attention (ours in blocks,
+    /// and burn's fused op), with and without a relative-position bias, with and without a
+    /// window (each way, causal, causal within a reach), with the default scale and with
+    /// another scale and a soft cap, in multi-head and grouped-query layouts, for texts of every
     /// length down to none and past one block of queries.
     #[test]
     fn packed_cpu_attention_matches_padded_burn_attention() {
@@ -873,30 +910,38 @@ mod tests {
                 after: 0,
             }),
         ];
-        // The padded attention whole, in blocks of 7 queries (the last one shorter), and one
-        // query at a time.
+        let scorings = [
+            Scores::default(),
+            Scores {
+                scale: Some(0.3),
+                softcap: Some(0.8),
+            },
+        ];
+        // The padded attention whole, in blocks of 7 queries (the last one shorter), one
+        // query at a time, and burn's fused op.
         let query_bytes = (lengths.len() * heads.query * seq * 4) as u64;
-        let limits = [u64::MAX, 7 * query_bytes + 3, 1];
+        let kinds = [u64::MAX, 7 * query_bytes + 3, 1]
+            .map(|max_score_bytes| Attention::Explicit { max_score_bytes })
+            .into_iter()
+            .chain([Attention::Fused]);
         let cases = biases.iter().flat_map(|b| windows.map(|w| (b.clone(), w)));
-        for ((bias, window), max_score_bytes) in
-            cases.flat_map(|case| limits.map(|limit| (case.clone(), limit)))
+        let cases = cases.flat_map(|case| scorings.map(|scores| (case.clone(), scores)));
+        for (((bias, window), scores), kind) in
+            cases.flat_map(|case| kinds.clone().map(move |kind| (case.clone(), kind)))
         {
-            let padded_input = AttentionInput::<Cpu>::new(
-                padded_rows.clone(),
-                &batch,
-                bias.clone(),
-                window,
-                Attention::Explicit { max_score_bytes },
-                &device,
-            );
-            let packed_input = AttentionInput::<Cpu>::new(
-                packed_rows.clone(),
-                &batch,
-                bias.clone(),
-                window,
-                Attention::Fused,
-                &device,
-            );
+            let input = |rows: &TokenRows, kind| {
+                AttentionInput::<Cpu>::new(
+                    rows.clone(),
+                    &batch,
+                    bias.clone(),
+                    window,
+                    kind,
+                    &device,
+                )
+                .with_scores(scores)
+            };
+            let padded_input = input(&padded_rows, kind);
+            let packed_input = input(&packed_rows, Attention::Fused);
             let theirs = padded_rows.unpack(
                 padded_self_attention(padded_qkv.clone(), heads, &padded_input),
                 &device,
@@ -912,7 +957,7 @@ mod tests {
             );
             assert!(
                 max_diff(ours * mask.clone(), theirs * mask) < 1e-5,
-                "{heads:?}, bias {}, window {window:?}, max_score_bytes {max_score_bytes}",
+                "{heads:?}, bias {}, window {window:?}, {scores:?}, {kind:?}",
                 bias.is_some()
             );
         }

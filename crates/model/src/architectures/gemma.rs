@@ -1,26 +1,28 @@
-//! Gemma 3 (Google 2025), the decoder under EmbeddingGemma: word embeddings scaled by
-//! √hidden, RMSNorms that scale by `1 + weight` before and after both the attention and the
-//! feed-forward block, grouped-query attention with per-head q/k norms and rotary positions,
-//! scores scaled by `query_pre_attn_scalar^-½`, and a gated GELU (tanh) feed-forward block.
-//! Layers alternate between sliding-window attention (a rotary base of their own) and full
-//! attention; EmbeddingGemma's `use_bidirectional_attention` lets a token see both ways.
-//! Checkpoint names follow Hugging Face's `Gemma3TextModel`; `Gemma3ForCausalLM` checkpoints
-//! prefix them with `model.`.
+//! Gemma 2 and Gemma 3 (Google 2024, 2025), the decoders under bge-multilingual-gemma2 and
+//! EmbeddingGemma: word embeddings scaled by √hidden, RMSNorms that scale by `1 + weight`
+//! before and after both the attention and the feed-forward block, grouped-query attention
+//! with rotary positions, scores scaled by `query_pre_attn_scalar^-½`, and a gated GELU (tanh)
+//! feed-forward block. Layers alternate between sliding-window attention and full attention.
+//! Gemma 2 soft-caps its scores (`attn_logit_softcapping`); Gemma 3 adds per-head q/k norms,
+//! gives each kind of layer its own rotary base, and with EmbeddingGemma's
+//! `use_bidirectional_attention` lets a token see both ways. Checkpoint names follow Hugging
+//! Face's `Gemma2Model` / `Gemma3TextModel`; `*ForCausalLM` checkpoints prefix them with
+//! `model.`.
 
 use burn::module::Param;
 use burn::nn::{Embedding, RmsNorm};
 use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
-use super::decoder::DecoderBlocks;
+use super::decoder::{DecoderBlocks, NormLoader};
 use super::layers::{Attention, RotaryLayers, load_embedding, load_rms_norm, lookup, widen};
-use crate::config::{Biases, Gemma3Config};
+use crate::config::{Biases, GemmaConfig};
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
 
 #[derive(Debug)]
-struct Gemma3Layer<B: Backend> {
+struct GemmaLayer<B: Backend> {
     input_norm: RmsNorm<B>,
     blocks: DecoderBlocks<B>,
     post_attention_norm: RmsNorm<B>,
@@ -29,23 +31,19 @@ struct Gemma3Layer<B: Backend> {
 }
 
 #[derive(Debug)]
-pub struct Gemma3<B: Backend> {
+pub struct Gemma<B: Backend> {
     pub(super) word_embeddings: Embedding<B>,
-    layers: Vec<Gemma3Layer<B>>,
+    layers: Vec<GemmaLayer<B>>,
     final_norm: RmsNorm<B>,
-    config: Gemma3Config,
+    config: GemmaConfig,
 }
 
-impl<B: EncoderBackend> Gemma3<B> {
-    pub fn load(config: &Gemma3Config, weights: &Weights, device: &B::Device) -> Result<Self> {
+impl<B: EncoderBackend> Gemma<B> {
+    pub fn load(config: &GemmaConfig, weights: &Weights, device: &B::Device) -> Result<Self> {
         let shape = &config.shape;
         let (d, heads) = (shape.hidden_size, config.heads);
         let norm =
             |name: &str, dim| offset_rms_norm(weights, name, dim, shape.layer_norm_eps, device);
-        // The attention op scales scores by head_dim^-½; Gemma scales them by
-        // query_pre_attn_scalar^-½. The queries are linear in q_norm's scale (rotary positions
-        // rotate them), so the difference goes into that scale once, at load.
-        let query_scale = (heads.dim as f64 / config.query_pre_attn_scalar).sqrt();
         let biases = Biases {
             qkv: config.attention_bias,
             output: config.attention_bias,
@@ -55,13 +53,10 @@ impl<B: EncoderBackend> Gemma3<B> {
             .map(|i| {
                 let p = format!("layers.{i}");
                 let name = |part: &str| format!("{p}.{part}");
-                let mut blocks =
-                    DecoderBlocks::load(weights, &p, (shape, heads), biases, Some(&norm), device)?;
-                if let Some((query_norm, _)) = &mut blocks.head_norms {
-                    let gamma = query_norm.gamma.val().mul_scalar(query_scale);
-                    query_norm.gamma = Param::from_tensor(gamma);
-                }
-                Ok(Gemma3Layer {
+                let head_norm: Option<NormLoader<B>> = config.head_norms().then_some(&norm);
+                let blocks =
+                    DecoderBlocks::load(weights, &p, (shape, heads), biases, head_norm, device)?;
+                Ok(GemmaLayer {
                     input_norm: norm(&name("input_layernorm"), d)?,
                     blocks,
                     post_attention_norm: norm(&name("post_attention_layernorm"), d)?,
@@ -70,7 +65,7 @@ impl<B: EncoderBackend> Gemma3<B> {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Gemma3 {
+        Ok(Gemma {
             word_embeddings: load_embedding(
                 weights,
                 "embed_tokens.weight",
