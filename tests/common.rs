@@ -25,7 +25,7 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// The tiny generated models, one per architecture / pooling / format combination.
-pub const TINY_MODELS: [&str; 21] = [
+pub const TINY_MODELS: [&str; 23] = [
     "bert-mean-normalize-old",
     "bert-cls-dense-new",
     "bert-allmodes-old",
@@ -45,6 +45,8 @@ pub const TINY_MODELS: [&str; 21] = [
     "qwen2-lasttoken-sliding-new",
     "llama-mean-biases-new",
     "gemma2-lasttoken-softcap-new",
+    "t5-mean-dense-new",
+    "mt5-max-gated-old",
     "static-wordpiece-new",
     "static-model2vec-bpe-old",
 ];

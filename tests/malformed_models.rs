@@ -703,20 +703,22 @@ fn gemma3_variants_we_do_not_run_are_refused() {
     );
 }
 
-/// Gemma 3 in float16 is refused with the precisions it supports, whatever the device (its
-/// activations overflow float16; EmbeddingGemma's card says float32 or bfloat16).
+/// Gemma 3 and T5 in float16 are refused with the precisions they support, whatever the
+/// device (their activations overflow float16; EmbeddingGemma's card says float32 or bfloat16).
 #[test]
-fn gemma3_in_float16_is_refused() {
-    let dir = tiny_model_dir("gemma3-mean-dense-prompts-new");
-    let error = match SentenceEncoder::load_with_precision(&dir, Device::default(), Precision::F16)
-    {
-        Ok(_) => panic!("Gemma 3 loaded in float16"),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        error.contains("float16") && error.contains("bf16"),
-        "{error}"
-    );
+fn models_whose_activations_overflow_float16_are_refused_it() {
+    for name in ["gemma3-mean-dense-prompts-new", "t5-mean-dense-new"] {
+        let dir = tiny_model_dir(name);
+        let error =
+            match SentenceEncoder::load_with_precision(&dir, Device::default(), Precision::F16) {
+                Ok(_) => panic!("{name} loaded in float16"),
+                Err(e) => e.to_string(),
+            };
+        assert!(
+            error.contains("float16") && error.contains("bf16"),
+            "{name}: {error}"
+        );
+    }
 }
 
 /// Gemma 2 without a soft cap (`attn_logit_softcapping` null) gives ST's rows too
@@ -815,6 +817,57 @@ fn gemma2_variants_we_do_not_run_are_refused() {
         ),
     ];
     refused_config_edits("gemma2-lasttoken-softcap-new", cases);
+}
+
+/// A T5 checkpoint known only by its class name, or whose word embeddings are the encoder's
+/// tied copy (`encoder.embed_tokens`) rather than `shared`, gives the same rows.
+#[test]
+fn t5_found_by_class_name_and_by_either_embedding_name() {
+    let name = "t5-mean-dense-new";
+    let (_tmp, dir) = copy_tiny_model(name);
+    let reference = encode_folder(&dir, &PAST_A_WINDOW);
+    known_only_by_class(&dir, "T5EncoderModel");
+    assert_eq!(
+        encode_folder(&dir, &PAST_A_WINDOW),
+        reference,
+        "class name only"
+    );
+    rewrite_weights(&dir, |tensors| {
+        for (name, ..) in tensors.iter_mut() {
+            if name == "shared.weight" {
+                *name = "encoder.embed_tokens.weight".into();
+            }
+        }
+    });
+    assert_eq!(
+        encode_folder(&dir, &PAST_A_WINDOW),
+        reference,
+        "encoder.embed_tokens"
+    );
+}
+
+/// T5 configs that describe no encoder we can run are refused, not loaded.
+#[test]
+fn t5_variants_we_do_not_run_are_refused() {
+    let cases: [(&str, serde_json::Value, &str); 4] = [
+        ("is_decoder", true.into(), "is_decoder"),
+        (
+            "feed_forward_proj",
+            "swiglu-gelu".into(),
+            "feed_forward_proj \"swiglu-gelu\" is not",
+        ),
+        (
+            "feed_forward_proj",
+            "gated-mish".into(),
+            "unsupported activation \"mish\"",
+        ),
+        (
+            "relative_attention_max_distance",
+            2.into(),
+            "needs at least 4 buckets and a distance past a quarter of them",
+        ),
+    ];
+    refused_config_edits("t5-mean-dense-new", cases);
 }
 
 /// With no `tokenizer_class` in tokenizer_config.json, transformers takes the class from

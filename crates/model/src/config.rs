@@ -77,6 +77,8 @@ pub enum ArchitectureConfig {
     ModernBert(ModernBertConfig),
     Llama(LlamaConfig),
     Gemma(GemmaConfig),
+    /// T5's and mT5's encoder (sentence-t5, GTR-T5), as ST loads it (`T5EncoderModel`).
+    T5(T5Config),
 }
 
 /// What ModernBERT adds to the common shape (`layer_norm_eps` is its `norm_eps`, `activation`
@@ -160,6 +162,21 @@ impl LlamaConfig {
     pub fn head_norms(&self) -> bool {
         self.family == LlamaFamily::Qwen3
     }
+}
+
+/// T5's encoder: what it adds to the common shape (`hidden_size` is its `d_model`,
+/// `intermediate_size` its `d_ff`, `layer_norm_eps` its `layer_norm_epsilon`, `activation` its
+/// `feed_forward_proj`'s; positions are relative, so `max_position_embeddings` is unbounded).
+#[derive(Debug, Clone)]
+pub struct T5Config {
+    pub shape: EncoderShape,
+    /// `num_heads` heads of `d_kv` values (their width need not split `d_model`).
+    pub heads: Heads,
+    /// `gated-…` feed-forward blocks (T5 v1.1, mT5): `wo(act(wi_0·x) ⊙ wi_1·x)`; else
+    /// `wo(act(wi·x))`.
+    pub gated: bool,
+    pub relative_attention_num_buckets: usize,
+    pub relative_attention_max_distance: usize,
 }
 
 /// Which Gemma text decoder: they share a layer and differ in its attention.
@@ -255,6 +272,16 @@ struct RawConfig {
     /// `Some(None)`: present as `null` (no cap), which differs from absent (Gemma 2: 50).
     #[serde(default, deserialize_with = "present")]
     attn_logit_softcapping: Option<Option<f64>>,
+    // T5 names
+    d_model: Option<usize>,
+    d_kv: Option<usize>,
+    d_ff: Option<usize>,
+    num_layers: Option<usize>,
+    num_heads: Option<usize>,
+    relative_attention_max_distance: Option<usize>,
+    layer_norm_epsilon: Option<f64>,
+    feed_forward_proj: Option<String>,
+    is_decoder: Option<bool>,
 }
 
 impl RawConfig {
@@ -528,6 +555,77 @@ impl RawConfig {
         })
     }
 
+    /// T5's encoder (`T5Config`'s defaults; `mt5`: `MT5Config`'s), as `T5EncoderModel` runs it.
+    fn t5(&self, mt5: bool, path: &Path) -> Result<T5Config> {
+        if self.is_decoder == Some(true) {
+            return Err(ModelError::config(
+                path,
+                "is_decoder: a T5 decoder is not an embedding model (ST runs T5's encoder)",
+            ));
+        }
+        // transformers' rule: `gated-<act>` or `<act>`, `gated-gelu` meaning the tanh GELU.
+        let projection = self.feed_forward_proj.as_deref();
+        let projection = projection.unwrap_or(if mt5 { "gated-gelu" } else { "relu" });
+        let (gated, activation) = match projection.split_once('-') {
+            Some(("gated", "gelu")) => (true, "gelu_new"),
+            Some(("gated", activation)) => (true, activation),
+            None => (false, projection),
+            Some(_) => {
+                return Err(ModelError::config(
+                    path,
+                    format!(
+                        "feed_forward_proj {projection:?} is not \"gated-<activation>\" or \
+                         \"<activation>\""
+                    ),
+                ));
+            }
+        };
+        let hidden_size = self.d_model.unwrap_or(512);
+        let num_heads = self.num_heads.unwrap_or(8);
+        let shape = EncoderShape {
+            vocab_size: self
+                .vocab_size
+                .unwrap_or(if mt5 { 250_112 } else { 32_128 }),
+            hidden_size,
+            num_layers: self.num_layers.unwrap_or(6),
+            num_heads,
+            intermediate_size: self.d_ff.unwrap_or(if mt5 { 1024 } else { 2048 }),
+            max_position_embeddings: usize::MAX,
+            layer_norm_eps: self.layer_norm_epsilon.unwrap_or(1e-6),
+            activation: Activation::parse(activation, path)?,
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(!mt5),
+        };
+        let dim = self.d_kv.unwrap_or(64);
+        if dim == 0 {
+            return Err(ModelError::config(path, "d_kv must be at least 1"));
+        }
+        let num_buckets = self.relative_attention_num_buckets.unwrap_or(32);
+        let max_distance = self.relative_attention_max_distance.unwrap_or(128);
+        // The bucketing halves the buckets twice and divides by the log of max_distance over
+        // the quarter.
+        if num_buckets < 4 || max_distance <= num_buckets / 4 {
+            return Err(ModelError::config(
+                path,
+                format!(
+                    "relative_attention_num_buckets {num_buckets} with \
+                     relative_attention_max_distance {max_distance}: needs at least 4 buckets \
+                     and a distance past a quarter of them"
+                ),
+            ));
+        }
+        Ok(T5Config {
+            shape,
+            heads: Heads {
+                query: num_heads,
+                key_value: num_heads,
+                dim,
+            },
+            gated,
+            relative_attention_num_buckets: num_buckets,
+            relative_attention_max_distance: max_distance,
+        })
+    }
+
     /// Which layers are sliding-window (local) ones: from `layer_types` (transformers 5's
     /// key) if given, else each layer's `default`.
     fn layer_kinds(
@@ -798,6 +896,8 @@ impl ArchitectureConfig {
             }
             _ if named("qwen2") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Qwen2, path)?),
             _ if named("qwen3") => ArchitectureConfig::Llama(raw.llama(LlamaFamily::Qwen3, path)?),
+            _ if named("t5") || named("t5encoder") => ArchitectureConfig::T5(raw.t5(false, path)?),
+            _ if named("mt5") || named("mt5encoder") => ArchitectureConfig::T5(raw.t5(true, path)?),
             _ if named("gemma2") => {
                 ArchitectureConfig::Gemma(raw.gemma(GemmaGeneration::Gemma2, path)?)
             }
@@ -823,7 +923,7 @@ impl ArchitectureConfig {
         // head_dim, checked with the rest of its config).
         let named_head_width = matches!(
             config,
-            ArchitectureConfig::Llama(_) | ArchitectureConfig::Gemma(_)
+            ArchitectureConfig::Llama(_) | ArchitectureConfig::Gemma(_) | ArchitectureConfig::T5(_)
         );
         if shape.num_heads == 0 || (!named_head_width && shape.hidden_size % shape.num_heads != 0) {
             return Err(ModelError::config(
@@ -845,7 +945,8 @@ impl ArchitectureConfig {
             | ArchitectureConfig::Roberta { shape, .. }
             | ArchitectureConfig::ModernBert(ModernBertConfig { shape, .. })
             | ArchitectureConfig::Llama(LlamaConfig { shape, .. })
-            | ArchitectureConfig::Gemma(GemmaConfig { shape, .. }) => shape,
+            | ArchitectureConfig::Gemma(GemmaConfig { shape, .. })
+            | ArchitectureConfig::T5(T5Config { shape, .. }) => shape,
         }
     }
 
@@ -854,7 +955,8 @@ impl ArchitectureConfig {
     pub fn heads(&self) -> Heads {
         match self {
             ArchitectureConfig::Llama(LlamaConfig { heads, .. })
-            | ArchitectureConfig::Gemma(GemmaConfig { heads, .. }) => *heads,
+            | ArchitectureConfig::Gemma(GemmaConfig { heads, .. })
+            | ArchitectureConfig::T5(T5Config { heads, .. }) => *heads,
             other => Heads::multi(other.shape().num_heads, other.shape().hidden_size),
         }
     }
@@ -882,6 +984,8 @@ impl ArchitectureConfig {
             ArchitectureConfig::ModernBert(_)
             | ArchitectureConfig::Llama(_)
             | ArchitectureConfig::Gemma(_) => "model",
+            // T5's names (`shared.…`, `encoder.…`) are the same in every checkpoint class.
+            ArchitectureConfig::T5(_) => "",
         }
     }
 
@@ -911,6 +1015,7 @@ impl ArchitectureConfig {
                 LlamaFamily::Qwen3 => class("Qwen2Tokenizer"),
             },
             ArchitectureConfig::Gemma(_) => class("GemmaTokenizer"),
+            ArchitectureConfig::T5(_) => class("T5Tokenizer"),
         }
     }
 
@@ -923,6 +1028,7 @@ impl ArchitectureConfig {
             ArchitectureConfig::ModernBert(_)
             | ArchitectureConfig::Llama(_)
             | ArchitectureConfig::Gemma(_) => 3 * shape.intermediate_size,
+            ArchitectureConfig::T5(T5Config { gated: true, .. }) => 3 * shape.intermediate_size,
             _ => shape.intermediate_size,
         };
         2 * shape.hidden_size + intermediate
@@ -940,13 +1046,18 @@ impl ArchitectureConfig {
                 "Gemma 3 models do not support float16 activations (EmbeddingGemma's model \
                  card: use float32 or bfloat16); choose precision bf16 or f32",
             ),
+            ArchitectureConfig::T5(_) => Some(
+                "T5 models do not support float16 activations (they overflow it: transformers \
+                 keeps their last feed-forward projection in float32); choose precision bf16 or \
+                 f32",
+            ),
             _ => None,
         }
     }
 
     /// The longest input (in tokens, specials included) the positions can encode: the
     /// position table's rows, or `max_position_embeddings` for rotary positions (ModernBERT
-    /// and the decoders).
+    /// and the decoders); unbounded for T5's relative ones.
     pub fn max_input_tokens(&self) -> usize {
         match self {
             // MPNet and RoBERTa number positions from pad_token_id + 1.

@@ -21,7 +21,7 @@ pub enum ModelError {
     #[error("{path}: {message}")]
     InvalidConfig { path: PathBuf, message: String },
     #[error(
-        "{path}: unsupported architecture {name:?} (supported: bert, distilbert, mpnet, roberta, xlm-roberta, camembert, modernbert, llama, mistral, qwen2, qwen3, gemma2, gemma3_text)"
+        "{path}: unsupported architecture {name:?} (supported: bert, distilbert, mpnet, roberta, xlm-roberta, camembert, modernbert, llama, mistral, qwen2, qwen3, gemma2, gemma3_text, t5, mt5)"
     )]
     UnknownArchitecture { path: PathBuf, name: String },
     #[error("{path}: invalid safetensors file: {message}")]

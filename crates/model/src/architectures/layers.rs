@@ -286,6 +286,71 @@ pub fn run_layers<B: EncoderBackend>(
     }
 }
 
+/// T5's relative position bias (MPNet's too): a learned scalar per head for each bucket of
+/// key-minus-query distances, exact for short distances and logarithmic up to `max_distance`,
+/// the same for every layer and every text.
+#[derive(Debug)]
+pub struct RelativePositionBias {
+    /// `[num_buckets, heads]`, kept on the host: the bias is assembled per sequence length.
+    table: Vec<f32>,
+    num_buckets: usize,
+    max_distance: usize,
+    heads: usize,
+}
+
+impl RelativePositionBias {
+    pub fn load(
+        weights: &Weights,
+        name: &str,
+        (num_buckets, max_distance): (usize, usize),
+        heads: usize,
+    ) -> Result<Self> {
+        Ok(RelativePositionBias {
+            table: weights.values(name, &[num_buckets, heads])?,
+            num_buckets,
+            max_distance,
+            heads,
+        })
+    }
+
+    /// The additive bias `[1, heads, seq, seq]` of a batch padded to `seq` positions.
+    pub fn tensor<B: Backend>(&self, seq: usize, device: &B::Device) -> Tensor<B, 4> {
+        let heads = self.heads;
+        let mut values = vec![0f32; heads * seq * seq];
+        for q in 0..seq {
+            for k in 0..seq {
+                let bucket = bidirectional_bucket(
+                    k as i64 - q as i64,
+                    self.num_buckets as i64,
+                    self.max_distance as i64,
+                );
+                for h in 0..heads {
+                    values[(h * seq + q) * seq + k] = self.table[bucket as usize * heads + h];
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(values, [1, heads, seq, seq]), device)
+    }
+}
+
+/// T5's `_relative_position_bucket` of an encoder (bidirectional), in f32 like PyTorch so that
+/// bucket edges agree exactly: keys after the query take the upper half of the buckets.
+fn bidirectional_bucket(relative_position: i64, num_buckets: i64, max_distance: i64) -> i64 {
+    let half = num_buckets / 2;
+    let mut bucket = if relative_position > 0 { half } else { 0 };
+    let n = relative_position.abs();
+    let max_exact = half / 2;
+    if n < max_exact {
+        bucket += n;
+    } else {
+        let scaled = (n as f32 / max_exact as f32).ln()
+            / (max_distance as f32 / max_exact as f32).ln()
+            * (half - max_exact) as f32;
+        bucket += (max_exact + scaled as i64).min(half - 1);
+    }
+    bucket
+}
+
 /// The attention inputs of a rotary model's layers (ModernBERT, the Llama family, Gemma) for
 /// one batch: an input per distinct window and scoring, and a rotary table per distinct rope,
 /// each built once and shared by every layer that attends alike. A token's position is its
@@ -409,4 +474,31 @@ pub fn positions_after_padding(batch: &TokenBatch, pad_token_id: u32) -> Vec<i64
 /// Widens token ids for an embedding lookup.
 pub fn widen(ids: &[u32]) -> Vec<i64> {
     ids.iter().map(|&id| id as i64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bidirectional_bucket;
+
+    #[test]
+    fn buckets_match_hugging_face_for_known_distances() {
+        // Values printed by transformers 5.23: MPNetEncoder.relative_position_bucket(torch.tensor(d), 32).
+        let expected = [
+            (0, 0),
+            (1, 17),
+            (-1, 1),
+            (7, 23),
+            (-8, 8),
+            (20, 26),
+            (-127, 15),
+            (300, 31),
+        ];
+        for (distance, bucket) in expected {
+            assert_eq!(
+                bidirectional_bucket(distance, 32, 128),
+                bucket,
+                "distance {distance}"
+            );
+        }
+    }
 }

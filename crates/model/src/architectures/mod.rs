@@ -13,6 +13,7 @@ pub(crate) use layers::{activate, load_linear, load_linear_with_bias, load_norm}
 mod modernbert;
 mod mpnet;
 mod roberta;
+mod t5;
 
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -22,6 +23,7 @@ pub use gemma::Gemma;
 pub use llama::Llama;
 pub use modernbert::ModernBert;
 pub use mpnet::MPNet;
+pub use t5::T5;
 
 use crate::config::ArchitectureConfig;
 use crate::error::Result;
@@ -53,6 +55,8 @@ pub enum Transformer<B: Backend> {
     Llama(Llama<B>),
     /// Gemma 2, Gemma 3.
     Gemma(Gemma<B>),
+    /// T5's and mT5's encoder.
+    T5(T5<B>),
 }
 
 impl<B: EncoderBackend> Transformer<B> {
@@ -107,6 +111,7 @@ impl<B: EncoderBackend> Transformer<B> {
             ArchitectureConfig::Gemma(config) => {
                 Transformer::Gemma(Gemma::load(config, weights, device)?)
             }
+            ArchitectureConfig::T5(config) => Transformer::T5(T5::load(config, weights, device)?),
         })
     }
 
@@ -119,6 +124,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::ModernBert(m) => m.word_embeddings.weight.val(),
             Transformer::Llama(m) => m.word_embeddings.weight.val(),
             Transformer::Gemma(m) => m.word_embeddings.weight.val(),
+            Transformer::T5(m) => m.word_embeddings.weight.val(),
         }
     }
 
@@ -130,7 +136,10 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::Roberta(_) => Some(roberta::MLM_HEAD),
             Transformer::ModernBert(m) => Some(m.mlm_head_names()),
             // The decoders' language-model heads predict the next token, not a masked one.
-            Transformer::MPNet(_) | Transformer::Llama(_) | Transformer::Gemma(_) => None,
+            Transformer::MPNet(_)
+            | Transformer::Llama(_)
+            | Transformer::Gemma(_)
+            | Transformer::T5(_) => None,
         }
     }
 
@@ -148,6 +157,7 @@ impl<B: EncoderBackend> Transformer<B> {
             Transformer::ModernBert(m) => m.forward(batch, attention, device),
             Transformer::Llama(m) => m.forward(batch, attention, device),
             Transformer::Gemma(m) => m.forward(batch, attention, device),
+            Transformer::T5(m) => m.forward(batch, attention, device),
         }
     }
 }

@@ -1,21 +1,18 @@
-//! MPNet (Song et al. 2020): BERT-shaped layers plus a T5-style relative position bias shared
-//! by all layers, and RoBERTa-style absolute positions counted from `pad_token_id + 1`.
+//! MPNet (Song et al. 2020): BERT-shaped layers plus T5's relative position bias shared by
+//! all layers, and RoBERTa-style absolute positions counted from `pad_token_id + 1`.
 
 use burn::nn::{Embedding, LayerNorm};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, EncoderLayer, LayerNames, load_embedding, load_layer_norm, load_layers, lookup,
-    positions_after_padding, run_layers, widen,
+    Attention, EncoderLayer, LayerNames, RelativePositionBias, load_embedding, load_layer_norm,
+    load_layers, lookup, positions_after_padding, run_layers, widen,
 };
 use crate::config::EncoderShape;
 use crate::error::Result;
 use crate::ops::{EncoderBackend, HiddenStates, TokenRows};
 use crate::weights::Weights;
-
-/// Hugging Face's MPNet uses this fixed distance for the largest relative-position bucket.
-const MAX_DISTANCE: i64 = 128;
 
 #[derive(Debug)]
 pub struct MPNet<B: Backend> {
@@ -23,10 +20,7 @@ pub struct MPNet<B: Backend> {
     position_embeddings: Embedding<B>,
     embeddings_norm: LayerNorm<B>,
     layers: Vec<EncoderLayer<B>>,
-    /// `[num_buckets, heads]`, kept on the host: the bias is assembled per sequence length.
-    relative_attention_bias: Vec<f32>,
-    num_buckets: usize,
-    num_heads: usize,
+    relative_attention_bias: RelativePositionBias,
     pad_token_id: u32,
 }
 
@@ -75,12 +69,13 @@ impl<B: EncoderBackend> MPNet<B> {
                 device,
             )?,
             layers,
-            relative_attention_bias: weights.values(
+            // Hugging Face's MPNet fixes the distance of the largest bucket at 128.
+            relative_attention_bias: RelativePositionBias::load(
+                weights,
                 "encoder.relative_attention_bias.weight",
-                &[num_buckets, shape.num_heads],
+                (num_buckets, 128),
+                shape.num_heads,
             )?,
-            num_buckets,
-            num_heads: shape.num_heads,
             pad_token_id: pad_token_id as u32,
         })
     }
@@ -96,67 +91,7 @@ impl<B: EncoderBackend> MPNet<B> {
         let embeddings = lookup(&self.word_embeddings, &rows, &widen(&batch.ids), device)
             + lookup(&self.position_embeddings, &rows, &positions, device);
         let x = self.embeddings_norm.forward(embeddings);
-        let bias = self.position_bias(batch.seq_len, device);
+        let bias = self.relative_attention_bias.tensor(batch.seq_len, device);
         run_layers(&self.layers, x, batch, rows, Some(bias), attention, device)
-    }
-
-    fn position_bias(&self, seq: usize, device: &B::Device) -> Tensor<B, 4> {
-        let heads = self.num_heads;
-        let mut values = vec![0f32; heads * seq * seq];
-        for q in 0..seq {
-            for k in 0..seq {
-                let bucket = relative_position_bucket(k as i64 - q as i64, self.num_buckets as i64);
-                for h in 0..heads {
-                    values[(h * seq + q) * seq + k] =
-                        self.relative_attention_bias[bucket as usize * heads + h];
-                }
-            }
-        }
-        Tensor::from_data(TensorData::new(values, [1, heads, seq, seq]), device)
-    }
-}
-
-/// T5's bucketing as MPNet implements it, in f32 like PyTorch so bucket edges agree exactly.
-fn relative_position_bucket(relative_position: i64, num_buckets: i64) -> i64 {
-    let half = num_buckets / 2;
-    let n = -relative_position;
-    let mut bucket = if n < 0 { half } else { 0 };
-    let n = n.abs();
-    let max_exact = half / 2;
-    if n < max_exact {
-        bucket += n;
-    } else {
-        let scaled = (n as f32 / max_exact as f32).ln()
-            / (MAX_DISTANCE as f32 / max_exact as f32).ln()
-            * (half - max_exact) as f32;
-        bucket += (max_exact + scaled as i64).min(half - 1);
-    }
-    bucket
-}
-
-#[cfg(test)]
-mod tests {
-    use super::relative_position_bucket;
-
-    #[test]
-    fn buckets_match_hugging_face_for_known_distances() {
-        // Values printed by transformers 5.23: MPNetEncoder.relative_position_bucket(torch.tensor(d), 32).
-        let expected = [
-            (0, 0),
-            (1, 17),
-            (-1, 1),
-            (7, 23),
-            (-8, 8),
-            (20, 26),
-            (-127, 15),
-            (300, 31),
-        ];
-        for (distance, bucket) in expected {
-            assert_eq!(
-                relative_position_bucket(distance, 32),
-                bucket,
-                "distance {distance}"
-            );
-        }
     }
 }
