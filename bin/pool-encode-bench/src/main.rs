@@ -480,10 +480,9 @@ struct Work {
 
 /// FLOPs of one encoder pass over texts of `lengths` tokens, padding excluded: per layer and
 /// token 2·(2·h·(q + kv) + 2·h·ffn) for the projections (q and kv: the query and key / value
-/// widths, h each in multi-head attention) and the feed-forward (3·h·ffn for a gated block:
-/// ModernBERT's and the decoders'), plus 4·k·q for Q·Kᵀ and P·V over the k keys a token sees
-/// (the whole text, or its layer's window: local, causal, or sliding). A `StaticEmbedding`
-/// model adds a row per token: one FLOP a value.
+/// widths) and the feed-forward (3·h·ffn for a gated block), plus 4·k·q for Q·Kᵀ and P·V over
+/// the k keys a token sees (the whole text, or its layer's window: local, causal, or
+/// sliding). A `StaticEmbedding` model adds a row per token: one FLOP a value.
 fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let Ok(transformer) = encoder.folder().transformer() else {
         let tokens: usize = lengths.iter().sum();
@@ -495,10 +494,15 @@ fn useful_flops(encoder: &SentenceEncoder, lengths: &[usize]) -> f64 {
     let heads = architecture.heads();
     let (q, kv) = (heads.query_width() as f64, heads.key_value_width() as f64);
     // The window each layer's queries see keys in (`None`: the whole text), and the
-    // feed-forward block's matrices (3 in the rotary models' gated blocks, 2 in the others).
-    let (ffn_matrices, layers): (f64, Vec<Option<Window>>) = match architecture.layer_attention() {
-        Some(layers) => (3.0, layers.iter().map(|layer| layer.window).collect()),
-        None => (2.0, vec![None; shape.num_layers]),
+    // feed-forward block's matrices.
+    let layers: Vec<Option<Window>> = match architecture.layer_attention() {
+        Some(layers) => layers.iter().map(|layer| layer.window).collect(),
+        None => vec![None; shape.num_layers],
+    };
+    let ffn_matrices = if architecture.gated_feed_forward() {
+        3.0
+    } else {
+        2.0
     };
     let mut flops = 0.0;
     for &n in lengths {

@@ -1019,18 +1019,24 @@ impl ArchitectureConfig {
         }
     }
 
-    /// Floats a token holds at the peak of a layer, in its feed-forward block: the block's
-    /// input, its intermediate activations and its output. A gated block (ModernBERT's and the
-    /// decoders') holds the input and gate halves (2 × intermediate) and their product.
-    pub fn peak_floats_per_token(&self) -> usize {
-        let shape = self.shape();
-        let intermediate = match self {
+    /// Whether the feed-forward blocks are gated (`down(act(gate·x) ⊙ up·x)`: three matrices,
+    /// not two): ModernBERT's, the decoders', T5 v1.1's and mT5's.
+    pub fn gated_feed_forward(&self) -> bool {
+        match self {
             ArchitectureConfig::ModernBert(_)
             | ArchitectureConfig::Llama(_)
-            | ArchitectureConfig::Gemma(_) => 3 * shape.intermediate_size,
-            ArchitectureConfig::T5(T5Config { gated: true, .. }) => 3 * shape.intermediate_size,
-            _ => shape.intermediate_size,
-        };
+            | ArchitectureConfig::Gemma(_) => true,
+            ArchitectureConfig::T5(config) => config.gated,
+            _ => false,
+        }
+    }
+
+    /// Floats a token holds at the peak of a layer, in its feed-forward block: the block's
+    /// input, its intermediate activations and its output. A gated block holds the input and
+    /// gate halves (2 × intermediate) and their product.
+    pub fn peak_floats_per_token(&self) -> usize {
+        let shape = self.shape();
+        let intermediate = if self.gated_feed_forward() { 3 } else { 1 } * shape.intermediate_size;
         2 * shape.hidden_size + intermediate
     }
 
