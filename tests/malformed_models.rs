@@ -794,7 +794,12 @@ fn gemma2_config_in_either_key_set() {
 /// attention, are refused, not loaded.
 #[test]
 fn gemma2_variants_we_do_not_run_are_refused() {
-    let cases: [(&str, serde_json::Value, &str); 4] = [
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "sliding_window",
+            serde_json::Value::Null,
+            "sliding_window null is not supported for Gemma",
+        ),
         (
             "use_bidirectional_attention",
             true.into(),

@@ -404,11 +404,7 @@ impl RawConfig {
                     "sliding_window must be at least 1",
                 ));
             }
-            // transformers' sliding mask keeps keys less than W positions back.
-            Some(w) => Window {
-                before: w - 1,
-                after: 0,
-            },
+            Some(w) => Window::sliding(w),
             None => Window::CAUSAL,
         };
         let attending = |window| LayerAttention {
@@ -491,7 +487,18 @@ impl RawConfig {
                 self.layer_kinds(shape.num_layers, |i| (i + 1) % pattern.max(1) != 0, path)?
             }
         };
-        let window = self.sliding_window.flatten().unwrap_or(4096);
+        // transformers cannot run a Gemma without a window (its masks divide by it).
+        let window = match self.sliding_window {
+            None => 4096,
+            Some(Some(window)) => window,
+            Some(None) => {
+                return Err(ModelError::config(
+                    path,
+                    "sliding_window null is not supported for Gemma (transformers needs a \
+                     window)",
+                ));
+            }
+        };
         if window == 0 {
             return Err(ModelError::config(
                 path,
@@ -503,11 +510,7 @@ impl RawConfig {
         let (sliding_window, full_window) = if bidirectional {
             (Window::around(window / 2), None)
         } else {
-            let sliding = Window {
-                before: window - 1,
-                after: 0,
-            };
-            (sliding, Some(Window::CAUSAL))
+            (Window::sliding(window), Some(Window::CAUSAL))
         };
         let (sliding_rope, full_rope) = match generation {
             GemmaGeneration::Gemma2 => {

@@ -49,11 +49,11 @@ impl<B: EncoderBackend> Gemma<B> {
             output: config.attention_bias,
             mlp: false,
         };
+        let head_norm: Option<NormLoader<B>> = config.head_norms().then_some(&norm);
         let layers = (0..shape.num_layers)
             .map(|i| {
                 let p = format!("layers.{i}");
                 let name = |part: &str| format!("{p}.{part}");
-                let head_norm: Option<NormLoader<B>> = config.head_norms().then_some(&norm);
                 let blocks =
                     DecoderBlocks::load(weights, &p, (shape, heads), biases, head_norm, device)?;
                 Ok(GemmaLayer {

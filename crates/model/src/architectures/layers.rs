@@ -161,7 +161,7 @@ pub enum Attention {
     /// burn's fused `attention` op.
     #[default]
     Fused,
-    /// softmax(Q·Kᵀ/√d + bias, padding masked)·V in plain ops: on burn 0.21's GPU backends the
+    /// softmax(scores + bias, padding masked)·V in plain ops: on burn 0.21's GPU backends the
     /// fused op's autotuner picks kernels that fail for some sequence lengths (f16 on CUDA:
     /// "Stage seq_q must divide problem seq_q"), while matmul and softmax are robust. The
     /// scores of a block of queries at a time, each block's within `max_score_bytes`: the
@@ -483,7 +483,7 @@ mod tests {
     #[test]
     fn buckets_match_hugging_face_for_known_distances() {
         // Values printed by transformers 5.23: MPNetEncoder.relative_position_bucket(torch.tensor(d), 32).
-        let expected = [
+        let mpnet = [
             (0, 0),
             (1, 17),
             (-1, 1),
@@ -493,11 +493,29 @@ mod tests {
             (-127, 15),
             (300, 31),
         ];
-        for (distance, bucket) in expected {
+        // T5Attention._relative_position_bucket(torch.tensor(d), True, 8, 20): the tiny T5's.
+        let t5 = [
+            (0, 0),
+            (1, 5),
+            (-1, 1),
+            (2, 6),
+            (-2, 2),
+            (3, 6),
+            (-5, 2),
+            (7, 7),
+            (-12, 3),
+            (19, 7),
+            (-20, 3),
+            (21, 7),
+            (100, 7),
+            (-1000, 3),
+        ];
+        let cases = mpnet.map(|case| (case, (32, 128))).into_iter();
+        for ((distance, bucket), (buckets, max_distance)) in cases.chain(t5.map(|c| (c, (8, 20)))) {
             assert_eq!(
-                bidirectional_bucket(distance, 32, 128),
+                bidirectional_bucket(distance, buckets, max_distance),
                 bucket,
-                "distance {distance}"
+                "distance {distance} in {buckets} buckets up to {max_distance}"
             );
         }
     }

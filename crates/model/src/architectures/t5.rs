@@ -12,8 +12,8 @@ use burn::tensor::backend::Backend;
 
 use super::TokenBatch;
 use super::layers::{
-    Attention, RelativePositionBias, load_embedding, load_linear_with_bias, load_rms_norm,
-    load_stacked_linear_with_bias, lookup, widen,
+    Attention, RelativePositionBias, load_embedding, load_rms_norm, load_stacked_linear_with_bias,
+    lookup, widen,
 };
 use crate::config::{Activation, T5Config};
 use crate::error::Result;
@@ -76,21 +76,12 @@ impl<B: EncoderBackend> T5<B> {
                 Ok(T5Layer {
                     attention_norm: norm(&name(&attention, "layer_norm"))?,
                     qkv: linear(&[(&q, width), (&k, width), (&v, width)], d)?,
-                    attention_output: load_linear_with_bias(
-                        weights,
-                        &name(&attention, "SelfAttention.o"),
-                        (width, d),
-                        false,
-                        device,
-                    )?,
+                    attention_output: linear(&[(&name(&attention, "SelfAttention.o"), d)], width)?,
                     feed_forward_norm: norm(&name(&feed_forward, "layer_norm"))?,
                     feed_forward_in: ffn_in,
-                    feed_forward_out: load_linear_with_bias(
-                        weights,
-                        &name(&feed_forward, "DenseReluDense.wo"),
-                        (ffn, d),
-                        false,
-                        device,
+                    feed_forward_out: linear(
+                        &[(&name(&feed_forward, "DenseReluDense.wo"), d)],
+                        ffn,
                     )?,
                 })
             })

@@ -362,6 +362,15 @@ impl Window {
         after: 0,
     };
 
+    /// A causal sliding window of `width` tokens: the query and the `width - 1` before it
+    /// (transformers' sliding mask keeps keys less than `width` positions back).
+    pub fn sliding(width: usize) -> Self {
+        Window {
+            before: width.saturating_sub(1),
+            after: 0,
+        }
+    }
+
     /// `reach` positions each way.
     pub fn around(reach: usize) -> Self {
         Window {
@@ -400,7 +409,8 @@ pub struct LayerAttention {
 /// `AttentionModuleOptions` says the same): scaled, then soft-capped where the model caps them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Scores {
-    /// The factor on `Q·Kᵀ`; `None`: `head_dim^-½`. Gemma's is `query_pre_attn_scalar^-½`.
+    /// The factor on `Q·Kᵀ`; `None`: `head_dim^-½`. Gemma's is `query_pre_attn_scalar^-½`,
+    /// T5's 1 (it scales nothing).
     pub scale: Option<f64>,
     /// Gemma 2's `attn_logit_softcapping`: scores become `cap · tanh(score / cap)`, before the
     /// mask and any bias.
@@ -485,7 +495,8 @@ pub struct AttentionInput<B: Backend> {
     pub rows: TokenRows,
     /// The padded layout's mask.
     pub mask: Option<AttentionMask<B>>,
-    /// Additive bias `[1, heads, seq, seq]` (MPNet's relative positions), the same for every text.
+    /// Additive bias `[1, heads, seq, seq]` (T5's and MPNet's relative positions), the same for
+    /// every text.
     pub bias: Option<Tensor<B, 4>>,
     /// The keys each query sees by position (`None`: every key of its text).
     pub window: Option<Window>,
